@@ -1,0 +1,1 @@
+//! Holder for the top-level `benches/`; see `Cargo.toml` for the bench targets.

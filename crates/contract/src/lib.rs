@@ -1,0 +1,413 @@
+//! Dataset contracts (`policies/datasets/<partner>.<dataset>.toml`), owned by the partner.
+//!
+//! A contract lists every column of the partner's export with its type and role:
+//! - `identifier` (with a `kind`): normalised, validated and tokenised before sealing; the
+//!   raw value is dropped unless `reveal = true` keeps it (encrypted) for justified reveals;
+//! - `attribute`: sealed as typed data, usable only as its `uses` allow;
+//! - `drop`: never leaves the partner.
+//!
+//! Uses follow SCQL's column control list: `join`, `filter`, `group`, `aggregate`, `reveal`.
+//! `purposes` restricts all of a column's uses to the listed purposes; `use_purposes`
+//! restricts single uses further.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use blindwatch_common::IdentifierKind;
+use blindwatch_crypto::manifest::{SealedColumn, SealedContent};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    Utf8,
+    Int64,
+    Float64,
+    Bool,
+    Date,
+    Timestamp,
+}
+
+impl ColumnType {
+    /// The Arrow type name the sealed file uses for attributes of this type.
+    pub fn arrow_name(self) -> &'static str {
+        match self {
+            ColumnType::Utf8 => "Utf8",
+            ColumnType::Int64 => "Int64",
+            ColumnType::Float64 => "Float64",
+            ColumnType::Bool => "Boolean",
+            ColumnType::Date => "Date32",
+            ColumnType::Timestamp => "Timestamp(Second, None)",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Identifier,
+    Attribute,
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Use {
+    Join,
+    Filter,
+    Group,
+    Aggregate,
+    Reveal,
+}
+
+impl fmt::Display for Use {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Use::Join => "join",
+            Use::Filter => "filter",
+            Use::Group => "group",
+            Use::Aggregate => "aggregate",
+            Use::Reveal => "reveal",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Each contribution adds rows.
+    #[default]
+    Append,
+    /// Each contribution replaces the dataset.
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub column_type: ColumnType,
+    pub role: Role,
+    /// Identifier kind (identifiers only).
+    #[serde(default)]
+    pub kind: Option<IdentifierKind>,
+    /// Name of the token column (identifiers only; default: the kind, e.g. `person`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Keep the normalised identifier, encrypted, for justified reveals (identifiers only).
+    #[serde(default)]
+    pub reveal: bool,
+    /// A blank or invalid value rejects the row (default); otherwise it becomes null.
+    #[serde(default = "yes")]
+    pub required: bool,
+    #[serde(default)]
+    pub uses: BTreeSet<Use>,
+    /// If set, every use of this column is limited to these purposes.
+    #[serde(default)]
+    pub purposes: BTreeSet<String>,
+    /// Per-use purpose limits, on top of `purposes`.
+    #[serde(default)]
+    pub use_purposes: BTreeMap<Use, BTreeSet<String>>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contract {
+    pub partner: String,
+    pub dataset: String,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Days a contribution is kept (retention); none means until replaced.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub columns: Vec<Column>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    #[error("cannot read contract {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("contract {path} is not valid TOML of the contract format: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("contract {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("no contract for dataset `{0}`: add policies/datasets/{0}.toml")]
+    Unknown(String),
+}
+
+/// A name usable as a partner, dataset or column: lower-case ASCII letters, digits, `_`, `-`.
+pub fn is_plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+impl Contract {
+    pub fn parse(text: &str, path: &Path) -> Result<Contract, ContractError> {
+        let contract: Contract = toml::from_str(text).map_err(|e| ContractError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        contract.validate().map_err(|message| ContractError::Invalid { path: path.to_owned(), message })?;
+        Ok(contract)
+    }
+
+    pub fn load(path: &Path) -> Result<Contract, ContractError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ContractError::Read { path: path.to_owned(), source })?;
+        Contract::parse(&text, path)
+    }
+
+    /// `<partner>.<dataset>`.
+    pub fn table_name(&self) -> String {
+        format!("{}.{}", self.partner, self.dataset)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (what, name) in [("partner", &self.partner), ("dataset", &self.dataset)] {
+            if !is_plain_name(name) {
+                return Err(format!("{what} `{name}` must be lower-case letters, digits, `_` or `-`"));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for c in &self.columns {
+            if !seen.insert(c.name.as_str()) {
+                return Err(format!("column `{}` is declared twice", c.name));
+            }
+            let bad = |m: &str| Err(format!("column `{}`: {m}", c.name));
+            match c.role {
+                Role::Identifier => {
+                    if c.kind.is_none() {
+                        return bad("an identifier needs `kind` (person, phone, address, plate or name)");
+                    }
+                    if c.column_type != ColumnType::Utf8 {
+                        return bad("an identifier is read as text: use type = \"utf8\"");
+                    }
+                    if let Some(u) = c.uses.iter().find(|u| !matches!(u, Use::Join | Use::Aggregate)) {
+                        return bad(&format!("a token may only be used to join or to count distinct, not `{u}`"));
+                    }
+                }
+                Role::Attribute | Role::Drop => {
+                    if c.kind.is_some() || c.token.is_some() || c.reveal {
+                        return bad("`kind`, `token` and `reveal` belong to identifiers only");
+                    }
+                    if c.role == Role::Drop && !c.uses.is_empty() {
+                        return bad("a dropped column cannot have uses");
+                    }
+                }
+            }
+            for u in c.use_purposes.keys() {
+                if !c.uses.contains(u) {
+                    return bad(&format!("`use_purposes` limits `{u}`, which is not in `uses`"));
+                }
+            }
+        }
+        for col in self.sealed_columns() {
+            if !is_plain_name(&col.name) {
+                return Err(format!("sealed column name `{}` must be lower-case letters, digits, `_` or `-`", col.name));
+            }
+        }
+        let mut out_names = BTreeSet::new();
+        for col in self.sealed_columns() {
+            if !out_names.insert(col.name.clone()) {
+                return Err(format!("two sealed columns would be named `{}`: set `token` on an identifier", col.name));
+            }
+        }
+        if out_names.is_empty() {
+            return Err("the contract seals no column".into());
+        }
+        Ok(())
+    }
+
+    /// The column of the sealed table with this name (a token column is found by its token name).
+    pub fn sealed_column(&self, sealed_name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| match c.role {
+            Role::Identifier => c.token_name() == sealed_name || (c.reveal && c.name == sealed_name),
+            Role::Attribute => c.name == sealed_name,
+            Role::Drop => false,
+        })
+    }
+
+    /// The schema of the sealed file, in order: for each identifier its token column (and
+    /// the revealable value if marked), for each attribute the typed column.
+    pub fn sealed_columns(&self) -> Vec<SealedColumn> {
+        let mut out = Vec::new();
+        for c in &self.columns {
+            match (c.role, c.kind) {
+                (Role::Identifier, Some(kind)) => {
+                    out.push(SealedColumn {
+                        name: c.token_name().to_owned(),
+                        data_type: "FixedSizeBinary(16)".into(),
+                        content: SealedContent::Token { kind },
+                    });
+                    if c.reveal {
+                        out.push(SealedColumn {
+                            name: c.name.clone(),
+                            data_type: "Utf8".into(),
+                            content: SealedContent::RevealableIdentifier { kind },
+                        });
+                    }
+                }
+                (Role::Attribute, _) => out.push(SealedColumn {
+                    name: c.name.clone(),
+                    data_type: c.column_type.arrow_name().into(),
+                    content: SealedContent::Attribute,
+                }),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The uses this column allows for `purpose`.
+    pub fn allowed_uses(&self, sealed_name: &str, purpose: &str) -> BTreeSet<Use> {
+        let Some(col) = self.sealed_column(sealed_name) else {
+            return BTreeSet::new();
+        };
+        col.uses
+            .iter()
+            .copied()
+            .filter(|u| col.allows(*u, purpose))
+            .collect()
+    }
+}
+
+impl Column {
+    pub fn token_name(&self) -> &str {
+        self.token
+            .as_deref()
+            .or(self.kind.map(IdentifierKind::as_str))
+            .unwrap_or(&self.name)
+    }
+
+    pub fn allows(&self, u: Use, purpose: &str) -> bool {
+        self.uses.contains(&u)
+            && (self.purposes.is_empty() || self.purposes.contains(purpose))
+            && self.use_purposes.get(&u).is_none_or(|p| p.contains(purpose))
+    }
+}
+
+/// Every contract of a deployment, by table name.
+#[derive(Debug, Clone, Default)]
+pub struct ContractSet {
+    contracts: BTreeMap<String, Contract>,
+}
+
+impl ContractSet {
+    /// Loads every `*.toml` in `dir`; each file must be named `<partner>.<dataset>.toml`.
+    pub fn load_dir(dir: &Path) -> Result<ContractSet, ContractError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| ContractError::Read { path: dir.to_owned(), source })?;
+        let mut set = ContractSet::default();
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let contract = Contract::load(&path)?;
+            let expected = format!("{}.toml", contract.table_name());
+            if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
+                return Err(ContractError::Invalid {
+                    path,
+                    message: format!("a contract for {} must be named {expected}", contract.table_name()),
+                });
+            }
+            set.contracts.insert(contract.table_name(), contract);
+        }
+        Ok(set)
+    }
+
+    pub fn from_contracts(contracts: impl IntoIterator<Item = Contract>) -> ContractSet {
+        ContractSet { contracts: contracts.into_iter().map(|c| (c.table_name(), c)).collect() }
+    }
+
+    pub fn get(&self, table: &str) -> Result<&Contract, ContractError> {
+        self.contracts.get(table).ok_or_else(|| ContractError::Unknown(table.to_owned()))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Contract> {
+        self.contracts.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VISITS: &str = r#"
+partner = "hospital"
+dataset = "visits"
+columns = [
+  { name = "id_number", type = "utf8", role = "identifier", kind = "person", uses = ["join"] },
+  { name = "patient_name", type = "utf8", role = "drop" },
+  { name = "visit_date", type = "date", role = "attribute", uses = ["filter", "aggregate", "reveal"], use_purposes = { reveal = ["fugitive-tracking"] } },
+  { name = "department", type = "utf8", role = "attribute", uses = ["filter", "group"], purposes = ["mental-health-care", "fugitive-tracking"] },
+]
+"#;
+
+    #[test]
+    fn sealed_schema_and_uses() {
+        let c = Contract::parse(VISITS, Path::new("v.toml")).unwrap();
+        let names: Vec<_> = c.sealed_columns().into_iter().map(|c| (c.name, c.data_type)).collect();
+        assert_eq!(
+            names,
+            [
+                ("person".to_string(), "FixedSizeBinary(16)".to_string()),
+                ("visit_date".into(), "Date32".into()),
+                ("department".into(), "Utf8".into())
+            ]
+        );
+        assert!(c.allowed_uses("visit_date", "x").contains(&Use::Filter));
+        assert!(!c.allowed_uses("visit_date", "x").contains(&Use::Reveal));
+        assert!(c.allowed_uses("visit_date", "fugitive-tracking").contains(&Use::Reveal));
+        assert!(c.allowed_uses("department", "traffic").is_empty());
+        assert!(c.allowed_uses("patient_name", "fugitive-tracking").is_empty());
+        assert_eq!(c.allowed_uses("person", "any"), BTreeSet::from([Use::Join]));
+    }
+
+    #[test]
+    fn invalid_contracts_are_refused_with_the_column() {
+        for (text, needle) in [
+            (VISITS.replace("kind = \"person\", ", ""), "needs `kind`"),
+            (VISITS.replace("uses = [\"join\"]", "uses = [\"group\"]"), "only be used to join"),
+            (VISITS.replace("\"patient_name\", type = \"utf8\", role = \"drop\"", "\"department\", type = \"utf8\", role = \"drop\""), "declared twice"),
+            (VISITS.replace("hospital", "Hospital!"), "lower-case"),
+            (VISITS.replace("reveal = [", "group = ["), "not in `uses`"),
+        ] {
+            let err = Contract::parse(&text, Path::new("v.toml")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+
+    #[test]
+    fn shipped_contracts_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/datasets");
+        let set = ContractSet::load_dir(&dir).unwrap();
+        let names: Vec<_> = set.iter().map(Contract::table_name).collect();
+        assert_eq!(
+            names,
+            [
+                "hospital.visits",
+                "insurance.claims",
+                "police.incidents",
+                "police.mental_health_registry",
+                "police.wanted",
+                "tax.employment"
+            ]
+        );
+    }
+}

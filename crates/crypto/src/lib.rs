@@ -1,0 +1,51 @@
+//! Cryptography of Blindwatch, all from well-kept crates (ring, hpke, parquet's modular
+//! encryption); what is written here is only the glue and the formats.
+//!
+//! - [`token`]: the [`token::Tokenizer`] seam and the consortium (HMAC-SHA256) mode.
+//! - [`keys`]: key files (0600, refused when readable by others) and key ids.
+//! - [`wrap`]: HPKE (RFC 9180) wrapping of Parquet column keys to the platform's key.
+//! - [`sign`]: Ed25519 partner keys and DSSE-style signed envelopes.
+//! - [`manifest`]: the signed manifest that travels with every contribution.
+//! - [`sealing`]: Parquet encryption properties for sealing and key retrievers for reading.
+
+pub mod keys;
+pub mod manifest;
+pub mod sealing;
+pub mod sign;
+pub mod token;
+pub mod wrap;
+
+pub use keys::KeyId;
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+/// Incremental SHA-256 for files that are streamed.
+pub struct Sha256(ring::digest::Context);
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Sha256(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+}
+
+impl Sha256 {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    pub fn finish_hex(self) -> String {
+        hex::encode(self.0.finish())
+    }
+}
+
+/// Fills a fresh secret from the operating system's generator.
+pub fn random_secret<const N: usize>() -> Result<zeroize::Zeroizing<[u8; N]>, keys::KeyError> {
+    use ring::rand::SecureRandom;
+    let mut out = zeroize::Zeroizing::new([0u8; N]);
+    ring::rand::SystemRandom::new()
+        .fill(out.as_mut())
+        .map_err(|_| keys::KeyError::Random)?;
+    Ok(out)
+}

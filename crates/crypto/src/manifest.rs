@@ -1,0 +1,96 @@
+//! The manifest that travels with every sealed contribution, signed by the partner in a
+//! DSSE envelope. It describes the file (hash, size, rows, schema), never its contents.
+
+use std::collections::BTreeMap;
+
+use blindwatch_common::IdentifierKind;
+
+use crate::keys::KeyId;
+use crate::sign::{Envelope, EnvelopeError, SigningKey, VerifyingKey};
+use crate::token::TokenMode;
+
+pub const MANIFEST_PAYLOAD_TYPE: &str = "application/vnd.blindwatch.manifest+json; version=1";
+
+/// What a sealed column holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "content", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SealedContent {
+    /// 16-byte tokens of an identifier of this kind.
+    Token { kind: IdentifierKind },
+    /// A normalised identifier the partner's contract marks revealable (encrypted like all).
+    RevealableIdentifier { kind: IdentifierKind },
+    /// An attribute column.
+    Attribute,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedColumn {
+    pub name: String,
+    /// Arrow data type as arrow prints it (`Utf8`, `Date32`, `FixedSizeBinary(16)`, ...).
+    pub data_type: String,
+    #[serde(flatten)]
+    pub content: SealedContent,
+}
+
+/// SHA-256 over the canonical JSON of the column list.
+pub fn schema_digest(columns: &[SealedColumn]) -> String {
+    crate::sha256_hex(&serde_json::to_vec(columns).unwrap_or_default())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenInfo {
+    pub mode: TokenMode,
+    pub key_id: KeyId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub partner: String,
+    pub dataset: String,
+    pub sequence: u64,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub file_name: String,
+    pub file_sha256: String,
+    pub file_bytes: u64,
+    pub row_count: u64,
+    pub columns: Vec<SealedColumn>,
+    pub schema_digest: String,
+    pub tokens: TokenInfo,
+    pub platform_key_id: KeyId,
+    pub partner_key_id: KeyId,
+    /// Rows read from the export, before rejections.
+    pub input_rows: u64,
+    /// Rejected rows by reason code (never by value).
+    pub rejected_rows: BTreeMap<String, u64>,
+}
+
+impl Manifest {
+    /// `<partner>.<dataset>`.
+    pub fn table_name(&self) -> String {
+        format!("{}.{}", self.partner, self.dataset)
+    }
+
+    pub fn sign(&self, key: &SigningKey) -> Envelope {
+        let payload = serde_json::to_vec(self).unwrap_or_default();
+        Envelope::sign(MANIFEST_PAYLOAD_TYPE, &payload, key)
+    }
+
+    /// Verifies the envelope with `key` and parses the manifest it carries.
+    pub fn verify(envelope: &Envelope, key: &VerifyingKey) -> Result<Manifest, EnvelopeError> {
+        let payload = envelope.verify(MANIFEST_PAYLOAD_TYPE, key)?;
+        serde_json::from_slice(&payload).map_err(|_| EnvelopeError::Format)
+    }
+
+    /// Reads the manifest out of an envelope without checking the signature, to find out who
+    /// claims to have signed it. Never trust what this returns before [`Manifest::verify`].
+    pub fn peek_unverified(envelope: &Envelope) -> Option<Manifest> {
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::STANDARD.decode(&envelope.payload).ok()?;
+        serde_json::from_slice(&payload).ok()
+    }
+}

@@ -1,0 +1,28 @@
+//! The partner side of Blindwatch. Runs on the partner's machine, with the partner's keys.
+//!
+//! [`seal`] streams an export through: read (CSV in UTF-8 or GBK/GB18030, or Parquet) →
+//! check the header against the contract → per row, normalise and validate identifiers and
+//! parse attributes (a bad row is rejected and reported by row number and reason, never by
+//! value) → tokenise each distinct identifier once (batched through the [`Tokenizer`]) →
+//! write a Parquet file with modular encryption (every column under its own key, keys
+//! HPKE-wrapped to the platform) → sign a manifest. Raw identifiers never reach the output
+//! unless the contract marks one revealable.
+//!
+//! This is the only crate that turns raw identifiers into tokens.
+
+mod input;
+mod rows;
+mod seal;
+
+pub use input::{Encoding, InputFormat};
+pub use seal::{Package, SealError, SealOptions, SealOutcome, seal};
+
+use blindwatch_crypto::token::Tokenizer;
+
+/// File names of a package: `<partner>.<dataset>.<sequence:08>.{parquet,manifest.json}`.
+pub fn package_stem(partner: &str, dataset: &str, sequence: u64) -> String {
+    format!("{partner}.{dataset}.{sequence:08}")
+}
+
+#[doc(hidden)]
+pub fn _assert_object_safe(_: &dyn Tokenizer) {}

@@ -1,0 +1,77 @@
+//! The platform's data directory and catalog.
+//!
+//! Layout of a platform data directory:
+//! ```text
+//! keys/platform.key      HPKE private key (0600)      keys/platform.pub  what partners seal to
+//! keys/deployment.key    pseudonym secret (0600)      keys/log.key       audit-log signing key
+//! policies/              contracts (datasets/), Cedar policies, privacy settings
+//! catalog.sqlite         partners, their datasets, accepted contributions
+//! packages/<partner>/<dataset>/<partner>.<dataset>.<seq>.{parquet,manifest.json}
+//! audit/                 the tamper-evident audit log
+//! tmp/                   staging for files being received (same filesystem, then renamed)
+//! ```
+//! Packages are stored byte for byte as received. The catalog, not the directory listing,
+//! says what is current: a file without its catalog row (a crash between the two) is ignored.
+
+mod catalog;
+
+pub use catalog::{Catalog, CatalogError, Contribution, NewContribution, PartnerRecord};
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        DataDir { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn keys_dir(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+    pub fn platform_private_key(&self) -> PathBuf {
+        self.keys_dir().join("platform.key")
+    }
+    pub fn platform_public_key(&self) -> PathBuf {
+        self.keys_dir().join("platform.pub")
+    }
+    pub fn deployment_key(&self) -> PathBuf {
+        self.keys_dir().join("deployment.key")
+    }
+    pub fn log_key(&self) -> PathBuf {
+        self.keys_dir().join("log.key")
+    }
+    pub fn log_public_key(&self) -> PathBuf {
+        self.keys_dir().join("log.pub")
+    }
+    pub fn policies_dir(&self) -> PathBuf {
+        self.root.join("policies")
+    }
+    pub fn contracts_dir(&self) -> PathBuf {
+        self.policies_dir().join("datasets")
+    }
+    pub fn catalog_path(&self) -> PathBuf {
+        self.root.join("catalog.sqlite")
+    }
+    pub fn packages_dir(&self) -> PathBuf {
+        self.root.join("packages")
+    }
+    pub fn package_dir(&self, partner: &str, dataset: &str) -> PathBuf {
+        self.packages_dir().join(partner).join(dataset)
+    }
+    pub fn audit_dir(&self) -> PathBuf {
+        self.root.join("audit")
+    }
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    /// True once `keys init` has run here.
+    pub fn is_initialised(&self) -> bool {
+        self.platform_private_key().is_file() && self.catalog_path().is_file()
+    }
+}
