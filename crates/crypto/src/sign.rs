@@ -24,6 +24,12 @@ pub struct VerifyingKey {
     id: KeyId,
 }
 
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VerifyingKey({})", self.id)
+    }
+}
+
 fn ed25519_id(public: &[u8]) -> KeyId {
     KeyId::derive("ed25519", public)
 }
