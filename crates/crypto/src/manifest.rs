@@ -13,7 +13,7 @@ pub const MANIFEST_PAYLOAD_TYPE: &str = "application/vnd.blindwatch.manifest+jso
 
 /// What a sealed column holds.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "content", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "content", rename_all = "snake_case")]
 pub enum SealedContent {
     /// 16-byte tokens of an identifier of this kind.
     Token { kind: IdentifierKind },
@@ -23,8 +23,8 @@ pub enum SealedContent {
     Attribute,
 }
 
+// No `deny_unknown_fields` here: serde does not support it together with `flatten`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SealedColumn {
     pub name: String,
     /// Arrow data type as arrow prints it (`Utf8`, `Date32`, `FixedSizeBinary(16)`, ...).
@@ -92,5 +92,39 @@ impl Manifest {
         use base64::Engine;
         let payload = base64::engine::general_purpose::STANDARD.decode(&envelope.payload).ok()?;
         serde_json::from_slice(&payload).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trips_through_a_signed_envelope() {
+        let key = SigningKey::generate().unwrap();
+        let m = Manifest {
+            format: 1,
+            partner: "hospital".into(),
+            dataset: "visits".into(),
+            sequence: 1,
+            created_at: "2026-11-30T00:00:00Z".into(),
+            file_name: "f.parquet".into(),
+            file_sha256: "00".into(),
+            file_bytes: 1,
+            row_count: 1,
+            columns: vec![
+                SealedColumn { name: "person".into(), data_type: "FixedSizeBinary(16)".into(), content: SealedContent::Token { kind: IdentifierKind::Person } },
+                SealedColumn { name: "d".into(), data_type: "Date32".into(), content: SealedContent::Attribute },
+            ],
+            schema_digest: "x".into(),
+            tokens: TokenInfo { mode: TokenMode::Consortium, key_id: KeyId::derive("t", b"k") },
+            platform_key_id: KeyId::derive("p", b"k"),
+            partner_key_id: key.id().clone(),
+            input_rows: 1,
+            rejected_rows: BTreeMap::new(),
+        };
+        let env = Envelope::from_json(&m.sign(&key).to_json()).unwrap();
+        assert_eq!(Manifest::peek_unverified(&env).as_ref(), Some(&m));
+        assert_eq!(Manifest::verify(&env, &key.verifying_key()).unwrap(), m);
     }
 }

@@ -15,6 +15,10 @@
 
 mod catalog;
 
+use blindwatch_audit::{AuditLog, LogSigner};
+use blindwatch_crypto::keys::KeyFileKind;
+use blindwatch_crypto::sign::SigningKey;
+
 pub use catalog::{Catalog, CatalogError, Contribution, NewContribution, PartnerRecord};
 
 use std::path::{Path, PathBuf};
@@ -73,5 +77,25 @@ impl DataDir {
     /// True once `keys init` has run here.
     pub fn is_initialised(&self) -> bool {
         self.platform_private_key().is_file() && self.catalog_path().is_file()
+    }
+}
+
+/// The origin line of this deployment's audit checkpoints.
+pub const AUDIT_ORIGIN: &str = "blindwatch.local/audit";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditOpenError {
+    #[error(transparent)]
+    Key(#[from] blindwatch_crypto::keys::KeyError),
+    #[error(transparent)]
+    Audit(#[from] blindwatch_audit::AuditError),
+}
+
+impl DataDir {
+    /// Opens the platform's audit log with the platform's log key.
+    pub fn open_audit_log(&self) -> Result<AuditLog, AuditOpenError> {
+        let key = SigningKey::read(&self.log_key(), KeyFileKind::LogSigning)?;
+        let signer = LogSigner::from_pkcs8(AUDIT_ORIGIN, key.pkcs8())?;
+        Ok(AuditLog::open(self.audit_dir(), signer)?)
     }
 }

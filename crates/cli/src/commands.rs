@@ -1,0 +1,273 @@
+//! The commands behind the CLI. Each prints what a person needs and nothing personal.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use blindwatch_audit::{AuditEvent, AuditRecord, LogPublicKey, Principal, Sha256Digest};
+use blindwatch_common::fsutil;
+use blindwatch_contract::{Contract, ContractSet, is_plain_name};
+use blindwatch_crypto::keys::{self, KeyFileKind};
+use blindwatch_crypto::sign::{SigningKey, VerifyingKey};
+use blindwatch_crypto::token::{ConsortiumTokenizer, LinkageKey};
+use blindwatch_crypto::wrap::{PlatformPrivateKey, PlatformPublicKey};
+use blindwatch_ingest::Ingestor;
+use blindwatch_partner::{Encoding, InputFormat, SealOptions, SealOutcome};
+use blindwatch_store::{Catalog, DataDir};
+
+pub fn today() -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
+pub fn synth(out: &Path, persons: u64, seed: u64, as_of: Option<chrono::NaiveDate>, messy_rate: f64) -> anyhow::Result<()> {
+    let mut cfg = blindwatch_synth::SynthConfig::new(persons, seed, as_of.unwrap_or_else(today));
+    cfg.messy_rate = messy_rate;
+    let summary = blindwatch_synth::generate(&cfg, out)?;
+    print!("{summary}");
+    Ok(())
+}
+
+/// Creates a platform data directory. Refuses to touch one that has keys already.
+pub async fn keys_init(data_dir: &Path) -> anyhow::Result<DataDir> {
+    let dir = DataDir::new(data_dir);
+    if dir.platform_private_key().exists() {
+        bail!("{} is already initialised (it has a platform key); use another directory", data_dir.display());
+    }
+    for d in [dir.keys_dir(), dir.tmp_dir(), dir.packages_dir()] {
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let (private, public) = PlatformPrivateKey::generate();
+    private.write(&dir.platform_private_key())?;
+    public.write(&dir.platform_public_key())?;
+    let deployment = blindwatch_crypto::random_secret::<32>()?;
+    keys::write_key_file(&dir.deployment_key(), KeyFileKind::Deployment, deployment.as_ref())?;
+    let log_key = SigningKey::generate()?;
+    log_key.write(&dir.log_key(), KeyFileKind::LogSigning)?;
+    let installed = crate::policies::install(&dir.policies_dir())?;
+    Catalog::open(&dir.catalog_path(), true).await?.close().await;
+    let mut audit = dir.open_audit_log()?;
+    fsutil::write_new(&dir.log_public_key(), format!("{}\n", audit.public_key().to_vkey()).as_bytes())?;
+    let digest = policy_digest(&dir.policies_dir())?;
+    audit.append(&AuditRecord::now(Principal::new("platform")?, AuditEvent::PolicyLoaded { digest }))?;
+    audit.checkpoint()?;
+    println!("initialised {}", data_dir.display());
+    println!("  platform key {} (partners seal to {})", public.id(), dir.platform_public_key().display());
+    println!("  {installed} shipped policy files in {}", dir.policies_dir().display());
+    println!("  audit log verifier key in {}", dir.log_public_key().display());
+    Ok(dir)
+}
+
+fn policy_digest(dir: &Path) -> anyhow::Result<Sha256Digest> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut all = Vec::new();
+    for f in files {
+        all.extend_from_slice(f.strip_prefix(dir).unwrap_or(&f).to_string_lossy().as_bytes());
+        all.push(0);
+        all.extend_from_slice(&std::fs::read(&f)?);
+    }
+    Ok(Sha256Digest::of(&all))
+}
+
+pub fn keys_linkage(out: &Path) -> anyhow::Result<()> {
+    LinkageKey::generate()?.write(out)?;
+    println!("wrote consortium linkage key {} (share it with the partners only, never with the platform)", out.display());
+    Ok(())
+}
+
+pub fn partner_keygen(partner: &str, out: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if !is_plain_name(partner) {
+        bail!("partner name `{partner}` must be lower-case letters, digits, `_` or `-`");
+    }
+    let key = SigningKey::generate()?;
+    let (secret, public) = (out.join(format!("{partner}.key")), out.join(format!("{partner}.pub")));
+    key.write(&secret, KeyFileKind::PartnerSigning)?;
+    key.verifying_key().write(&public, KeyFileKind::PartnerPublic)?;
+    println!("partner {partner}: key {} — keep {} secret, give {} to the platform", key.id(), secret.display(), public.display());
+    Ok((secret, public))
+}
+
+pub fn load_contracts(dir: &DataDir) -> anyhow::Result<ContractSet> {
+    ContractSet::load_dir(&dir.contracts_dir()).with_context(|| format!("loading contracts from {}", dir.contracts_dir().display()))
+}
+
+async fn open_catalog(dir: &DataDir) -> anyhow::Result<Catalog> {
+    if !dir.is_initialised() {
+        bail!("{} is not a platform data directory: run `blindwatch keys init --data-dir {}` first", dir.root().display(), dir.root().display());
+    }
+    Ok(Catalog::open(&dir.catalog_path(), false).await?)
+}
+
+pub async fn partner_register(data_dir: &Path, partner: &str, key: &Path, datasets: &[String]) -> anyhow::Result<()> {
+    let dir = DataDir::new(data_dir);
+    let catalog = open_catalog(&dir).await?;
+    let contracts = load_contracts(&dir)?;
+    let key = VerifyingKey::read(key, KeyFileKind::PartnerPublic)?;
+    let datasets: BTreeSet<String> = datasets.iter().map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()).collect();
+    for table in &datasets {
+        let contract = contracts.get(table)?;
+        if contract.partner != partner {
+            bail!("dataset {table} belongs to partner `{}`: a partner may contribute only to its own datasets", contract.partner);
+        }
+    }
+    let datasets: Vec<String> = datasets.into_iter().collect();
+    catalog.register_partner(partner, &key, &datasets).await?;
+    catalog.close().await;
+    println!("registered partner {partner} (key {}) for {}", key.id(), datasets.join(", "));
+    Ok(())
+}
+
+pub struct SealFiles<'a> {
+    pub contract: &'a Path,
+    pub input: &'a Path,
+    pub partner: &'a str,
+    pub partner_key: &'a Path,
+    pub platform_key: &'a Path,
+    pub linkage_key: &'a Path,
+    pub sequence: u64,
+    pub out: &'a Path,
+    pub encoding: Encoding,
+    pub batch_rows: usize,
+}
+
+pub fn partner_seal(f: &SealFiles<'_>) -> anyhow::Result<SealOutcome> {
+    let contract = Contract::load(f.contract)?;
+    let signing_key = SigningKey::read(f.partner_key, KeyFileKind::PartnerSigning)?;
+    let platform_key = PlatformPublicKey::read(f.platform_key)?;
+    let tokenizer = ConsortiumTokenizer::new(&LinkageKey::read(f.linkage_key)?);
+    let format = match (f.encoding, f.input.extension().and_then(|e| e.to_str())) {
+        (_, Some("parquet")) => InputFormat::Parquet,
+        (enc, _) => InputFormat::Csv(enc),
+    };
+    std::fs::create_dir_all(f.out).with_context(|| format!("creating {}", f.out.display()))?;
+    let outcome = blindwatch_partner::seal(&SealOptions {
+        contract: &contract,
+        input: f.input,
+        format,
+        partner: f.partner,
+        signing_key: &signing_key,
+        platform_key: &platform_key,
+        tokenizer: &tokenizer,
+        sequence: f.sequence,
+        out_dir: f.out,
+        batch_rows: f.batch_rows,
+        progress: true,
+    })?;
+    let m = &outcome.manifest;
+    let rejected: u64 = m.rejected_rows.values().sum();
+    println!(
+        "sealed {} #{}: {} rows of {} read, {} rejected, {} distinct identifiers tokenised, {:.1} s",
+        m.table_name(),
+        m.sequence,
+        m.row_count,
+        m.input_rows,
+        rejected,
+        outcome.distinct_tokenised,
+        outcome.elapsed.as_secs_f64()
+    );
+    for (reason, n) in &m.rejected_rows {
+        println!("  rejected {n:>8}  {reason}");
+    }
+    for (reason, n) in &outcome.nulled_values {
+        println!("  nulled   {n:>8}  {reason} (optional identifier)");
+    }
+    println!("  package  {}", outcome.package.manifest.display());
+    if rejected > 0 {
+        println!("  rejected rows by number and reason: {}", outcome.rejects_report.display());
+    }
+    Ok(outcome)
+}
+
+pub async fn ingestor(dir: &DataDir) -> anyhow::Result<Ingestor> {
+    let catalog = open_catalog(dir).await?;
+    let contracts = load_contracts(dir)?;
+    let key = Arc::new(PlatformPrivateKey::read(&dir.platform_private_key())?);
+    Ok(Ingestor::new(dir.clone(), catalog, contracts, key))
+}
+
+pub async fn ingest(data_dir: &Path, packages: &[PathBuf]) -> anyhow::Result<()> {
+    let dir = DataDir::new(data_dir);
+    let ingestor = ingestor(&dir).await?;
+    let mut audit = dir.open_audit_log()?;
+    let mut refused = 0;
+    for package in packages {
+        match ingestor.ingest(package, &mut audit).await {
+            Ok(a) => println!("accepted {} #{}: {} rows", a.table, a.sequence, a.rows),
+            Err(e) => {
+                refused += 1;
+                eprintln!("refused {}: {e}", package.display());
+            }
+        }
+    }
+    audit.checkpoint()?;
+    if refused > 0 {
+        bail!("{refused} of {} packages refused; nothing of them was stored", packages.len());
+    }
+    Ok(())
+}
+
+pub async fn catalog(data_dir: &Path) -> anyhow::Result<()> {
+    let dir = DataDir::new(data_dir);
+    let catalog = open_catalog(&dir).await?;
+    println!("{:<34} {:>5} {:>12}  {:<11} {:<17} ingested", "table", "seq", "rows", "tokens", "token key");
+    for table in catalog.tables().await? {
+        for c in catalog.contributions(&table).await? {
+            println!(
+                "{:<34} {:>5} {:>12}  {:<11} {:<17} {}",
+                c.table, c.sequence, c.row_count, c.token_mode, c.token_key_id, c.ingested_at
+            );
+        }
+    }
+    Ok(())
+}
+
+fn log_key(dir: &DataDir) -> anyhow::Result<LogPublicKey> {
+    let text = std::fs::read_to_string(dir.log_public_key())
+        .with_context(|| format!("reading the log verifier key {}", dir.log_public_key().display()))?;
+    Ok(LogPublicKey::from_vkey(text.trim())?)
+}
+
+pub fn audit_verify(data_dir: &Path) -> anyhow::Result<()> {
+    let dir = DataDir::new(data_dir);
+    let report = blindwatch_audit::verify(dir.audit_dir(), &log_key(&dir)?)?;
+    print!("{report}");
+    if !report.is_ok() {
+        bail!("the audit log does not verify");
+    }
+    Ok(())
+}
+
+pub fn audit_proof(data_dir: &Path, entry: u64) -> anyhow::Result<()> {
+    let dir = DataDir::new(data_dir);
+    let log = dir.open_audit_log()?;
+    println!("{}", log.inclusion_bundle(entry)?.to_json()?);
+    Ok(())
+}
+
+pub fn audit_checkpoint(data_dir: &Path) -> anyhow::Result<()> {
+    let dir = DataDir::new(data_dir);
+    let mut log = dir.open_audit_log()?;
+    print!("{}", log.checkpoint()?.text());
+    Ok(())
+}
+
+pub fn audit_verify_proof(bundle: &Path, key: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(bundle).with_context(|| format!("reading {}", bundle.display()))?;
+    let key_text = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    let bundle = blindwatch_audit::InclusionBundle::from_json(&text)?;
+    let verified = blindwatch_audit::verify_inclusion_bundle(&bundle, &LogPublicKey::from_vkey(key_text.trim())?)?;
+    println!("ok: {verified:?}");
+    Ok(())
+}

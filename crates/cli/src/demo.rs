@@ -1,0 +1,120 @@
+//! `blindwatch demo`: the whole flow as the real parties would run it, each in its own
+//! directory as if on its own machine:
+//!
+//! ```text
+//! D/partners/<partner>/exports   the partner's raw CSV exports (raw identifiers: stays here)
+//! D/partners/<partner>/keys      its signing key, the consortium linkage key
+//! D/partners/<partner>/outbox    sealed packages it sends
+//! D/platform                     an ordinary platform data directory (no raw identifier)
+//! D/ground_truth.json            the generator's planted scenarios (for tests)
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use blindwatch_partner::Encoding;
+use blindwatch_store::DataDir;
+
+use crate::commands::{self, SealFiles};
+
+const MARKER: &str = ".blindwatch-demo";
+
+pub async fn run(root: &Path, persons: u64, seed: u64, as_of: Option<chrono::NaiveDate>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    prepare(root)?;
+    let as_of = as_of.unwrap_or_else(commands::today);
+
+    // The city: each partner's raw exports.
+    let city = root.join(".city");
+    let mut cfg = blindwatch_synth::SynthConfig::new(persons, seed, as_of);
+    cfg.messy_rate = blindwatch_synth::DEFAULT_MESSY_RATE;
+    let summary = blindwatch_synth::generate(&cfg, &city)?;
+    println!("1. synthetic city: {persons} persons, {} planted alerts, as of {as_of} ({:.1} s)", summary.alerts, summary.elapsed.as_secs_f64());
+    let mut by_partner: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for table in blindwatch_synth::DATASETS {
+        let partner = table.split('.').next().unwrap_or(table);
+        by_partner.entry(partner).or_default().push(table);
+        let exports = root.join("partners").join(partner).join("exports");
+        std::fs::create_dir_all(&exports)?;
+        std::fs::rename(city.join(format!("{table}.csv")), exports.join(format!("{table}.csv")))
+            .with_context(|| format!("moving the {table} export to its partner"))?;
+    }
+    std::fs::rename(city.join(blindwatch_synth::GROUND_TRUTH_FILE), root.join(blindwatch_synth::GROUND_TRUTH_FILE))?;
+    std::fs::remove_dir_all(&city)?;
+
+    // The platform.
+    println!("2. platform keys and catalog");
+    let platform = commands::keys_init(&root.join("platform")).await?;
+
+    // The consortium's linkage key, shared by the partners only.
+    let linkage_master = root.join("partners").join(".consortium-linkage.key");
+    commands::keys_linkage(&linkage_master)?;
+
+    println!("3. partners: keys, registration, sealing");
+    let mut packages = Vec::new();
+    for (partner, tables) in &by_partner {
+        let home = root.join("partners").join(partner);
+        let keys = home.join("keys");
+        std::fs::create_dir_all(&keys)?;
+        let linkage = keys.join("linkage.key");
+        copy_private(&linkage_master, &linkage)?;
+        let (secret, public) = commands::partner_keygen(partner, &keys)?;
+        let datasets: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+        commands::partner_register(platform.root(), partner, &public, &datasets).await?;
+        for table in tables {
+            let contract = platform.contracts_dir().join(format!("{table}.toml"));
+            let outcome = commands::partner_seal(&SealFiles {
+                contract: &contract,
+                input: &home.join("exports").join(format!("{table}.csv")),
+                partner,
+                partner_key: &secret,
+                platform_key: &platform.platform_public_key(),
+                linkage_key: &linkage,
+                sequence: 1,
+                out: &home.join("outbox"),
+                encoding: Encoding::Auto,
+                batch_rows: 65_536,
+            })?;
+            packages.push(outcome.package.manifest);
+        }
+    }
+    std::fs::remove_file(&linkage_master)?;
+
+    println!("4. platform: ingest");
+    commands::ingest(platform.root(), &packages).await?;
+    commands::catalog(platform.root()).await?;
+    audit_summary(&platform)?;
+    println!("done in {:.1} s; platform data directory: {}", started.elapsed().as_secs_f64(), platform.root().display());
+    Ok(())
+}
+
+/// A fresh demo directory: an earlier demo's is replaced, anything else is left alone.
+fn prepare(root: &Path) -> anyhow::Result<()> {
+    if root.exists() {
+        let empty = std::fs::read_dir(root)?.next().is_none();
+        if root.join(MARKER).exists() {
+            std::fs::remove_dir_all(root).with_context(|| format!("removing the earlier demo in {}", root.display()))?;
+        } else if !empty {
+            bail!("{} exists and is not a demo directory: choose another --data-dir", root.display());
+        }
+    }
+    std::fs::create_dir_all(root)?;
+    std::fs::write(root.join(MARKER), b"created by blindwatch demo; removed by the next demo run\n")?;
+    Ok(())
+}
+
+fn copy_private(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let bytes = blindwatch_crypto::keys::read_key_file(from, blindwatch_crypto::keys::KeyFileKind::Linkage)?;
+    blindwatch_crypto::keys::write_key_file(to, blindwatch_crypto::keys::KeyFileKind::Linkage, &bytes)?;
+    Ok(())
+}
+
+fn audit_summary(platform: &DataDir) -> anyhow::Result<()> {
+    let log = platform.open_audit_log()?;
+    if let Some(cp) = log.latest_checkpoint() {
+        println!("audit log: {} entries, latest signed checkpoint covers {}", log.size(), cp.size());
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! `blindwatch`: the command line of every party. Partners seal, the platform ingests and
+//! evaluates, auditors verify. See `blindwatch --help`.
+
+mod commands;
+mod demo;
+mod policies;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "blindwatch", version, about = "Privacy-preserving risk early warning: sealed partner data, blind tokens, tiered alerts, audited.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole pipeline as the real parties would, on a synthetic city.
+    Demo(DemoArgs),
+    /// Generate the synthetic reference city (partner CSV exports and their ground truth).
+    Synth(SynthArgs),
+    /// Platform keys and consortium keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Partner-side commands (run on the partner's machine).
+    #[command(subcommand)]
+    Partner(PartnerCommand),
+    /// Verify and store sealed packages on the platform.
+    Ingest(IngestArgs),
+    /// List the platform's accepted contributions.
+    Catalog(DataDirArg),
+    /// Verify the audit log, print checkpoints and inclusion proofs.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Args)]
+struct DataDirArg {
+    /// The platform data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Working directory; `partners/<name>/` holds what stays with each partner, `platform/` what the platform holds.
+    #[arg(long, default_value = "demo-data")]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 20_000)]
+    persons: u64,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Last day of the synthetic activity window (default: today, UTC).
+    #[arg(long)]
+    as_of: Option<chrono::NaiveDate>,
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 20_000)]
+    persons: u64,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Last day of the 365-day activity window (default: today, UTC).
+    #[arg(long)]
+    as_of: Option<chrono::NaiveDate>,
+    /// Share of rows with messy input (0 to 0.5).
+    #[arg(long, default_value_t = 0.02)]
+    messy_rate: f64,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a platform data directory: HPKE key pair (public key at keys/platform.pub),
+    /// deployment secret, audit-log key, catalog, shipped policies.
+    Init(DataDirArg),
+    /// Create a consortium linkage key (shared by the partners, never by the platform).
+    Linkage {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PartnerCommand {
+    /// Create a partner's Ed25519 signing key: DIR/NAME.key (0600) and DIR/NAME.pub.
+    Keygen {
+        #[arg(long)]
+        partner: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Register a partner's public key on the platform and the datasets it may contribute to.
+    Register {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        partner: String,
+        /// The partner's public key file (NAME.pub).
+        #[arg(long)]
+        key: PathBuf,
+        /// Comma-separated `<partner>.<dataset>` names.
+        #[arg(long, value_delimiter = ',', required = true)]
+        datasets: Vec<String>,
+    },
+    /// Seal an export: check against the contract, tokenise identifiers, encrypt, sign.
+    Seal(SealArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EncodingArg {
+    Auto,
+    Utf8,
+    Gbk,
+}
+
+#[derive(Args)]
+struct SealArgs {
+    /// The dataset contract (policies/datasets/<partner>.<dataset>.toml).
+    #[arg(long)]
+    contract: PathBuf,
+    /// The export: CSV (UTF-8 or GBK/GB18030) or Parquet.
+    #[arg(long)]
+    input: PathBuf,
+    #[arg(long)]
+    partner: String,
+    /// The partner's signing key (NAME.key).
+    #[arg(long)]
+    partner_key: PathBuf,
+    /// The platform's public key (platform.pub).
+    #[arg(long)]
+    platform_key: PathBuf,
+    /// The consortium linkage key (consortium token mode).
+    #[arg(long)]
+    linkage_key: PathBuf,
+    /// Sequence number of this contribution; must grow with every contribution to the dataset.
+    #[arg(long)]
+    seq: u64,
+    #[arg(long)]
+    out: PathBuf,
+    /// CSV text encoding.
+    #[arg(long, value_enum, default_value = "auto")]
+    encoding: EncodingArg,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 65_536)]
+    batch_rows: usize,
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Package files (the `.parquet` or the `.manifest.json`; the other is found beside it).
+    #[arg(required = true)]
+    packages: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the tree, check every checkpoint's signature and consistency; report the first bad entry.
+    Verify(DataDirArg),
+    /// Print an inclusion proof bundle for entry N (JSON) that an independent verifier accepts.
+    Proof {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        entry: u64,
+    },
+    /// Sign a checkpoint of the log's current size and print it.
+    Checkpoint(DataDirArg),
+    /// Verify a proof bundle offline against the log's public key.
+    VerifyProof {
+        /// The bundle (JSON) printed by `audit proof`.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The log's verifier key file (keys/log.vkey).
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BLINDWATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    use commands as c;
+    match cli.command {
+        Command::Demo(a) => demo::run(&a.data_dir, a.persons, a.seed, a.as_of).await,
+        Command::Synth(a) => c::synth(&a.out, a.persons, a.seed, a.as_of, a.messy_rate),
+        Command::Keys(KeysCommand::Init(a)) => c::keys_init(&a.data_dir).await.map(|_| ()),
+        Command::Keys(KeysCommand::Linkage { out }) => c::keys_linkage(&out),
+        Command::Partner(PartnerCommand::Keygen { partner, out }) => c::partner_keygen(&partner, &out).map(|_| ()),
+        Command::Partner(PartnerCommand::Register { data_dir, partner, key, datasets }) => {
+            c::partner_register(&data_dir, &partner, &key, &datasets).await
+        }
+        Command::Partner(PartnerCommand::Seal(a)) => {
+            let encoding = match a.encoding {
+                EncodingArg::Auto => blindwatch_partner::Encoding::Auto,
+                EncodingArg::Utf8 => blindwatch_partner::Encoding::Utf8,
+                EncodingArg::Gbk => blindwatch_partner::Encoding::Gbk,
+            };
+            let seal = c::SealFiles {
+                contract: &a.contract,
+                input: &a.input,
+                partner: &a.partner,
+                partner_key: &a.partner_key,
+                platform_key: &a.platform_key,
+                linkage_key: &a.linkage_key,
+                sequence: a.seq,
+                out: &a.out,
+                encoding,
+                batch_rows: a.batch_rows,
+            };
+            c::partner_seal(&seal).map(|_| ())
+        }
+        Command::Ingest(a) => c::ingest(&a.data_dir, &a.packages).await,
+        Command::Catalog(a) => c::catalog(&a.data_dir).await,
+        Command::Audit(AuditCommand::Verify(a)) => c::audit_verify(&a.data_dir),
+        Command::Audit(AuditCommand::Proof { data_dir, entry }) => c::audit_proof(&data_dir, entry),
+        Command::Audit(AuditCommand::Checkpoint(a)) => c::audit_checkpoint(&a.data_dir),
+        Command::Audit(AuditCommand::VerifyProof { bundle, key }) => c::audit_verify_proof(&bundle, &key),
+    }
+}

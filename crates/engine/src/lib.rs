@@ -1,0 +1,376 @@
+//! The evaluation engine: DataFusion over the sealed tables, decrypting on read, with column
+//! keys released per checked plan.
+//!
+//! - Every contract is a table `<partner>.<dataset>` (schema = partner) over its current
+//!   contributions — all of them for an append contract, the latest for a replace contract —
+//!   with the schema the contract declares (never inferred from a file).
+//! - [`Engine::plan`] turns SQL into a [`CheckedPlan`]: the logical plan, its
+//!   [`PlanAnalysis`] (how every base column is used, and the lineage of every output), and
+//!   the exact set of columns it reads. Plans that join or mix tokens of different token
+//!   modes or keys, or that read a table whose current contributions disagree on the token
+//!   key, are refused here.
+//! - [`Engine::execute`] first checks the SHA-256 of every contribution file the plan may read
+//!   against the catalog and the stored signed manifest (once per file per engine), then runs
+//!   the plan in a fresh DataFusion session whose encryption factory releases the footer key
+//!   and the keys of exactly the plan's columns; every other column key is refused, so even a
+//!   plan altered after the checks cannot decrypt a column it was not cleared for.
+//!
+//! Privacy: nothing here logs or prints a token, an identifier or a value. DataFusion's own
+//! execution errors can quote values, so they are reduced to their kind.
+
+pub mod analysis;
+mod error;
+mod integrity;
+mod keys;
+mod tables;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use blindwatch_contract::ContractSet;
+use blindwatch_crypto::wrap::PlatformPrivateKey;
+use blindwatch_store::{Catalog, DataDir};
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+use datafusion::common::{DataFusionError, TableReference};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use futures::{Stream, StreamExt};
+
+pub use analysis::{AnalysisError, ColumnRef, ColumnUse, OutputColumn, PlanAnalysis, TokenDomain};
+pub use error::EngineError;
+pub use tables::TableInfo;
+
+use integrity::IntegrityCache;
+use keys::{KeyProblem, RunFactory};
+use tables::{FACTORY_ID, SealedTable, StoredFile};
+
+/// A stream of result batches.
+pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, EngineError>> + Send>>;
+
+static NEXT_ENGINE: AtomicU64 = AtomicU64::new(1);
+
+/// The tables as of one load of the catalog, and the session that plans over them.
+struct Snapshot {
+    tables: BTreeMap<String, SealedTable>,
+    /// Tables with data but no contract, with the reason they cannot be read.
+    orphans: BTreeMap<String, String>,
+    planner: SessionContext,
+}
+
+/// The evaluation engine over one platform data directory.
+pub struct Engine {
+    id: u64,
+    root: PathBuf,
+    key: Arc<PlatformPrivateKey>,
+    catalog: Catalog,
+    contracts: ContractSet,
+    snapshot: Arc<Snapshot>,
+    integrity: Arc<IntegrityCache>,
+}
+
+/// A planned query: what it reads and how, and the column keys its execution releases.
+pub struct CheckedPlan {
+    engine: u64,
+    snapshot: Arc<Snapshot>,
+    plan: LogicalPlan,
+    analysis: PlanAnalysis,
+    release: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for CheckedPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedPlan").field("analysis", &self.analysis).field("release", &self.release).finish()
+    }
+}
+
+/// A contribution a plan reads.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct ContributionRef {
+    pub table: String,
+    pub sequence: u64,
+    /// Relative to the data directory.
+    pub file: String,
+}
+
+impl CheckedPlan {
+    /// How the plan uses every base column, and the lineage of its outputs.
+    pub fn analysis(&self) -> &PlanAnalysis {
+        &self.analysis
+    }
+
+    /// The DataFusion logical plan, as planned from SQL (before optimisation).
+    pub fn logical_plan(&self) -> &LogicalPlan {
+        &self.plan
+    }
+
+    /// Per table the plan scans, the columns whose keys its execution releases.
+    pub fn released(&self) -> &BTreeMap<String, BTreeSet<String>> {
+        &self.release
+    }
+
+    /// The result's schema.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(self.plan.schema().as_arrow().clone())
+    }
+
+    /// The contributions an execution reads (for the audit log: whose data a query used).
+    pub fn contributions(&self) -> Vec<ContributionRef> {
+        self.files()
+            .map(|f| ContributionRef { table: f.table.clone(), sequence: f.sequence, file: f.file.clone() })
+            .collect()
+    }
+
+    /// Releases less: the key of `column` of `table` is withheld from this plan's execution.
+    /// A plan that reads the column then fails with [`EngineError::NotReleased`]. It can
+    /// only narrow what the plan releases, never widen it.
+    pub fn withhold(mut self, table: &str, column: &str) -> CheckedPlan {
+        if let Some(cols) = self.release.get_mut(table) {
+            cols.remove(column);
+        }
+        self
+    }
+
+    fn files(&self) -> impl Iterator<Item = &Arc<StoredFile>> {
+        self.release.keys().filter_map(|t| self.snapshot.tables.get(t)).flat_map(|t| t.files.iter())
+    }
+}
+
+fn session_config() -> SessionConfig {
+    let mut config = SessionConfig::new().with_information_schema(false);
+    config.options_mut().execution.parquet.enable_page_index = false;
+    config
+}
+
+impl Engine {
+    /// Opens the engine over a data directory: its platform key, catalog and contracts
+    /// (`policies/datasets`).
+    pub async fn open(data_dir: &DataDir) -> Result<Engine, EngineError> {
+        let key = Arc::new(PlatformPrivateKey::read(&data_dir.platform_private_key())?);
+        let catalog = Catalog::open(&data_dir.catalog_path(), false).await?;
+        let contracts = ContractSet::load_dir(&data_dir.contracts_dir())?;
+        Engine::from_parts(data_dir, key, catalog, contracts).await
+    }
+
+    /// An engine from parts the caller already holds.
+    pub async fn from_parts(
+        data_dir: &DataDir,
+        key: Arc<PlatformPrivateKey>,
+        catalog: Catalog,
+        contracts: ContractSet,
+    ) -> Result<Engine, EngineError> {
+        let root = std::path::absolute(data_dir.root()).unwrap_or_else(|_| data_dir.root().to_owned());
+        let snapshot = Arc::new(load_snapshot(&root, &catalog, &contracts).await?);
+        Ok(Engine {
+            id: NEXT_ENGINE.fetch_add(1, Ordering::Relaxed),
+            root,
+            key,
+            catalog,
+            contracts,
+            snapshot,
+            integrity: Arc::default(),
+        })
+    }
+
+    /// Reads the catalog again (new contributions). Plans made before keep reading what they
+    /// were planned over; file hashes already checked stay cached.
+    pub async fn refresh(&mut self) -> Result<(), EngineError> {
+        self.snapshot = Arc::new(load_snapshot(&self.root, &self.catalog, &self.contracts).await?);
+        Ok(())
+    }
+
+    pub fn contracts(&self) -> &ContractSet {
+        &self.contracts
+    }
+
+    /// Every table, with its current contributions and token domain.
+    pub fn tables(&self) -> Vec<TableInfo> {
+        self.snapshot.tables.values().map(SealedTable::info).collect()
+    }
+
+    /// Plans `sql`, analyses the plan and refuses token joins across token keys.
+    pub async fn plan(&self, sql: &str) -> Result<CheckedPlan, EngineError> {
+        let snapshot = self.snapshot.clone();
+        let state = snapshot.planner.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(sql, &dialect).map_err(plan_error)?;
+        match &statement {
+            DfStatement::Statement(s) if matches!(**s, SqlStatement::Query(_)) => {}
+            _ => return Err(AnalysisError::NotAQuery("this statement".into()).into()),
+        }
+        for r in state.resolve_table_references(&statement).map_err(plan_error)? {
+            snapshot.check_table(&table_name(&r))?;
+        }
+        let plan = state.statement_to_plan(statement).await.map_err(plan_error)?;
+        let tokens = |c: &ColumnRef| {
+            let t = snapshot.tables.get(&c.table)?;
+            t.token_columns.contains(&c.column).then(|| t.token_domain.clone()).flatten()
+        };
+        let analysis = analysis::analyze(&plan, &tokens)?;
+        for t in &analysis.tables {
+            snapshot.check_table(t)?;
+        }
+        let release = analysis.columns_by_table();
+        Ok(CheckedPlan { engine: self.id, snapshot, plan, analysis, release })
+    }
+
+    /// Checks the stored files of every contribution of `table` against the catalog and
+    /// their signed manifests.
+    pub async fn verify_table(&self, table: &str) -> Result<(), EngineError> {
+        let t = self.snapshot.tables.get(table).ok_or_else(|| EngineError::UnknownTable(table.to_owned()))?;
+        self.verify(t.files.clone()).await
+    }
+
+    async fn verify(&self, files: Vec<Arc<StoredFile>>) -> Result<(), EngineError> {
+        let integrity = self.integrity.clone();
+        tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| integrity.verify(f)))
+            .await
+            .map_err(|e| EngineError::Execution { kind: format!("integrity check task failed: {e}") })?
+    }
+
+    /// Checks integrity and builds the session one execution of `plan` runs in.
+    async fn prepare(&self, plan: &CheckedPlan) -> Result<(SessionContext, Arc<RunFactory>), EngineError> {
+        if plan.engine != self.id {
+            return Err(EngineError::ForeignPlan);
+        }
+        let files: Vec<Arc<StoredFile>> = plan.files().cloned().collect();
+        self.verify(files.clone()).await?;
+        let factory = Arc::new(RunFactory::new(&self.key, files, &plan.release));
+        let runtime = RuntimeEnvBuilder::new()
+            .build_arc()
+            .map_err(|e| EngineError::Resources(e.to_string()))?;
+        runtime.register_parquet_encryption_factory(FACTORY_ID, factory.clone());
+        Ok((SessionContext::new_with_config_rt(session_config(), runtime), factory))
+    }
+
+    /// Executes a checked plan and collects its result.
+    pub async fn execute(&self, plan: &CheckedPlan) -> Result<Vec<RecordBatch>, EngineError> {
+        let started = std::time::Instant::now();
+        let (ctx, factory) = self.prepare(plan).await?;
+        let run = async {
+            let df = ctx.execute_logical_plan(plan.plan.clone()).await?;
+            df.collect().await
+        };
+        let batches = run.await.map_err(|e| execution_error(&e, &factory))?;
+        tracing::debug!(
+            tables = ?plan.release.keys().collect::<Vec<_>>(),
+            columns_released = plan.release.values().map(BTreeSet::len).sum::<usize>(),
+            rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "plan executed"
+        );
+        Ok(batches)
+    }
+
+    /// Executes a checked plan as a stream of batches.
+    pub async fn execute_stream(&self, plan: &CheckedPlan) -> Result<BatchStream, EngineError> {
+        let (ctx, factory) = self.prepare(plan).await?;
+        let run = async {
+            let df = ctx.execute_logical_plan(plan.plan.clone()).await?;
+            df.execute_stream().await
+        };
+        let stream = run.await.map_err(|e| execution_error(&e, &factory))?;
+        Ok(Box::pin(stream.map(move |r| r.map_err(|e| execution_error(&e, &factory)))))
+    }
+}
+
+async fn load_snapshot(root: &std::path::Path, catalog: &Catalog, contracts: &ContractSet) -> Result<Snapshot, EngineError> {
+    let (tables, orphans) = tables::load_tables(root, catalog, contracts).await?;
+    let planner = SessionContext::new_with_config(session_config());
+    let catalog_provider = planner
+        .catalog("datafusion")
+        .ok_or_else(|| EngineError::Plan("the query session has no default catalog".into()))?;
+    let mut schemas: BTreeMap<String, Arc<MemorySchemaProvider>> = BTreeMap::new();
+    for t in tables.values() {
+        let Some((partner, dataset)) = t.name.split_once('.') else { continue };
+        let schema = schemas.entry(partner.to_owned()).or_insert_with(|| {
+            let s = Arc::new(MemorySchemaProvider::new());
+            let _ = catalog_provider.register_schema(partner, s.clone());
+            s
+        });
+        schema.register_table(dataset.to_owned(), t.provider.clone()).map_err(plan_error)?;
+    }
+    Ok(Snapshot { tables, orphans, planner })
+}
+
+impl Snapshot {
+    fn check_table(&self, name: &str) -> Result<(), EngineError> {
+        if let Some(reason) = self.orphans.get(name) {
+            return Err(EngineError::TableUnavailable { table: name.to_owned(), reason: reason.clone() });
+        }
+        match self.tables.get(name) {
+            None => Err(EngineError::UnknownTable(name.to_owned())),
+            Some(SealedTable { problem: Some(reason), .. }) => {
+                Err(EngineError::TableUnavailable { table: name.to_owned(), reason: reason.clone() })
+            }
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// `<partner>.<dataset>` of a table reference (as written, for messages when it is not one).
+fn table_name(r: &TableReference) -> String {
+    match (r.catalog(), r.schema()) {
+        (None | Some("datafusion"), Some(schema)) => format!("{schema}.{}", r.table()),
+        _ => r.to_string(),
+    }
+}
+
+fn plan_error(e: DataFusionError) -> EngineError {
+    EngineError::Plan(e.strip_backtrace())
+}
+
+/// Turns an execution error into one that names the dataset and contribution when the cause
+/// is a key or decryption failure, and withholds DataFusion's text otherwise (it can quote
+/// values).
+fn execution_error(e: &DataFusionError, factory: &RunFactory) -> EngineError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut parquet = false;
+    while let Some(err) = cur {
+        if let Some(k) = err.downcast_ref::<KeyProblem>() {
+            return match k.clone() {
+                KeyProblem::NotReleased { table, column, sequence, file } => {
+                    EngineError::NotReleased { table, column, sequence, file }
+                }
+                KeyProblem::Unwrap { table, sequence, file, reason } => {
+                    EngineError::Keys { table, sequence, file, reason }
+                }
+                KeyProblem::UnknownFile => EngineError::Execution { kind: k.to_string() },
+            };
+        }
+        parquet |= err.is::<parquet::errors::ParquetError>()
+            || matches!(err.downcast_ref::<arrow_schema::ArrowError>(), Some(arrow_schema::ArrowError::ParquetError(_)));
+        cur = err.source();
+    }
+    let root = e.find_root();
+    match root {
+        DataFusionError::ResourcesExhausted(m) => EngineError::Resources(m.clone()),
+        _ if parquet || matches!(root, DataFusionError::ParquetError(_)) => {
+            let opened = factory.opened();
+            EngineError::Decrypt {
+                contributions: if opened.is_empty() { "the plan's tables".into() } else { opened.join(", ") },
+            }
+        }
+        other => EngineError::Execution { kind: error_kind(other).into() },
+    }
+}
+
+fn error_kind(e: &DataFusionError) -> &'static str {
+    match e {
+        DataFusionError::ArrowError(..) => "arrow computation error",
+        DataFusionError::Execution(_) => "execution error",
+        DataFusionError::Plan(_) => "planning error",
+        DataFusionError::SchemaError(..) => "schema error",
+        DataFusionError::NotImplemented(_) => "not implemented",
+        DataFusionError::Internal(_) => "internal error",
+        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => "storage error",
+        _ => "error",
+    }
+}
