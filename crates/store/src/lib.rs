@@ -3,7 +3,8 @@
 //! Layout of a platform data directory:
 //! ```text
 //! keys/platform.key      HPKE private key (0600)      keys/platform.pub  what partners seal to
-//! keys/deployment.key    pseudonym secret (0600)      keys/log.key       audit-log signing key
+//! keys/deployment.key    pseudonym secret (0600)      keys/log.key       audit-log signing key (0600)
+//! keys/log.vkey          audit-log verifier key (signed-note format), for auditors
 //! policies/              contracts (datasets/), Cedar policies, privacy settings
 //! catalog.sqlite         partners, their datasets, accepted contributions
 //! packages/<partner>/<dataset>/<partner>.<dataset>.<seq>.{parquet,manifest.json}
@@ -51,7 +52,7 @@ impl DataDir {
         self.keys_dir().join("log.key")
     }
     pub fn log_public_key(&self) -> PathBuf {
-        self.keys_dir().join("log.pub")
+        self.keys_dir().join("log.vkey")
     }
     pub fn policies_dir(&self) -> PathBuf {
         self.root.join("policies")
