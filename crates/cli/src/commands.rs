@@ -20,7 +20,13 @@ pub fn today() -> chrono::NaiveDate {
     chrono::Utc::now().date_naive()
 }
 
-pub fn synth(out: &Path, persons: u64, seed: u64, as_of: Option<chrono::NaiveDate>, messy_rate: f64) -> anyhow::Result<()> {
+pub fn synth(
+    out: &Path,
+    persons: u64,
+    seed: u64,
+    as_of: Option<chrono::NaiveDate>,
+    messy_rate: f64,
+) -> anyhow::Result<()> {
     let mut cfg = blindwatch_synth::SynthConfig::new(persons, seed, as_of.unwrap_or_else(today));
     cfg.messy_rate = messy_rate;
     let summary = blindwatch_synth::generate(&cfg, out)?;
@@ -32,7 +38,10 @@ pub fn synth(out: &Path, persons: u64, seed: u64, as_of: Option<chrono::NaiveDat
 pub async fn keys_init(data_dir: &Path) -> anyhow::Result<DataDir> {
     let dir = DataDir::new(data_dir);
     if dir.platform_private_key().exists() {
-        bail!("{} is already initialised (it has a platform key); use another directory", data_dir.display());
+        bail!(
+            "{} is already initialised (it has a platform key); use another directory",
+            data_dir.display()
+        );
     }
     for d in [dir.keys_dir(), dir.tmp_dir(), dir.packages_dir()] {
         std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
@@ -41,20 +50,43 @@ pub async fn keys_init(data_dir: &Path) -> anyhow::Result<DataDir> {
     private.write(&dir.platform_private_key())?;
     public.write(&dir.platform_public_key())?;
     let deployment = blindwatch_crypto::random_secret::<32>()?;
-    keys::write_key_file(&dir.deployment_key(), KeyFileKind::Deployment, deployment.as_ref())?;
+    keys::write_key_file(
+        &dir.deployment_key(),
+        KeyFileKind::Deployment,
+        deployment.as_ref(),
+    )?;
     let log_key = SigningKey::generate()?;
     log_key.write(&dir.log_key(), KeyFileKind::LogSigning)?;
     let installed = crate::policies::install(&dir.policies_dir())?;
-    Catalog::open(&dir.catalog_path(), true).await?.close().await;
+    Catalog::open(&dir.catalog_path(), true)
+        .await?
+        .close()
+        .await;
     let mut audit = dir.open_audit_log()?;
-    fsutil::write_new(&dir.log_public_key(), format!("{}\n", audit.public_key().to_vkey()).as_bytes())?;
+    fsutil::write_new(
+        &dir.log_public_key(),
+        format!("{}\n", audit.public_key().to_vkey()).as_bytes(),
+    )?;
     let digest = policy_digest(&dir.policies_dir())?;
-    audit.append(&AuditRecord::now(Principal::new("platform")?, AuditEvent::PolicyLoaded { digest }))?;
+    audit.append(&AuditRecord::now(
+        Principal::new("platform")?,
+        AuditEvent::PolicyLoaded { digest },
+    ))?;
     audit.checkpoint()?;
     println!("initialised {}", data_dir.display());
-    println!("  platform key {} (partners seal to {})", public.id(), dir.platform_public_key().display());
-    println!("  {installed} shipped policy files in {}", dir.policies_dir().display());
-    println!("  audit log verifier key in {}", dir.log_public_key().display());
+    println!(
+        "  platform key {} (partners seal to {})",
+        public.id(),
+        dir.platform_public_key().display()
+    );
+    println!(
+        "  {installed} shipped policy files in {}",
+        dir.policies_dir().display()
+    );
+    println!(
+        "  audit log verifier key in {}",
+        dir.log_public_key().display()
+    );
     Ok(dir)
 }
 
@@ -74,7 +106,12 @@ fn policy_digest(dir: &Path) -> anyhow::Result<Sha256Digest> {
     files.sort();
     let mut all = Vec::new();
     for f in files {
-        all.extend_from_slice(f.strip_prefix(dir).unwrap_or(&f).to_string_lossy().as_bytes());
+        all.extend_from_slice(
+            f.strip_prefix(dir)
+                .unwrap_or(&f)
+                .to_string_lossy()
+                .as_bytes(),
+        );
         all.push(0);
         all.extend_from_slice(&std::fs::read(&f)?);
     }
@@ -83,7 +120,10 @@ fn policy_digest(dir: &Path) -> anyhow::Result<Sha256Digest> {
 
 pub fn keys_linkage(out: &Path) -> anyhow::Result<()> {
     LinkageKey::generate()?.write(out)?;
-    println!("wrote consortium linkage key {} (share it with the partners only, never with the platform)", out.display());
+    println!(
+        "wrote consortium linkage key {} (share it with the partners only, never with the platform)",
+        out.display()
+    );
     Ok(())
 }
 
@@ -92,40 +132,70 @@ pub fn partner_keygen(partner: &str, out: &Path) -> anyhow::Result<(PathBuf, Pat
         bail!("partner name `{partner}` must be lower-case letters, digits, `_` or `-`");
     }
     let key = SigningKey::generate()?;
-    let (secret, public) = (out.join(format!("{partner}.key")), out.join(format!("{partner}.pub")));
+    let (secret, public) = (
+        out.join(format!("{partner}.key")),
+        out.join(format!("{partner}.pub")),
+    );
     key.write(&secret, KeyFileKind::PartnerSigning)?;
-    key.verifying_key().write(&public, KeyFileKind::PartnerPublic)?;
-    println!("partner {partner}: key {} — keep {} secret, give {} to the platform", key.id(), secret.display(), public.display());
+    key.verifying_key()
+        .write(&public, KeyFileKind::PartnerPublic)?;
+    println!(
+        "partner {partner}: key {} — keep {} secret, give {} to the platform",
+        key.id(),
+        secret.display(),
+        public.display()
+    );
     Ok((secret, public))
 }
 
 pub fn load_contracts(dir: &DataDir) -> anyhow::Result<ContractSet> {
-    ContractSet::load_dir(&dir.contracts_dir()).with_context(|| format!("loading contracts from {}", dir.contracts_dir().display()))
+    ContractSet::load_dir(&dir.contracts_dir())
+        .with_context(|| format!("loading contracts from {}", dir.contracts_dir().display()))
 }
 
 async fn open_catalog(dir: &DataDir) -> anyhow::Result<Catalog> {
     if !dir.is_initialised() {
-        bail!("{} is not a platform data directory: run `blindwatch keys init --data-dir {}` first", dir.root().display(), dir.root().display());
+        bail!(
+            "{} is not a platform data directory: run `blindwatch keys init --data-dir {}` first",
+            dir.root().display(),
+            dir.root().display()
+        );
     }
     Ok(Catalog::open(&dir.catalog_path(), false).await?)
 }
 
-pub async fn partner_register(data_dir: &Path, partner: &str, key: &Path, datasets: &[String]) -> anyhow::Result<()> {
+pub async fn partner_register(
+    data_dir: &Path,
+    partner: &str,
+    key: &Path,
+    datasets: &[String],
+) -> anyhow::Result<()> {
     let dir = DataDir::new(data_dir);
     let catalog = open_catalog(&dir).await?;
     let contracts = load_contracts(&dir)?;
     let key = VerifyingKey::read(key, KeyFileKind::PartnerPublic)?;
-    let datasets: BTreeSet<String> = datasets.iter().map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()).collect();
+    let datasets: BTreeSet<String> = datasets
+        .iter()
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .collect();
     for table in &datasets {
         let contract = contracts.get(table)?;
         if contract.partner != partner {
-            bail!("dataset {table} belongs to partner `{}`: a partner may contribute only to its own datasets", contract.partner);
+            bail!(
+                "dataset {table} belongs to partner `{}`: a partner may contribute only to its own datasets",
+                contract.partner
+            );
         }
     }
     let datasets: Vec<String> = datasets.into_iter().collect();
     catalog.register_partner(partner, &key, &datasets).await?;
     catalog.close().await;
-    println!("registered partner {partner} (key {}) for {}", key.id(), datasets.join(", "));
+    println!(
+        "registered partner {partner} (key {}) for {}",
+        key.id(),
+        datasets.join(", ")
+    );
     Ok(())
 }
 
@@ -185,7 +255,10 @@ pub fn partner_seal(f: &SealFiles<'_>) -> anyhow::Result<SealOutcome> {
     }
     println!("  package  {}", outcome.package.manifest.display());
     if rejected > 0 {
-        println!("  rejected rows by number and reason: {}", outcome.rejects_report.display());
+        println!(
+            "  rejected rows by number and reason: {}",
+            outcome.rejects_report.display()
+        );
     }
     Ok(outcome)
 }
@@ -213,7 +286,10 @@ pub async fn ingest(data_dir: &Path, packages: &[PathBuf]) -> anyhow::Result<()>
     }
     audit.checkpoint()?;
     if refused > 0 {
-        bail!("{refused} of {} packages refused; nothing of them was stored", packages.len());
+        bail!(
+            "{refused} of {} packages refused; nothing of them was stored",
+            packages.len()
+        );
     }
     Ok(())
 }
@@ -221,7 +297,10 @@ pub async fn ingest(data_dir: &Path, packages: &[PathBuf]) -> anyhow::Result<()>
 pub async fn catalog(data_dir: &Path) -> anyhow::Result<()> {
     let dir = DataDir::new(data_dir);
     let catalog = open_catalog(&dir).await?;
-    println!("{:<34} {:>5} {:>12}  {:<11} {:<17} ingested", "table", "seq", "rows", "tokens", "token key");
+    println!(
+        "{:<34} {:>5} {:>12}  {:<11} {:<17} ingested",
+        "table", "seq", "rows", "tokens", "token key"
+    );
     for table in catalog.tables().await? {
         for c in catalog.contributions(&table).await? {
             println!(
@@ -234,8 +313,12 @@ pub async fn catalog(data_dir: &Path) -> anyhow::Result<()> {
 }
 
 fn log_key(dir: &DataDir) -> anyhow::Result<LogPublicKey> {
-    let text = std::fs::read_to_string(dir.log_public_key())
-        .with_context(|| format!("reading the log verifier key {}", dir.log_public_key().display()))?;
+    let text = std::fs::read_to_string(dir.log_public_key()).with_context(|| {
+        format!(
+            "reading the log verifier key {}",
+            dir.log_public_key().display()
+        )
+    })?;
     Ok(LogPublicKey::from_vkey(text.trim())?)
 }
 
@@ -264,10 +347,15 @@ pub fn audit_checkpoint(data_dir: &Path) -> anyhow::Result<()> {
 }
 
 pub fn audit_verify_proof(bundle: &Path, key: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(bundle).with_context(|| format!("reading {}", bundle.display()))?;
-    let key_text = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    let text =
+        std::fs::read_to_string(bundle).with_context(|| format!("reading {}", bundle.display()))?;
+    let key_text =
+        std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
     let bundle = blindwatch_audit::InclusionBundle::from_json(&text)?;
-    let verified = blindwatch_audit::verify_inclusion_bundle(&bundle, &LogPublicKey::from_vkey(key_text.trim())?)?;
+    let verified = blindwatch_audit::verify_inclusion_bundle(
+        &bundle,
+        &LogPublicKey::from_vkey(key_text.trim())?,
+    )?;
     println!("ok: {verified:?}");
     Ok(())
 }

@@ -21,7 +21,12 @@ use crate::commands::{self, SealFiles};
 
 const MARKER: &str = ".blindwatch-demo";
 
-pub async fn run(root: &Path, persons: u64, seed: u64, as_of: Option<chrono::NaiveDate>) -> anyhow::Result<()> {
+pub async fn run(
+    root: &Path,
+    persons: u64,
+    seed: u64,
+    as_of: Option<chrono::NaiveDate>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     prepare(root)?;
     let as_of = as_of.unwrap_or_else(commands::today);
@@ -31,17 +36,27 @@ pub async fn run(root: &Path, persons: u64, seed: u64, as_of: Option<chrono::Nai
     let mut cfg = blindwatch_synth::SynthConfig::new(persons, seed, as_of);
     cfg.messy_rate = blindwatch_synth::DEFAULT_MESSY_RATE;
     let summary = blindwatch_synth::generate(&cfg, &city)?;
-    println!("1. synthetic city: {persons} persons, {} planted alerts, as of {as_of} ({:.1} s)", summary.alerts, summary.elapsed.as_secs_f64());
+    println!(
+        "1. synthetic city: {persons} persons, {} planted alerts, as of {as_of} ({:.1} s)",
+        summary.alerts,
+        summary.elapsed.as_secs_f64()
+    );
     let mut by_partner: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for table in blindwatch_synth::DATASETS {
         let partner = table.split('.').next().unwrap_or(table);
         by_partner.entry(partner).or_default().push(table);
         let exports = root.join("partners").join(partner).join("exports");
         std::fs::create_dir_all(&exports)?;
-        std::fs::rename(city.join(format!("{table}.csv")), exports.join(format!("{table}.csv")))
-            .with_context(|| format!("moving the {table} export to its partner"))?;
+        std::fs::rename(
+            city.join(format!("{table}.csv")),
+            exports.join(format!("{table}.csv")),
+        )
+        .with_context(|| format!("moving the {table} export to its partner"))?;
     }
-    std::fs::rename(city.join(blindwatch_synth::GROUND_TRUTH_FILE), root.join(blindwatch_synth::GROUND_TRUTH_FILE))?;
+    std::fs::rename(
+        city.join(blindwatch_synth::GROUND_TRUTH_FILE),
+        root.join(blindwatch_synth::GROUND_TRUTH_FILE),
+    )?;
     std::fs::remove_dir_all(&city)?;
 
     // The platform.
@@ -86,7 +101,11 @@ pub async fn run(root: &Path, persons: u64, seed: u64, as_of: Option<chrono::Nai
     commands::ingest(platform.root(), &packages).await?;
     commands::catalog(platform.root()).await?;
     audit_summary(&platform)?;
-    println!("done in {:.1} s; platform data directory: {}", started.elapsed().as_secs_f64(), platform.root().display());
+    println!(
+        "done in {:.1} s; platform data directory: {}",
+        started.elapsed().as_secs_f64(),
+        platform.root().display()
+    );
     Ok(())
 }
 
@@ -95,26 +114,44 @@ fn prepare(root: &Path) -> anyhow::Result<()> {
     if root.exists() {
         let empty = std::fs::read_dir(root)?.next().is_none();
         if root.join(MARKER).exists() {
-            std::fs::remove_dir_all(root).with_context(|| format!("removing the earlier demo in {}", root.display()))?;
+            std::fs::remove_dir_all(root)
+                .with_context(|| format!("removing the earlier demo in {}", root.display()))?;
         } else if !empty {
-            bail!("{} exists and is not a demo directory: choose another --data-dir", root.display());
+            bail!(
+                "{} exists and is not a demo directory: choose another --data-dir",
+                root.display()
+            );
         }
     }
     std::fs::create_dir_all(root)?;
-    std::fs::write(root.join(MARKER), b"created by blindwatch demo; removed by the next demo run\n")?;
+    std::fs::write(
+        root.join(MARKER),
+        b"created by blindwatch demo; removed by the next demo run\n",
+    )?;
     Ok(())
 }
 
 fn copy_private(from: &Path, to: &Path) -> anyhow::Result<()> {
-    let bytes = blindwatch_crypto::keys::read_key_file(from, blindwatch_crypto::keys::KeyFileKind::Linkage)?;
-    blindwatch_crypto::keys::write_key_file(to, blindwatch_crypto::keys::KeyFileKind::Linkage, &bytes)?;
+    let bytes = blindwatch_crypto::keys::read_key_file(
+        from,
+        blindwatch_crypto::keys::KeyFileKind::Linkage,
+    )?;
+    blindwatch_crypto::keys::write_key_file(
+        to,
+        blindwatch_crypto::keys::KeyFileKind::Linkage,
+        &bytes,
+    )?;
     Ok(())
 }
 
 fn audit_summary(platform: &DataDir) -> anyhow::Result<()> {
     let log = platform.open_audit_log()?;
     if let Some(cp) = log.latest_checkpoint() {
-        println!("audit log: {} entries, latest signed checkpoint covers {}", log.size(), cp.size());
+        println!(
+            "audit log: {} entries, latest signed checkpoint covers {}",
+            log.size(),
+            cp.size()
+        );
     }
     Ok(())
 }

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "blindwatch", version, about = "Privacy-preserving risk early warning: sealed partner data, blind tokens, tiered alerts, audited.")]
+#[command(
+    name = "blindwatch",
+    version,
+    about = "Privacy-preserving risk early warning: sealed partner data, blind tokens, tiered alerts, audited."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -193,7 +197,10 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -216,10 +223,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(a) => c::synth(&a.out, a.persons, a.seed, a.as_of, a.messy_rate),
         Command::Keys(KeysCommand::Init(a)) => c::keys_init(&a.data_dir).await.map(|_| ()),
         Command::Keys(KeysCommand::Linkage { out }) => c::keys_linkage(&out),
-        Command::Partner(PartnerCommand::Keygen { partner, out }) => c::partner_keygen(&partner, &out).map(|_| ()),
-        Command::Partner(PartnerCommand::Register { data_dir, partner, key, datasets }) => {
-            c::partner_register(&data_dir, &partner, &key, &datasets).await
+        Command::Partner(PartnerCommand::Keygen { partner, out }) => {
+            c::partner_keygen(&partner, &out).map(|_| ())
         }
+        Command::Partner(PartnerCommand::Register {
+            data_dir,
+            partner,
+            key,
+            datasets,
+        }) => c::partner_register(&data_dir, &partner, &key, &datasets).await,
         Command::Partner(PartnerCommand::Seal(a)) => {
             let encoding = match a.encoding {
                 EncodingArg::Auto => blindwatch_partner::Encoding::Auto,
@@ -245,6 +257,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Verify(a)) => c::audit_verify(&a.data_dir),
         Command::Audit(AuditCommand::Proof { data_dir, entry }) => c::audit_proof(&data_dir, entry),
         Command::Audit(AuditCommand::Checkpoint(a)) => c::audit_checkpoint(&a.data_dir),
-        Command::Audit(AuditCommand::VerifyProof { bundle, key }) => c::audit_verify_proof(&bundle, &key),
+        Command::Audit(AuditCommand::VerifyProof { bundle, key }) => {
+            c::audit_verify_proof(&bundle, &key)
+        }
     }
 }

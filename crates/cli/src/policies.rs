@@ -28,7 +28,8 @@ pub fn install(dir: &Path) -> anyhow::Result<usize> {
     for (rel, text) in SHIPPED {
         let path = dir.join(rel);
         if !path.exists() {
-            fsutil::write_new(&path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            fsutil::write_new(&path, text.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
             written += 1;
         }
     }

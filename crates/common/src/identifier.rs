@@ -58,7 +58,9 @@ impl std::str::FromStr for IdentifierKind {
         IdentifierKind::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown identifier kind `{s}`: use person, phone, address, plate or name"))
+            .ok_or_else(|| {
+                format!("unknown identifier kind `{s}`: use person, phone, address, plate or name")
+            })
     }
 }
 
@@ -152,7 +154,12 @@ fn normalise_folded(kind: IdentifierKind, folded: &str) -> Result<String, Normal
     if folded.chars().any(|c| c.is_control() && !c.is_whitespace()) {
         return Err(NormaliseError::ControlCharacter);
     }
-    let compact = || folded.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    let compact = || {
+        folded
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+    };
     let value = match kind {
         IdentifierKind::Person => idcard::canonical(&compact())?,
         IdentifierKind::Phone => phone(&compact())?,
@@ -177,7 +184,11 @@ fn phone(compact: &str) -> Result<String, NormaliseError> {
     let national = digits
         .strip_prefix("+86")
         .or_else(|| digits.strip_prefix("0086"))
-        .or_else(|| (digits.len() == 13).then(|| digits.strip_prefix("86")).flatten())
+        .or_else(|| {
+            (digits.len() == 13)
+                .then(|| digits.strip_prefix("86"))
+                .flatten()
+        })
         .unwrap_or(&digits);
     let bytes = national.as_bytes();
     let valid = bytes.len() == 11
@@ -210,7 +221,9 @@ fn plate(compact: &str) -> Result<String, NormaliseError> {
     let valid = PLATE_PROVINCES.contains(*province)
         && letter.is_ascii_uppercase()
         && (rest.len() == 5 || rest.len() == 6)
-        && rest.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        && rest
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
     if valid {
         Ok(chars.into_iter().collect())
     } else {
@@ -230,14 +243,22 @@ fn text(folded: &str, is_name: bool) -> Result<String, NormaliseError> {
         // Transliterated minority names use many look-alike middle dots; keep one.
         out = out
             .chars()
-            .map(|c| if matches!(c, '•' | '・' | '‧' | '∙' | '.') { '·' } else { c })
+            .map(|c| {
+                if matches!(c, '•' | '・' | '‧' | '∙' | '.') {
+                    '·'
+                } else {
+                    c
+                }
+            })
             .collect();
     }
     if out.is_empty() {
         return Err(NormaliseError::Blank);
     }
     if out.chars().count() > MAX_TEXT_CHARS {
-        return Err(NormaliseError::TooLong { max: MAX_TEXT_CHARS });
+        return Err(NormaliseError::TooLong {
+            max: MAX_TEXT_CHARS,
+        });
     }
     Ok(out)
 }
@@ -256,11 +277,23 @@ mod tests {
         let cases: &[(IdentifierKind, &str, Result<&str, NormaliseError>)] = &[
             // ID numbers: padding, full-width digits, lower-case x, legacy 15 digits.
             (Person, " 11010519491231002X ", Ok("11010519491231002X")),
-            (Person, "１１０１０５１９４９１２３１００２ｘ", Ok("11010519491231002X")),
+            (
+                Person,
+                "１１０１０５１９４９１２３１００２ｘ",
+                Ok("11010519491231002X"),
+            ),
             (Person, "110105 1949 1231 002x", Ok("11010519491231002X")),
             (Person, "110105491231002", Ok("11010519491231002X")),
-            (Person, "110105194912310021", Err(NormaliseError::IdCard(IdCardError::CheckDigit))),
-            (Person, "   ", Err(NormaliseError::IdCard(IdCardError::Length))),
+            (
+                Person,
+                "110105194912310021",
+                Err(NormaliseError::IdCard(IdCardError::CheckDigit)),
+            ),
+            (
+                Person,
+                "   ",
+                Err(NormaliseError::IdCard(IdCardError::Length)),
+            ),
             // Phones: country prefixes, separators, full width.
             (Phone, "13812345678", Ok("13812345678")),
             (Phone, "+86 138-1234-5678", Ok("13812345678")),
@@ -284,7 +317,11 @@ mod tests {
             (Plate, "京A1234", Err(NormaliseError::Plate)),
         ];
         for (kind, input, want) in cases {
-            assert_eq!(norm(*kind, input).as_deref(), want.as_deref(), "{kind} {input:?}");
+            assert_eq!(
+                norm(*kind, input).as_deref(),
+                want.as_deref(),
+                "{kind} {input:?}"
+            );
         }
     }
 
@@ -293,7 +330,9 @@ mod tests {
         let long = "路".repeat(MAX_TEXT_CHARS + 1);
         assert_eq!(
             norm(Address, &long),
-            Err(NormaliseError::TooLong { max: MAX_TEXT_CHARS })
+            Err(NormaliseError::TooLong {
+                max: MAX_TEXT_CHARS
+            })
         );
     }
 

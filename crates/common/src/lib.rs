@@ -6,8 +6,8 @@
 //! out only as the domain-separated input of a tokenizer. Raw values therefore cannot end up
 //! in a log line, an error message, a JSON document or a file by accident.
 
-pub mod identifier;
 pub mod fsutil;
 pub mod idcard;
+pub mod identifier;
 
 pub use identifier::{IdentifierKind, NormaliseError, RawIdentifier, normalise};

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use blindwatch_common::IdentifierKind;
 use blindwatch_crypto::manifest::{SealedColumn, SealedContent};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ColumnType {
     Utf8,
@@ -42,7 +44,9 @@ impl ColumnType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Identifier,
@@ -50,7 +54,9 @@ pub enum Role {
     Drop,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Use {
     Join,
@@ -135,7 +141,10 @@ pub struct Contract {
 #[derive(Debug, thiserror::Error)]
 pub enum ContractError {
     #[error("cannot read contract {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("contract {path} is not valid TOML of the contract format: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("contract {path}: {message}")]
@@ -148,7 +157,8 @@ pub enum ContractError {
 pub fn is_plain_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
         && s.as_bytes()[0].is_ascii_lowercase()
 }
 
@@ -158,12 +168,20 @@ impl Contract {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        contract.validate().map_err(|message| ContractError::Invalid { path: path.to_owned(), message })?;
+        contract
+            .validate()
+            .map_err(|message| ContractError::Invalid {
+                path: path.to_owned(),
+                message,
+            })?;
         Ok(contract)
     }
 
     pub fn load(path: &Path) -> Result<Contract, ContractError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ContractError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ContractError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Contract::parse(&text, path)
     }
 
@@ -175,7 +193,9 @@ impl Contract {
     fn validate(&self) -> Result<(), String> {
         for (what, name) in [("partner", &self.partner), ("dataset", &self.dataset)] {
             if !is_plain_name(name) {
-                return Err(format!("{what} `{name}` must be lower-case letters, digits, `_` or `-`"));
+                return Err(format!(
+                    "{what} `{name}` must be lower-case letters, digits, `_` or `-`"
+                ));
             }
         }
         let mut seen = BTreeSet::new();
@@ -187,13 +207,21 @@ impl Contract {
             match c.role {
                 Role::Identifier => {
                     if c.kind.is_none() {
-                        return bad("an identifier needs `kind` (person, phone, address, plate or name)");
+                        return bad(
+                            "an identifier needs `kind` (person, phone, address, plate or name)",
+                        );
                     }
                     if c.column_type != ColumnType::Utf8 {
                         return bad("an identifier is read as text: use type = \"utf8\"");
                     }
-                    if let Some(u) = c.uses.iter().find(|u| !matches!(u, Use::Join | Use::Aggregate)) {
-                        return bad(&format!("a token may only be used to join or to count distinct, not `{u}`"));
+                    if let Some(u) = c
+                        .uses
+                        .iter()
+                        .find(|u| !matches!(u, Use::Join | Use::Aggregate))
+                    {
+                        return bad(&format!(
+                            "a token may only be used to join or to count distinct, not `{u}`"
+                        ));
                     }
                 }
                 Role::Attribute | Role::Drop => {
@@ -207,19 +235,27 @@ impl Contract {
             }
             for u in c.use_purposes.keys() {
                 if !c.uses.contains(u) {
-                    return bad(&format!("`use_purposes` limits `{u}`, which is not in `uses`"));
+                    return bad(&format!(
+                        "`use_purposes` limits `{u}`, which is not in `uses`"
+                    ));
                 }
             }
         }
         for col in self.sealed_columns() {
             if !is_plain_name(&col.name) {
-                return Err(format!("sealed column name `{}` must be lower-case letters, digits, `_` or `-`", col.name));
+                return Err(format!(
+                    "sealed column name `{}` must be lower-case letters, digits, `_` or `-`",
+                    col.name
+                ));
             }
         }
         let mut out_names = BTreeSet::new();
         for col in self.sealed_columns() {
             if !out_names.insert(col.name.clone()) {
-                return Err(format!("two sealed columns would be named `{}`: set `token` on an identifier", col.name));
+                return Err(format!(
+                    "two sealed columns would be named `{}`: set `token` on an identifier",
+                    col.name
+                ));
             }
         }
         if out_names.is_empty() {
@@ -231,7 +267,9 @@ impl Contract {
     /// The column of the sealed table with this name (a token column is found by its token name).
     pub fn sealed_column(&self, sealed_name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| match c.role {
-            Role::Identifier => c.token_name() == sealed_name || (c.reveal && c.name == sealed_name),
+            Role::Identifier => {
+                c.token_name() == sealed_name || (c.reveal && c.name == sealed_name)
+            }
             Role::Attribute => c.name == sealed_name,
             Role::Drop => false,
         })
@@ -292,7 +330,10 @@ impl Column {
     pub fn allows(&self, u: Use, purpose: &str) -> bool {
         self.uses.contains(&u)
             && (self.purposes.is_empty() || self.purposes.contains(purpose))
-            && self.use_purposes.get(&u).is_none_or(|p| p.contains(purpose))
+            && self
+                .use_purposes
+                .get(&u)
+                .is_none_or(|p| p.contains(purpose))
     }
 }
 
@@ -305,7 +346,10 @@ pub struct ContractSet {
 impl ContractSet {
     /// Loads every `*.toml` in `dir`; each file must be named `<partner>.<dataset>.toml`.
     pub fn load_dir(dir: &Path) -> Result<ContractSet, ContractError> {
-        let entries = std::fs::read_dir(dir).map_err(|source| ContractError::Read { path: dir.to_owned(), source })?;
+        let entries = std::fs::read_dir(dir).map_err(|source| ContractError::Read {
+            path: dir.to_owned(),
+            source,
+        })?;
         let mut set = ContractSet::default();
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -318,7 +362,10 @@ impl ContractSet {
             if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
                 return Err(ContractError::Invalid {
                     path,
-                    message: format!("a contract for {} must be named {expected}", contract.table_name()),
+                    message: format!(
+                        "a contract for {} must be named {expected}",
+                        contract.table_name()
+                    ),
                 });
             }
             set.contracts.insert(contract.table_name(), contract);
@@ -327,11 +374,15 @@ impl ContractSet {
     }
 
     pub fn from_contracts(contracts: impl IntoIterator<Item = Contract>) -> ContractSet {
-        ContractSet { contracts: contracts.into_iter().map(|c| (c.table_name(), c)).collect() }
+        ContractSet {
+            contracts: contracts.into_iter().map(|c| (c.table_name(), c)).collect(),
+        }
     }
 
     pub fn get(&self, table: &str) -> Result<&Contract, ContractError> {
-        self.contracts.get(table).ok_or_else(|| ContractError::Unknown(table.to_owned()))
+        self.contracts
+            .get(table)
+            .ok_or_else(|| ContractError::Unknown(table.to_owned()))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Contract> {
@@ -357,7 +408,11 @@ columns = [
     #[test]
     fn sealed_schema_and_uses() {
         let c = Contract::parse(VISITS, Path::new("v.toml")).unwrap();
-        let names: Vec<_> = c.sealed_columns().into_iter().map(|c| (c.name, c.data_type)).collect();
+        let names: Vec<_> = c
+            .sealed_columns()
+            .into_iter()
+            .map(|c| (c.name, c.data_type))
+            .collect();
         assert_eq!(
             names,
             [
@@ -368,9 +423,15 @@ columns = [
         );
         assert!(c.allowed_uses("visit_date", "x").contains(&Use::Filter));
         assert!(!c.allowed_uses("visit_date", "x").contains(&Use::Reveal));
-        assert!(c.allowed_uses("visit_date", "fugitive-tracking").contains(&Use::Reveal));
+        assert!(
+            c.allowed_uses("visit_date", "fugitive-tracking")
+                .contains(&Use::Reveal)
+        );
         assert!(c.allowed_uses("department", "traffic").is_empty());
-        assert!(c.allowed_uses("patient_name", "fugitive-tracking").is_empty());
+        assert!(
+            c.allowed_uses("patient_name", "fugitive-tracking")
+                .is_empty()
+        );
         assert_eq!(c.allowed_uses("person", "any"), BTreeSet::from([Use::Join]));
     }
 
@@ -378,12 +439,23 @@ columns = [
     fn invalid_contracts_are_refused_with_the_column() {
         for (text, needle) in [
             (VISITS.replace("kind = \"person\", ", ""), "needs `kind`"),
-            (VISITS.replace("uses = [\"join\"]", "uses = [\"group\"]"), "only be used to join"),
-            (VISITS.replace("\"patient_name\", type = \"utf8\", role = \"drop\"", "\"department\", type = \"utf8\", role = \"drop\""), "declared twice"),
+            (
+                VISITS.replace("uses = [\"join\"]", "uses = [\"group\"]"),
+                "only be used to join",
+            ),
+            (
+                VISITS.replace(
+                    "\"patient_name\", type = \"utf8\", role = \"drop\"",
+                    "\"department\", type = \"utf8\", role = \"drop\"",
+                ),
+                "declared twice",
+            ),
             (VISITS.replace("hospital", "Hospital!"), "lower-case"),
             (VISITS.replace("reveal = [", "group = ["), "not in `uses`"),
         ] {
-            let err = Contract::parse(&text, Path::new("v.toml")).unwrap_err().to_string();
+            let err = Contract::parse(&text, Path::new("v.toml"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{err}");
         }
     }

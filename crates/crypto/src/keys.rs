@@ -43,9 +43,15 @@ impl fmt::Debug for KeyId {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read key file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write key file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("refusing to overwrite existing key file {path}: move it away first")]
     Exists { path: PathBuf },
     #[error(
@@ -53,7 +59,10 @@ pub enum KeyError {
     )]
     Permissions { path: PathBuf, mode: u32 },
     #[error("{path} is not a {expected} file: check that the right file was given")]
-    Label { path: PathBuf, expected: &'static str },
+    Label {
+        path: PathBuf,
+        expected: &'static str,
+    },
     #[error("key file {path} is damaged: {why}")]
     Malformed { path: PathBuf, why: &'static str },
     #[error("the operating system's random generator failed")]
@@ -99,14 +108,26 @@ impl KeyFileKind {
 /// to replace an existing file: losing a key loses data.
 pub fn write_key_file(path: &Path, kind: KeyFileKind, material: &[u8]) -> Result<(), KeyError> {
     if path.exists() {
-        return Err(KeyError::Exists { path: path.to_owned() });
+        return Err(KeyError::Exists {
+            path: path.to_owned(),
+        });
     }
-    let werr = |source| KeyError::Write { path: path.to_owned(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let werr = |source| KeyError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(werr)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".key-")
-        .permissions(std::fs::Permissions::from_mode(if kind.is_secret() { 0o600 } else { 0o644 }))
+        .permissions(std::fs::Permissions::from_mode(if kind.is_secret() {
+            0o600
+        } else {
+            0o644
+        }))
         .tempfile_in(dir)
         .map_err(werr)?;
     let text = Zeroizing::new(format!("{}\n{}\n", kind.label(), B64.encode(material)));
@@ -123,21 +144,36 @@ use std::os::unix::fs::PermissionsExt;
 
 /// Reads a key file of the given kind, refusing secrets that others can read.
 pub fn read_key_file(path: &Path, kind: KeyFileKind) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    let rerr = |source| KeyError::Read { path: path.to_owned(), source };
+    let rerr = |source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(rerr)?;
     let mode = meta.permissions().mode() & 0o777;
     if kind.is_secret() && mode & 0o077 != 0 {
-        return Err(KeyError::Permissions { path: path.to_owned(), mode });
+        return Err(KeyError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
     }
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(rerr)?);
     let mut lines = text.lines();
     if lines.next() != Some(kind.label()) {
-        return Err(KeyError::Label { path: path.to_owned(), expected: kind.label() });
+        return Err(KeyError::Label {
+            path: path.to_owned(),
+            expected: kind.label(),
+        });
     }
-    let body = lines.next().ok_or(KeyError::Malformed { path: path.to_owned(), why: "no key line" })?;
+    let body = lines.next().ok_or(KeyError::Malformed {
+        path: path.to_owned(),
+        why: "no key line",
+    })?;
     B64.decode(body.trim())
         .map(Zeroizing::new)
-        .map_err(|_| KeyError::Malformed { path: path.to_owned(), why: "the key line is not base64" })
+        .map_err(|_| KeyError::Malformed {
+            path: path.to_owned(),
+            why: "the key line is not base64",
+        })
 }
 
 /// Reads a fixed-size key file.
@@ -148,7 +184,10 @@ pub fn read_fixed<const N: usize>(
     let bytes = read_key_file(path, kind)?;
     let mut out = Zeroizing::new([0u8; N]);
     if bytes.len() != N {
-        return Err(KeyError::Malformed { path: path.to_owned(), why: "the key has the wrong length" });
+        return Err(KeyError::Malformed {
+            path: path.to_owned(),
+            why: "the key has the wrong length",
+        });
     }
     out.copy_from_slice(&bytes);
     Ok(out)
@@ -165,7 +204,10 @@ mod tests {
         write_key_file(&path, KeyFileKind::Linkage, &[7u8; 32]).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(*read_fixed::<32>(&path, KeyFileKind::Linkage).unwrap(), [7u8; 32]);
+        assert_eq!(
+            *read_fixed::<32>(&path, KeyFileKind::Linkage).unwrap(),
+            [7u8; 32]
+        );
         assert!(matches!(
             write_key_file(&path, KeyFileKind::Linkage, &[1u8; 32]),
             Err(KeyError::Exists { .. })
@@ -176,6 +218,9 @@ mod tests {
         ));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = read_key_file(&path, KeyFileKind::Linkage).unwrap_err();
-        assert!(matches!(err, KeyError::Permissions { mode: 0o644, .. }), "{err}");
+        assert!(
+            matches!(err, KeyError::Permissions { mode: 0o644, .. }),
+            "{err}"
+        );
     }
 }

@@ -90,7 +90,9 @@ impl Manifest {
     /// claims to have signed it. Never trust what this returns before [`Manifest::verify`].
     pub fn peek_unverified(envelope: &Envelope) -> Option<Manifest> {
         use base64::Engine;
-        let payload = base64::engine::general_purpose::STANDARD.decode(&envelope.payload).ok()?;
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(&envelope.payload)
+            .ok()?;
         serde_json::from_slice(&payload).ok()
     }
 }
@@ -113,11 +115,24 @@ mod tests {
             file_bytes: 1,
             row_count: 1,
             columns: vec![
-                SealedColumn { name: "person".into(), data_type: "FixedSizeBinary(16)".into(), content: SealedContent::Token { kind: IdentifierKind::Person } },
-                SealedColumn { name: "d".into(), data_type: "Date32".into(), content: SealedContent::Attribute },
+                SealedColumn {
+                    name: "person".into(),
+                    data_type: "FixedSizeBinary(16)".into(),
+                    content: SealedContent::Token {
+                        kind: IdentifierKind::Person,
+                    },
+                },
+                SealedColumn {
+                    name: "d".into(),
+                    data_type: "Date32".into(),
+                    content: SealedContent::Attribute,
+                },
             ],
             schema_digest: "x".into(),
-            tokens: TokenInfo { mode: TokenMode::Consortium, key_id: KeyId::derive("t", b"k") },
+            tokens: TokenInfo {
+                mode: TokenMode::Consortium,
+                key_id: KeyId::derive("t", b"k"),
+            },
             platform_key_id: KeyId::derive("p", b"k"),
             partner_key_id: key.id().clone(),
             input_rows: 1,

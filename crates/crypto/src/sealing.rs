@@ -36,7 +36,9 @@ pub fn encryption_properties(
 ) -> Result<Arc<FileEncryptionProperties>, SealError> {
     let footer_key = crate::random_secret::<32>()?;
     let mut builder = FileEncryptionProperties::builder(footer_key.to_vec())
-        .with_footer_key_metadata(wrap::wrap_key(platform, FOOTER, footer_key.as_ref())?.to_metadata());
+        .with_footer_key_metadata(
+            wrap::wrap_key(platform, FOOTER, footer_key.as_ref())?.to_metadata(),
+        );
     for column in columns {
         let key = crate::random_secret::<32>()?;
         let wrapped = wrap::wrap_key(platform, column, key.as_ref())?;
@@ -75,7 +77,9 @@ impl PlatformKeyRetriever {
     }
 
     /// Decryption properties backed by this retriever.
-    pub fn decryption_properties(self: &Arc<Self>) -> Result<Arc<FileDecryptionProperties>, SealError> {
+    pub fn decryption_properties(
+        self: &Arc<Self>,
+    ) -> Result<Arc<FileDecryptionProperties>, SealError> {
         Ok(FileDecryptionProperties::with_key_retriever(self.clone()).build()?)
     }
 
@@ -99,7 +103,12 @@ impl PlatformKeyRetriever {
     }
 
     fn retrieve(&self, metadata: &[u8]) -> Result<Vec<u8>, WrapError> {
-        if let Some(key) = self.cache.lock().ok().and_then(|c| c.get(metadata).cloned()) {
+        if let Some(key) = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(metadata).cloned())
+        {
             return Ok(key.to_vec());
         }
         let wrapped = WrappedKey::from_metadata(metadata)?;
@@ -107,7 +116,9 @@ impl PlatformKeyRetriever {
             if let Ok(mut r) = self.refused.lock() {
                 r.insert(wrapped.col.clone());
             }
-            return Err(WrapError::Open { column: wrapped.col });
+            return Err(WrapError::Open {
+                column: wrapped.col,
+            });
         }
         let key = wrap::unwrap_key(&self.private, &wrapped)?;
         let out = key.to_vec();

@@ -70,7 +70,10 @@ impl SigningKey {
     pub fn verifying_key(&self) -> VerifyingKey {
         let mut bytes = [0u8; 32];
         bytes.copy_from_slice(self.pair.public_key().as_ref());
-        VerifyingKey { bytes, id: self.id.clone() }
+        VerifyingKey {
+            bytes,
+            id: self.id.clone(),
+        }
     }
 
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
@@ -83,7 +86,10 @@ impl SigningKey {
 impl VerifyingKey {
     pub fn from_bytes(bytes: &[u8]) -> Option<VerifyingKey> {
         let bytes: [u8; 32] = bytes.try_into().ok()?;
-        Some(VerifyingKey { id: ed25519_id(&bytes), bytes })
+        Some(VerifyingKey {
+            id: ed25519_id(&bytes),
+            bytes,
+        })
     }
     pub fn read(path: &Path, kind: KeyFileKind) -> Result<VerifyingKey, KeyError> {
         let bytes = keys::read_key_file(path, kind)?;
@@ -133,13 +139,21 @@ pub enum EnvelopeError {
     PayloadType { found: String, expected: String },
     #[error("the envelope carries no signature by key {0}")]
     NoSignature(KeyId),
-    #[error("the signature by key {0} does not verify: the envelope was altered or signed by another key")]
+    #[error(
+        "the signature by key {0} does not verify: the envelope was altered or signed by another key"
+    )]
     BadSignature(KeyId),
 }
 
 /// DSSE pre-authentication encoding.
 fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len()).into_bytes();
+    let mut out = format!(
+        "DSSEv1 {} {} {} ",
+        payload_type.len(),
+        payload_type,
+        payload.len()
+    )
+    .into_bytes();
     out.extend_from_slice(payload);
     out
 }
@@ -150,7 +164,10 @@ impl Envelope {
         Envelope {
             payload_type: payload_type.to_owned(),
             payload: B64.encode(payload),
-            signatures: vec![EnvelopeSignature { keyid: key.id().clone(), sig: B64.encode(sig) }],
+            signatures: vec![EnvelopeSignature {
+                keyid: key.id().clone(),
+                sig: B64.encode(sig),
+            }],
         }
     }
 
@@ -168,20 +185,28 @@ impl Envelope {
     }
 
     /// Verifies the signature by `key` and returns the payload.
-    pub fn verify(&self, expected_type: &str, key: &VerifyingKey) -> Result<Vec<u8>, EnvelopeError> {
+    pub fn verify(
+        &self,
+        expected_type: &str,
+        key: &VerifyingKey,
+    ) -> Result<Vec<u8>, EnvelopeError> {
         if self.payload_type != expected_type {
             return Err(EnvelopeError::PayloadType {
                 found: self.payload_type.clone(),
                 expected: expected_type.to_owned(),
             });
         }
-        let payload = B64.decode(&self.payload).map_err(|_| EnvelopeError::Format)?;
+        let payload = B64
+            .decode(&self.payload)
+            .map_err(|_| EnvelopeError::Format)?;
         let sig = self
             .signatures
             .iter()
             .find(|s| &s.keyid == key.id())
             .ok_or_else(|| EnvelopeError::NoSignature(key.id().clone()))?;
-        let sig_bytes = B64.decode(&sig.sig).map_err(|_| EnvelopeError::BadSignature(key.id().clone()))?;
+        let sig_bytes = B64
+            .decode(&sig.sig)
+            .map_err(|_| EnvelopeError::BadSignature(key.id().clone()))?;
         if key.verify(&pae(&self.payload_type, &payload), &sig_bytes) {
             Ok(payload)
         } else {
@@ -201,20 +226,32 @@ mod tests {
         let env = Envelope::sign("t", b"hello", &key);
         let parsed = Envelope::from_json(&env.to_json()).unwrap();
         assert_eq!(parsed.verify("t", &vk).unwrap(), b"hello");
-        assert!(matches!(parsed.verify("u", &vk), Err(EnvelopeError::PayloadType { .. })));
+        assert!(matches!(
+            parsed.verify("u", &vk),
+            Err(EnvelopeError::PayloadType { .. })
+        ));
         let mut tampered = parsed.clone();
         tampered.payload = B64.encode(b"hellO");
-        assert_eq!(tampered.verify("t", &vk), Err(EnvelopeError::BadSignature(vk.id().clone())));
+        assert_eq!(
+            tampered.verify("t", &vk),
+            Err(EnvelopeError::BadSignature(vk.id().clone()))
+        );
         let other = SigningKey::generate().unwrap().verifying_key();
-        assert!(matches!(parsed.verify("t", &other), Err(EnvelopeError::NoSignature(_))));
+        assert!(matches!(
+            parsed.verify("t", &other),
+            Err(EnvelopeError::NoSignature(_))
+        ));
     }
 
     #[test]
     fn keys_round_trip_through_files() {
         let dir = tempfile::tempdir().unwrap();
         let key = SigningKey::generate().unwrap();
-        key.write(&dir.path().join("a.key"), KeyFileKind::PartnerSigning).unwrap();
-        key.verifying_key().write(&dir.path().join("a.pub"), KeyFileKind::PartnerPublic).unwrap();
+        key.write(&dir.path().join("a.key"), KeyFileKind::PartnerSigning)
+            .unwrap();
+        key.verifying_key()
+            .write(&dir.path().join("a.pub"), KeyFileKind::PartnerPublic)
+            .unwrap();
         let k2 = SigningKey::read(&dir.path().join("a.key"), KeyFileKind::PartnerSigning).unwrap();
         let v2 = VerifyingKey::read(&dir.path().join("a.pub"), KeyFileKind::PartnerPublic).unwrap();
         assert_eq!(k2.id(), v2.id());

@@ -111,7 +111,8 @@ impl hkdf::KeyType for HkdfLen {
 
 impl ConsortiumTokenizer {
     pub fn new(linkage: &LinkageKey) -> ConsortiumTokenizer {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"blindwatch-linkage-v1").extract(linkage.0.as_ref());
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"blindwatch-linkage-v1")
+            .extract(linkage.0.as_ref());
         let derive = |info: &[u8]| -> Zeroizing<[u8; 32]> {
             let mut out = Zeroizing::new([0u8; 32]);
             // HKDF-Expand to 32 bytes cannot fail: the length is far below 255 * 32.
@@ -187,8 +188,14 @@ mod tests {
         let id = normalise(IdentifierKind::Phone, "13812345678").unwrap();
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"blindwatch-linkage-v1").extract(&[0; 32]);
         let mut k = [0u8; 32];
-        prk.expand(&[b"phone"], HkdfLen(32)).unwrap().fill(&mut k).unwrap();
-        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &k), b"phone\x1f13812345678");
+        prk.expand(&[b"phone"], HkdfLen(32))
+            .unwrap()
+            .fill(&mut k)
+            .unwrap();
+        let tag = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, &k),
+            b"phone\x1f13812345678",
+        );
         assert_eq!(t.tokenize_one(&id).as_bytes(), &tag.as_ref()[..16]);
     }
 }

@@ -38,11 +38,15 @@ impl PlatformPublicKey {
     }
     pub fn read(path: &std::path::Path) -> Result<PlatformPublicKey, KeyError> {
         let bytes = keys::read_key_file(path, KeyFileKind::PlatformPublic)?;
-        let key = <Kem as hpke::Kem>::PublicKey::from_bytes(&bytes).map_err(|_| KeyError::Malformed {
-            path: path.to_owned(),
-            why: "not an X25519 public key",
-        })?;
-        Ok(PlatformPublicKey { id: key_id_of(&key), key })
+        let key =
+            <Kem as hpke::Kem>::PublicKey::from_bytes(&bytes).map_err(|_| KeyError::Malformed {
+                path: path.to_owned(),
+                why: "not an X25519 public key",
+            })?;
+        Ok(PlatformPublicKey {
+            id: key_id_of(&key),
+            key,
+        })
     }
     pub fn write(&self, path: &std::path::Path) -> Result<(), KeyError> {
         keys::write_key_file(path, KeyFileKind::PlatformPublic, &self.key.to_bytes())
@@ -53,16 +57,24 @@ impl PlatformPrivateKey {
     pub fn generate() -> (PlatformPrivateKey, PlatformPublicKey) {
         let (sk, pk) = Kem::gen_keypair(&mut rand_core::UnwrapErr(rand_core::OsRng));
         let id = key_id_of(&pk);
-        (PlatformPrivateKey { key: sk, id: id.clone() }, PlatformPublicKey { key: pk, id })
+        (
+            PlatformPrivateKey {
+                key: sk,
+                id: id.clone(),
+            },
+            PlatformPublicKey { key: pk, id },
+        )
     }
     pub fn id(&self) -> &KeyId {
         &self.id
     }
     pub fn read(path: &std::path::Path) -> Result<PlatformPrivateKey, KeyError> {
         let bytes = keys::read_key_file(path, KeyFileKind::PlatformPrivate)?;
-        let key = <Kem as hpke::Kem>::PrivateKey::from_bytes(&bytes).map_err(|_| KeyError::Malformed {
-            path: path.to_owned(),
-            why: "not an X25519 private key",
+        let key = <Kem as hpke::Kem>::PrivateKey::from_bytes(&bytes).map_err(|_| {
+            KeyError::Malformed {
+                path: path.to_owned(),
+                why: "not an X25519 private key",
+            }
         })?;
         let id = key_id_of(&Kem::sk_to_pk(&key));
         Ok(PlatformPrivateKey { key, id })
@@ -94,9 +106,13 @@ pub enum WrapError {
     Seal,
     #[error("the key metadata is not a Blindwatch wrapped key")]
     Format,
-    #[error("the key is wrapped to platform key {found}, but this platform holds {expected}: the package was sealed for another platform key")]
+    #[error(
+        "the key is wrapped to platform key {found}, but this platform holds {expected}: the package was sealed for another platform key"
+    )]
     WrongKey { found: KeyId, expected: KeyId },
-    #[error("the wrapped key for column `{column}` does not open (wrong platform key, or the package was altered)")]
+    #[error(
+        "the wrapped key for column `{column}` does not open (wrong platform key, or the package was altered)"
+    )]
     Open { column: String },
 }
 
@@ -110,7 +126,11 @@ impl WrappedKey {
     }
 }
 
-pub fn wrap_key(public: &PlatformPublicKey, column: &str, key: &[u8]) -> Result<WrappedKey, WrapError> {
+pub fn wrap_key(
+    public: &PlatformPublicKey,
+    column: &str,
+    key: &[u8],
+) -> Result<WrappedKey, WrapError> {
     let (enc, ct) = hpke::single_shot_seal::<AesGcm256, HkdfSha256, Kem, _>(
         &OpModeS::Base,
         &public.key,
@@ -129,11 +149,19 @@ pub fn wrap_key(public: &PlatformPublicKey, column: &str, key: &[u8]) -> Result<
     })
 }
 
-pub fn unwrap_key(private: &PlatformPrivateKey, wrapped: &WrappedKey) -> Result<Zeroizing<Vec<u8>>, WrapError> {
+pub fn unwrap_key(
+    private: &PlatformPrivateKey,
+    wrapped: &WrappedKey,
+) -> Result<Zeroizing<Vec<u8>>, WrapError> {
     if wrapped.kid != private.id {
-        return Err(WrapError::WrongKey { found: wrapped.kid.clone(), expected: private.id.clone() });
+        return Err(WrapError::WrongKey {
+            found: wrapped.kid.clone(),
+            expected: private.id.clone(),
+        });
     }
-    let open_err = || WrapError::Open { column: wrapped.col.clone() };
+    let open_err = || WrapError::Open {
+        column: wrapped.col.clone(),
+    };
     let enc_bytes = B64.decode(&wrapped.enc).map_err(|_| open_err())?;
     let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&enc_bytes).map_err(|_| open_err())?;
     let ct = B64.decode(&wrapped.ct).map_err(|_| open_err())?;
@@ -162,9 +190,17 @@ mod tests {
         assert_eq!(parsed, w);
         let mut moved = w.clone();
         moved.col = "department".into();
-        assert_eq!(unwrap_key(&sk, &moved), Err(WrapError::Open { column: "department".into() }));
+        assert_eq!(
+            unwrap_key(&sk, &moved),
+            Err(WrapError::Open {
+                column: "department".into()
+            })
+        );
         let (other, _) = PlatformPrivateKey::generate();
-        assert!(matches!(unwrap_key(&other, &w), Err(WrapError::WrongKey { .. })));
+        assert!(matches!(
+            unwrap_key(&other, &w),
+            Err(WrapError::WrongKey { .. })
+        ));
     }
 
     #[test]

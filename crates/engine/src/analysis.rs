@@ -35,7 +35,9 @@ use std::fmt;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, JoinType};
-use datafusion::logical_expr::expr::{AggregateFunction, InSubquery, SetComparison, WindowFunction};
+use datafusion::logical_expr::expr::{
+    AggregateFunction, InSubquery, SetComparison, WindowFunction,
+};
 use datafusion::logical_expr::utils::grouping_set_to_exprlist;
 use datafusion::logical_expr::{Aggregate, Distinct, Expr, LogicalPlan, Operator, Subquery};
 
@@ -50,7 +52,10 @@ pub struct ColumnRef {
 
 impl ColumnRef {
     pub fn new(table: impl Into<String>, column: impl Into<String>) -> ColumnRef {
-        ColumnRef { table: table.into(), column: column.into() }
+        ColumnRef {
+            table: table.into(),
+            column: column.into(),
+        }
     }
 }
 
@@ -93,8 +98,14 @@ impl fmt::Display for ColumnUse {
             ColumnUse::Filter => f.write_str("filter"),
             ColumnUse::Group => f.write_str("group"),
             ColumnUse::Order => f.write_str("order"),
-            ColumnUse::Aggregate { function, distinct: true } => write!(f, "aggregate ({function} distinct)"),
-            ColumnUse::Aggregate { function, distinct: false } => write!(f, "aggregate ({function})"),
+            ColumnUse::Aggregate {
+                function,
+                distinct: true,
+            } => write!(f, "aggregate ({function} distinct)"),
+            ColumnUse::Aggregate {
+                function,
+                distinct: false,
+            } => write!(f, "aggregate ({function})"),
             ColumnUse::Window { function } => write!(f, "window ({function})"),
             ColumnUse::Output => f.write_str("output"),
         }
@@ -129,7 +140,10 @@ pub struct PlanAnalysis {
 impl PlanAnalysis {
     /// The uses of one column (empty when the plan does not use it).
     pub fn uses_of(&self, table: &str, column: &str) -> BTreeSet<ColumnUse> {
-        self.uses.get(&ColumnRef::new(table, column)).cloned().unwrap_or_default()
+        self.uses
+            .get(&ColumnRef::new(table, column))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The columns the plan reads: exactly the ones whose keys an execution releases.
@@ -139,10 +153,15 @@ impl PlanAnalysis {
 
     /// The columns read, by table.
     pub fn columns_by_table(&self) -> BTreeMap<String, BTreeSet<String>> {
-        let mut out: BTreeMap<String, BTreeSet<String>> =
-            self.tables.iter().map(|t| (t.clone(), BTreeSet::new())).collect();
+        let mut out: BTreeMap<String, BTreeSet<String>> = self
+            .tables
+            .iter()
+            .map(|t| (t.clone(), BTreeSet::new()))
+            .collect();
         for c in self.uses.keys() {
-            out.entry(c.table.clone()).or_default().insert(c.column.clone());
+            out.entry(c.table.clone())
+                .or_default()
+                .insert(c.column.clone());
         }
         out
     }
@@ -169,7 +188,12 @@ pub enum AnalysisError {
          tokens made under different modes or keys never match, so they cannot be joined, compared or mixed; \
          have the partners tokenise both datasets under the same key"
     )]
-    MixedTokens { left: ColumnRef, left_domain: TokenDomain, right: ColumnRef, right_domain: TokenDomain },
+    MixedTokens {
+        left: ColumnRef,
+        left_domain: TokenDomain,
+        right: ColumnRef,
+        right_domain: TokenDomain,
+    },
     #[error("only queries (SELECT) can run on sealed data, not {0}")]
     NotAQuery(String),
     #[error("{0} is not supported in queries over sealed data; rewrite the query without it")]
@@ -184,7 +208,12 @@ pub fn analyze(
     plan: &LogicalPlan,
     token_domain: &dyn Fn(&ColumnRef) -> Option<TokenDomain>,
 ) -> Result<PlanAnalysis, AnalysisError> {
-    let mut walker = Walker { token_domain, next_scan: 0, out: PlanAnalysis::default(), compared: BTreeSet::new() };
+    let mut walker = Walker {
+        token_domain,
+        next_scan: 0,
+        out: PlanAnalysis::default(),
+        compared: BTreeSet::new(),
+    };
     let infos = walker.plan(plan, None)?;
     let fields = plan.schema().fields();
     if fields.len() != infos.len() {
@@ -198,7 +227,13 @@ pub fn analyze(
         }
         outputs.push(OutputColumn {
             name: field.name().clone(),
-            derived_from: info.raw.iter().chain(&info.ctrl).chain(&info.agg).map(|s| s.col.clone()).collect(),
+            derived_from: info
+                .raw
+                .iter()
+                .chain(&info.ctrl)
+                .chain(&info.agg)
+                .map(|s| s.col.clone())
+                .collect(),
             raw_from: shown.into_iter().map(|s| s.col).collect(),
             aggregated: info.aggregated,
         });
@@ -233,7 +268,10 @@ struct Info {
 
 impl Info {
     fn constant() -> Info {
-        Info { constant: true, ..Info::default() }
+        Info {
+            constant: true,
+            ..Info::default()
+        }
     }
 
     fn shown(&self) -> impl Iterator<Item = &Src> {
@@ -246,16 +284,34 @@ impl Info {
 
     /// A boolean outcome of a test on this value: it carries no token values.
     fn into_test(self) -> Info {
-        let Info { raw, mut ctrl, agg, aggregated, constant, .. } = self;
+        let Info {
+            raw,
+            mut ctrl,
+            agg,
+            aggregated,
+            constant,
+            ..
+        } = self;
         ctrl.extend(raw);
-        Info { raw: BTreeSet::new(), ctrl, agg, aggregated, constant, tokens: BTreeMap::new() }
+        Info {
+            raw: BTreeSet::new(),
+            ctrl,
+            agg,
+            aggregated,
+            constant,
+            tokens: BTreeMap::new(),
+        }
     }
 }
 
 /// Merges the infos of the parts of a scalar expression; fails when token values of two
 /// domains would meet.
 fn merge(parts: impl IntoIterator<Item = Info>, keep_tokens: bool) -> Result<Info, AnalysisError> {
-    let mut out = Info { constant: true, aggregated: true, ..Info::default() };
+    let mut out = Info {
+        constant: true,
+        aggregated: true,
+        ..Info::default()
+    };
     let mut any_column = false;
     for p in parts {
         out.raw.extend(p.raw);
@@ -318,10 +374,16 @@ impl Scope<'_> {
     fn local(&self, col: &Column) -> Result<Info, AnalysisError> {
         for (schema, infos) in &self.frames {
             if let Some(i) = schema.maybe_index_of_column(col) {
-                return infos.get(i).cloned().ok_or_else(|| AnalysisError::Internal("column index".into()));
+                return infos
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| AnalysisError::Internal("column index".into()));
             }
         }
-        Err(AnalysisError::Internal(format!("column `{}` not found in its input", col.name)))
+        Err(AnalysisError::Internal(format!(
+            "column `{}` not found in its input",
+            col.name
+        )))
     }
 
     fn outer(&self, col: &Column) -> Result<Info, AnalysisError> {
@@ -332,7 +394,10 @@ impl Scope<'_> {
             }
             scope = s.outer;
         }
-        Err(AnalysisError::Internal(format!("outer reference `{}` not found", col.name)))
+        Err(AnalysisError::Internal(format!(
+            "outer reference `{}` not found",
+            col.name
+        )))
     }
 }
 
@@ -380,10 +445,17 @@ impl Walker<'_> {
     /// otherwise a filter; token values of different domains may not meet.
     fn compare(&mut self, parts: &[&Info]) -> Result<(), AnalysisError> {
         check_tokens(parts)?;
-        let with_columns: Vec<BTreeSet<usize>> =
-            parts.iter().map(|p| p.scans()).filter(|s| !s.is_empty()).collect();
+        let with_columns: Vec<BTreeSet<usize>> = parts
+            .iter()
+            .map(|p| p.scans())
+            .filter(|s| !s.is_empty())
+            .collect();
         let across = with_columns.len() >= 2 && with_columns.iter().any(|s| *s != with_columns[0]);
-        let u = if across { ColumnUse::Join } else { ColumnUse::Filter };
+        let u = if across {
+            ColumnUse::Join
+        } else {
+            ColumnUse::Filter
+        };
         for p in parts {
             for s in p.shown() {
                 self.add_use(s, u.clone());
@@ -414,7 +486,10 @@ impl Walker<'_> {
 
     fn subquery(&mut self, sq: &Subquery, scope: &Scope<'_>) -> Result<Info, AnalysisError> {
         let infos = self.plan(&sq.subquery, Some(scope))?;
-        infos.into_iter().next().ok_or_else(|| AnalysisError::Internal("subquery without a column".into()))
+        infos
+            .into_iter()
+            .next()
+            .ok_or_else(|| AnalysisError::Internal("subquery without a column".into()))
     }
 
     #[allow(deprecated)] // `Expr::Wildcard` is matched only to refuse it.
@@ -504,7 +579,10 @@ impl Walker<'_> {
             Expr::Exists(x) => {
                 self.subquery(&x.subquery, scope)?;
                 // Like `count(*) > 0` over the subquery.
-                Info { aggregated: true, ..Info::default() }
+                Info {
+                    aggregated: true,
+                    ..Info::default()
+                }
             }
             Expr::InSubquery(InSubquery { expr, subquery, .. })
             | Expr::SetComparison(SetComparison { expr, subquery, .. }) => {
@@ -524,8 +602,14 @@ impl Walker<'_> {
                 out
             }
             Expr::ScalarSubquery(sq) => self.subquery(sq, scope)?,
-            Expr::GroupingSet(_) => return Err(AnalysisError::Internal("grouping set outside GROUP BY".into())),
-            Expr::Wildcard { .. } => return Err(AnalysisError::Internal("unexpanded wildcard".into())),
+            Expr::GroupingSet(_) => {
+                return Err(AnalysisError::Internal(
+                    "grouping set outside GROUP BY".into(),
+                ));
+            }
+            Expr::Wildcard { .. } => {
+                return Err(AnalysisError::Internal("unexpanded wildcard".into()));
+            }
             // Anything else (unnest, lambdas, higher-order functions, ...): every part flows in.
             other => {
                 let mut children = Vec::new();
@@ -541,7 +625,11 @@ impl Walker<'_> {
         })
     }
 
-    fn aggregate(&mut self, af: &AggregateFunction, scope: &Scope<'_>) -> Result<Info, AnalysisError> {
+    fn aggregate(
+        &mut self,
+        af: &AggregateFunction,
+        scope: &Scope<'_>,
+    ) -> Result<Info, AnalysisError> {
         let name = af.func.name().to_owned();
         let p = &af.params;
         let args = self.exprs(&p.args, scope)?;
@@ -554,8 +642,14 @@ impl Walker<'_> {
                 self.add_use(src, ColumnUse::Order);
             }
         }
-        let u = ColumnUse::Aggregate { function: name.clone(), distinct: p.distinct };
-        let mut out = Info { aggregated: true, ..Info::default() };
+        let u = ColumnUse::Aggregate {
+            function: name.clone(),
+            distinct: p.distinct,
+        };
+        let mut out = Info {
+            aggregated: true,
+            ..Info::default()
+        };
         for a in args {
             for s in &a.raw {
                 self.add_use(s, u.clone());
@@ -592,7 +686,9 @@ impl Walker<'_> {
             }
             deciding.push(i.into_test());
         }
-        let u = ColumnUse::Window { function: name.clone() };
+        let u = ColumnUse::Window {
+            function: name.clone(),
+        };
         for a in &args {
             for s in &a.raw {
                 self.add_use(s, u.clone());
@@ -607,11 +703,17 @@ impl Walker<'_> {
     }
 
     /// The infos of `plan`'s output columns, in schema order.
-    fn plan(&mut self, plan: &LogicalPlan, outer: Option<&Scope<'_>>) -> Result<Vec<Info>, AnalysisError> {
+    fn plan(
+        &mut self,
+        plan: &LogicalPlan,
+        outer: Option<&Scope<'_>>,
+    ) -> Result<Vec<Info>, AnalysisError> {
         let infos = match plan {
             LogicalPlan::TableScan(scan) => {
                 let table = match (scan.table_name.catalog(), scan.table_name.schema()) {
-                    (None | Some("datafusion"), Some(schema)) => format!("{schema}.{}", scan.table_name.table()),
+                    (None | Some("datafusion"), Some(schema)) => {
+                        format!("{schema}.{}", scan.table_name.table())
+                    }
                     _ => scan.table_name.to_string(),
                 };
                 self.out.tables.insert(table.clone());
@@ -632,9 +734,13 @@ impl Walker<'_> {
                     })
                     .collect();
                 if !scan.filters.is_empty() {
-                    let qualified = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &schema)
-                        .map_err(|e| AnalysisError::Internal(e.to_string()))?;
-                    let scope = Scope { frames: vec![(&qualified, &all)], outer };
+                    let qualified =
+                        DFSchema::try_from_qualified_schema(scan.table_name.clone(), &schema)
+                            .map_err(|e| AnalysisError::Internal(e.to_string()))?;
+                    let scope = Scope {
+                        frames: vec![(&qualified, &all)],
+                        outer,
+                    };
                     for f in &scan.filters {
                         self.predicate(f, &scope)?;
                     }
@@ -643,24 +749,37 @@ impl Walker<'_> {
                     None => all,
                     Some(p) => p
                         .iter()
-                        .map(|i| all.get(*i).cloned().ok_or_else(|| AnalysisError::Internal("projection".into())))
+                        .map(|i| {
+                            all.get(*i)
+                                .cloned()
+                                .ok_or_else(|| AnalysisError::Internal("projection".into()))
+                        })
                         .collect::<Result<_, _>>()?,
                 }
             }
             LogicalPlan::Projection(p) => {
                 let input = self.plan(&p.input, outer)?;
-                let scope = Scope { frames: vec![(p.input.schema(), &input)], outer };
+                let scope = Scope {
+                    frames: vec![(p.input.schema(), &input)],
+                    outer,
+                };
                 self.exprs(&p.expr, &scope)?
             }
             LogicalPlan::Filter(f) => {
                 let input = self.plan(&f.input, outer)?;
-                let scope = Scope { frames: vec![(f.input.schema(), &input)], outer };
+                let scope = Scope {
+                    frames: vec![(f.input.schema(), &input)],
+                    outer,
+                };
                 self.predicate(&f.predicate, &scope)?;
                 input
             }
             LogicalPlan::Window(w) => {
                 let mut input = self.plan(&w.input, outer)?;
-                let scope = Scope { frames: vec![(w.input.schema(), &input)], outer };
+                let scope = Scope {
+                    frames: vec![(w.input.schema(), &input)],
+                    outer,
+                };
                 let extra = self.exprs(&w.window_expr, &scope)?;
                 input.extend(extra);
                 input
@@ -668,7 +787,10 @@ impl Walker<'_> {
             LogicalPlan::Aggregate(a) => self.aggregate_node(a, outer)?,
             LogicalPlan::Sort(s) => {
                 let input = self.plan(&s.input, outer)?;
-                let scope = Scope { frames: vec![(s.input.schema(), &input)], outer };
+                let scope = Scope {
+                    frames: vec![(s.input.schema(), &input)],
+                    outer,
+                };
                 for e in &s.expr {
                     let i = self.expr(&e.expr, &scope)?;
                     for src in &i.raw {
@@ -681,8 +803,14 @@ impl Walker<'_> {
                 let left = self.plan(&j.left, outer)?;
                 let right = self.plan(&j.right, outer)?;
                 {
-                    let ls = Scope { frames: vec![(j.left.schema(), &left)], outer };
-                    let rs = Scope { frames: vec![(j.right.schema(), &right)], outer };
+                    let ls = Scope {
+                        frames: vec![(j.left.schema(), &left)],
+                        outer,
+                    };
+                    let rs = Scope {
+                        frames: vec![(j.right.schema(), &right)],
+                        outer,
+                    };
                     for (l, r) in &j.on {
                         let li = self.expr(l, &ls)?;
                         let ri = self.expr(r, &rs)?;
@@ -699,7 +827,10 @@ impl Walker<'_> {
                         self.predicate(filter, &both)?;
                     }
                 }
-                let mark = || Info { aggregated: true, ..Info::default() };
+                let mark = || Info {
+                    aggregated: true,
+                    ..Info::default()
+                };
                 match j.join_type {
                     JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
                         left.into_iter().chain(right).collect()
@@ -740,7 +871,10 @@ impl Walker<'_> {
             }
             LogicalPlan::Distinct(Distinct::On(d)) => {
                 let input = self.plan(&d.input, outer)?;
-                let scope = Scope { frames: vec![(d.input.schema(), &input)], outer };
+                let scope = Scope {
+                    frames: vec![(d.input.schema(), &input)],
+                    outer,
+                };
                 for e in &d.on_expr {
                     let i = self.expr(e, &scope)?;
                     for s in &i.raw {
@@ -761,49 +895,73 @@ impl Walker<'_> {
             LogicalPlan::Subquery(s) => self.plan(&s.subquery, outer)?,
             LogicalPlan::Limit(l) => self.plan(&l.input, outer)?,
             LogicalPlan::Repartition(r) => self.plan(&r.input, outer)?,
-            LogicalPlan::EmptyRelation(e) => e.schema.fields().iter().map(|_| Info::constant()).collect(),
+            LogicalPlan::EmptyRelation(e) => {
+                e.schema.fields().iter().map(|_| Info::constant()).collect()
+            }
             LogicalPlan::Values(v) => {
                 let width = v.schema.fields().len();
-                let scope = Scope { frames: Vec::new(), outer };
+                let scope = Scope {
+                    frames: Vec::new(),
+                    outer,
+                };
                 let mut cols: Vec<Vec<Info>> = vec![Vec::new(); width];
                 for row in &v.values {
                     for (i, e) in row.iter().enumerate() {
                         let info = self.expr(e, &scope)?;
-                        cols.get_mut(i).ok_or_else(|| AnalysisError::Internal("values width".into()))?.push(info);
+                        cols.get_mut(i)
+                            .ok_or_else(|| AnalysisError::Internal("values width".into()))?
+                            .push(info);
                     }
                 }
-                cols.into_iter().map(|c| merge(c, true)).collect::<Result<_, _>>()?
+                cols.into_iter()
+                    .map(|c| merge(c, true))
+                    .collect::<Result<_, _>>()?
             }
             LogicalPlan::Unnest(u) => {
                 let input = self.plan(&u.input, outer)?;
                 let in_schema = u.input.schema();
                 let mut unnested = Vec::new();
                 for c in &u.exec_columns {
-                    let i = in_schema.maybe_index_of_column(c).and_then(|i| input.get(i)).cloned();
-                    unnested.push(i.ok_or_else(|| AnalysisError::Internal("unnest column".into()))?);
+                    let i = in_schema
+                        .maybe_index_of_column(c)
+                        .and_then(|i| input.get(i))
+                        .cloned();
+                    unnested
+                        .push(i.ok_or_else(|| AnalysisError::Internal("unnest column".into()))?);
                 }
                 let all_unnested = merge(unnested, true)?;
                 u.schema
                     .iter()
                     .map(|(q, f)| {
                         let col = Column::new(q.cloned(), f.name());
-                        match in_schema.maybe_index_of_column(&col).and_then(|i| input.get(i)) {
+                        match in_schema
+                            .maybe_index_of_column(&col)
+                            .and_then(|i| input.get(i))
+                        {
                             Some(i) if !u.exec_columns.contains(&col) => i.clone(),
                             _ => all_unnested.clone(),
                         }
                     })
                     .collect()
             }
-            LogicalPlan::RecursiveQuery(_) => return Err(AnalysisError::Unsupported("a recursive query".into())),
-            LogicalPlan::Statement(_) => return Err(AnalysisError::NotAQuery("a statement".into())),
+            LogicalPlan::RecursiveQuery(_) => {
+                return Err(AnalysisError::Unsupported("a recursive query".into()));
+            }
+            LogicalPlan::Statement(_) => {
+                return Err(AnalysisError::NotAQuery("a statement".into()));
+            }
             LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => {
                 return Err(AnalysisError::NotAQuery("EXPLAIN".into()));
             }
             LogicalPlan::Dml(_) => return Err(AnalysisError::NotAQuery("a data change".into())),
             LogicalPlan::Ddl(_) => return Err(AnalysisError::NotAQuery("a definition".into())),
             LogicalPlan::Copy(_) => return Err(AnalysisError::NotAQuery("COPY".into())),
-            LogicalPlan::DescribeTable(_) => return Err(AnalysisError::NotAQuery("DESCRIBE".into())),
-            LogicalPlan::Extension(_) => return Err(AnalysisError::Unsupported("an extension plan node".into())),
+            LogicalPlan::DescribeTable(_) => {
+                return Err(AnalysisError::NotAQuery("DESCRIBE".into()));
+            }
+            LogicalPlan::Extension(_) => {
+                return Err(AnalysisError::Unsupported("an extension plan node".into()));
+            }
         };
         if infos.len() != plan.schema().fields().len() {
             return Err(AnalysisError::Internal("width of a plan node".into()));
@@ -811,11 +969,18 @@ impl Walker<'_> {
         Ok(infos)
     }
 
-    fn aggregate_node(&mut self, a: &Aggregate, outer: Option<&Scope<'_>>) -> Result<Vec<Info>, AnalysisError> {
+    fn aggregate_node(
+        &mut self,
+        a: &Aggregate,
+        outer: Option<&Scope<'_>>,
+    ) -> Result<Vec<Info>, AnalysisError> {
         let input = self.plan(&a.input, outer)?;
-        let scope = Scope { frames: vec![(a.input.schema(), &input)], outer };
-        let groups =
-            grouping_set_to_exprlist(&a.group_expr).map_err(|e| AnalysisError::Internal(e.to_string()))?;
+        let scope = Scope {
+            frames: vec![(a.input.schema(), &input)],
+            outer,
+        };
+        let groups = grouping_set_to_exprlist(&a.group_expr)
+            .map_err(|e| AnalysisError::Internal(e.to_string()))?;
         let mut out = Vec::new();
         for g in groups {
             let i = self.expr(g, &scope)?;

@@ -12,19 +12,25 @@ use crate::analysis::AnalysisError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("cannot load the platform key: {0}; run `blindwatch keys init --data-dir DIR` or restore keys/platform.key")]
+    #[error(
+        "cannot load the platform key: {0}; run `blindwatch keys init --data-dir DIR` or restore keys/platform.key"
+    )]
     Key(#[from] KeyError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Contract(#[from] ContractError),
-    #[error("the data directory {0} has `*`, `?` or `[` in its path, which the query engine would read as a pattern: move it to a plain path")]
+    #[error(
+        "the data directory {0} has `*`, `?` or `[` in its path, which the query engine would read as a pattern: move it to a plain path"
+    )]
     DataDirPath(PathBuf),
     #[error("the query cannot be planned: {0}")]
     Plan(String),
     #[error(transparent)]
     Analysis(#[from] AnalysisError),
-    #[error("the query reads `{0}`, which is not a sealed dataset: name tables as <partner>.<dataset>, as in policies/datasets")]
+    #[error(
+        "the query reads `{0}`, which is not a sealed dataset: name tables as <partner>.<dataset>, as in policies/datasets"
+    )]
     UnknownTable(String),
     #[error("dataset {table} cannot be queried: {reason}")]
     TableUnavailable { table: String, reason: String },
@@ -35,25 +41,42 @@ pub enum EngineError {
          before anything was decrypted; the stored package was altered or damaged — restore it from the partner's \
          package and check the storage"
     )]
-    Integrity { table: String, sequence: u64, file: String, what: String },
+    Integrity {
+        table: String,
+        sequence: u64,
+        file: String,
+        what: String,
+    },
     #[error(
         "the query reads column `{column}` of {table}, but that column's key is not released for this plan \
          (contribution {sequence}, {file}); nothing of the column was decrypted — plan the query again so the \
          column is checked and released"
     )]
-    NotReleased { table: String, column: String, sequence: u64, file: String },
+    NotReleased {
+        table: String,
+        column: String,
+        sequence: u64,
+        file: String,
+    },
     #[error(
         "the column keys of {table} contribution {sequence} ({file}) do not open: {reason}; check that the engine \
          runs with this platform's key and that the package was sealed to it"
     )]
-    Keys { table: String, sequence: u64, file: String, reason: String },
+    Keys {
+        table: String,
+        sequence: u64,
+        file: String,
+        reason: String,
+    },
     #[error(
         "decrypting or decoding the sealed data of {contributions} failed (an authentication tag did not verify or \
          the file is malformed) although its hash matches the signed manifest: the partner sealed a damaged \
          package; ask them to seal it again"
     )]
     Decrypt { contributions: String },
-    #[error("query execution failed ({kind}); the detailed message is withheld because it may quote data values — check casts and arithmetic in the query")]
+    #[error(
+        "query execution failed ({kind}); the detailed message is withheld because it may quote data values — check casts and arithmetic in the query"
+    )]
     Execution { kind: String },
     #[error("query execution failed: {0}")]
     Resources(String),

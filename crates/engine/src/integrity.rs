@@ -23,7 +23,10 @@ struct Stamp {
 
 fn stamp(path: &Path) -> std::io::Result<Stamp> {
     let m = std::fs::metadata(path)?;
-    Ok(Stamp { len: m.len(), modified: m.modified().ok() })
+    Ok(Stamp {
+        len: m.len(),
+        modified: m.modified().ok(),
+    })
 }
 
 /// What the manifest says, reduced to what is checked.
@@ -75,19 +78,27 @@ impl IntegrityCache {
 
     fn manifest(&self, path: &Path) -> std::io::Result<Option<ManifestFacts>> {
         let now = stamp(path)?;
-        if let Some((s, facts)) = self.manifests.lock().ok().and_then(|m| m.get(path).cloned()) {
+        if let Some((s, facts)) = self
+            .manifests
+            .lock()
+            .ok()
+            .and_then(|m| m.get(path).cloned())
+        {
             if s == now {
                 return Ok(facts);
             }
         }
         let bytes = std::fs::read(path)?;
         // Ingest verified the signature; here the manifest is only read back.
-        let facts = Envelope::from_json(&bytes).ok().and_then(|e| Manifest::peek_unverified(&e)).map(|m| ManifestFacts {
-            partner: m.partner,
-            dataset: m.dataset,
-            sequence: m.sequence,
-            file_sha256: m.file_sha256,
-        });
+        let facts = Envelope::from_json(&bytes)
+            .ok()
+            .and_then(|e| Manifest::peek_unverified(&e))
+            .map(|m| ManifestFacts {
+                partner: m.partner,
+                dataset: m.dataset,
+                sequence: m.sequence,
+                file_sha256: m.file_sha256,
+            });
         if let Ok(mut m) = self.manifests.lock() {
             m.insert(path.to_owned(), (now, facts.clone()));
         }
@@ -106,16 +117,33 @@ impl IntegrityCache {
             .file_hash(&f.path)
             .map_err(|e| fail(format!("the stored file cannot be read ({})", e.kind())))?;
         if !actual.eq_ignore_ascii_case(&f.catalog_sha256) {
-            return Err(fail("the stored file's SHA-256 does not match the hash the catalog recorded at ingest".into()));
+            return Err(fail(
+                "the stored file's SHA-256 does not match the hash the catalog recorded at ingest"
+                    .into(),
+            ));
         }
         let facts = self
             .manifest(&f.manifest_path)
-            .map_err(|e| fail(format!("its signed manifest {} cannot be read ({})", f.manifest_file, e.kind())))?
-            .ok_or_else(|| fail(format!("its signed manifest {} is not a readable manifest envelope", f.manifest_file)))?;
+            .map_err(|e| {
+                fail(format!(
+                    "its signed manifest {} cannot be read ({})",
+                    f.manifest_file,
+                    e.kind()
+                ))
+            })?
+            .ok_or_else(|| {
+                fail(format!(
+                    "its signed manifest {} is not a readable manifest envelope",
+                    f.manifest_file
+                ))
+            })?;
         if !actual.eq_ignore_ascii_case(&facts.file_sha256) {
-            return Err(fail("the stored file's SHA-256 does not match its signed manifest".into()));
+            return Err(fail(
+                "the stored file's SHA-256 does not match its signed manifest".into(),
+            ));
         }
-        if format!("{}.{}", facts.partner, facts.dataset) != f.table || facts.sequence != f.sequence {
+        if format!("{}.{}", facts.partner, facts.dataset) != f.table || facts.sequence != f.sequence
+        {
             return Err(fail(format!(
                 "its signed manifest {} describes another contribution",
                 f.manifest_file

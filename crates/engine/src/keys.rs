@@ -30,9 +30,19 @@ use crate::tables::StoredFile;
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum KeyProblem {
     #[error("the key of column `{column}` of {table} is not released for this plan")]
-    NotReleased { table: String, column: String, sequence: u64, file: String },
+    NotReleased {
+        table: String,
+        column: String,
+        sequence: u64,
+        file: String,
+    },
     #[error("a column key of {table} contribution {sequence} does not open: {reason}")]
-    Unwrap { table: String, sequence: u64, file: String, reason: String },
+    Unwrap {
+        table: String,
+        sequence: u64,
+        file: String,
+        reason: String,
+    },
     #[error("refusing to decrypt a file that is not a checked contribution of the plan's tables")]
     UnknownFile,
 }
@@ -58,7 +68,11 @@ impl KeyRetriever for ContributionKeys {
         }
         // The platform retriever checks the release again, unwraps and caches.
         self.inner.retrieve_key(key_metadata).map_err(|e| {
-            let reason = self.inner.take_failure().map(|f| f.to_string()).unwrap_or_else(|| e.to_string());
+            let reason = self
+                .inner
+                .take_failure()
+                .map(|f| f.to_string())
+                .unwrap_or_else(|| e.to_string());
             ParquetError::External(Box::new(KeyProblem::Unwrap {
                 table: self.file.table.clone(),
                 sequence: self.file.sequence,
@@ -79,7 +93,9 @@ pub(crate) struct RunFactory {
 
 impl fmt::Debug for RunFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RunFactory").field("files", &self.files.len()).finish_non_exhaustive()
+        f.debug_struct("RunFactory")
+            .field("files", &self.files.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,7 +115,10 @@ impl RunFactory {
             })
             .collect();
         RunFactory {
-            files: files.into_iter().map(|f| (f.object_path.clone(), f)).collect(),
+            files: files
+                .into_iter()
+                .map(|f| (f.object_path.clone(), f))
+                .collect(),
             tables,
             opened: Mutex::default(),
         }
@@ -109,7 +128,11 @@ impl RunFactory {
     pub fn opened(&self) -> Vec<String> {
         self.opened
             .lock()
-            .map(|o| o.iter().map(|(t, s, f)| format!("{t} contribution {s} ({f})")).collect())
+            .map(|o| {
+                o.iter()
+                    .map(|(t, s, f)| format!("{t} contribution {s} ({f})"))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -122,7 +145,9 @@ impl EncryptionFactory for RunFactory {
         _schema: &SchemaRef,
         _file_path: &ObjectPath,
     ) -> datafusion::common::Result<Option<Arc<FileEncryptionProperties>>> {
-        Err(DataFusionError::Plan("the evaluation engine never writes sealed files".into()))
+        Err(DataFusionError::Plan(
+            "the evaluation engine never writes sealed files".into(),
+        ))
     }
 
     async fn get_file_decryption_properties(
@@ -141,7 +166,11 @@ impl EncryptionFactory for RunFactory {
         if let Ok(mut o) = self.opened.lock() {
             o.insert((file.table.clone(), file.sequence, file.file.clone()));
         }
-        let retriever = ContributionKeys { inner: inner.clone(), released: released.clone(), file: file.clone() };
+        let retriever = ContributionKeys {
+            inner: inner.clone(),
+            released: released.clone(),
+            file: file.clone(),
+        };
         let props = FileDecryptionProperties::with_key_retriever(Arc::new(retriever)).build()?;
         Ok(Some(props))
     }

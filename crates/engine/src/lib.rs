@@ -87,7 +87,10 @@ pub struct CheckedPlan {
 
 impl std::fmt::Debug for CheckedPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckedPlan").field("analysis", &self.analysis).field("release", &self.release).finish()
+        f.debug_struct("CheckedPlan")
+            .field("analysis", &self.analysis)
+            .field("release", &self.release)
+            .finish()
     }
 }
 
@@ -124,7 +127,11 @@ impl CheckedPlan {
     /// The contributions an execution reads (for the audit log: whose data a query used).
     pub fn contributions(&self) -> Vec<ContributionRef> {
         self.files()
-            .map(|f| ContributionRef { table: f.table.clone(), sequence: f.sequence, file: f.file.clone() })
+            .map(|f| ContributionRef {
+                table: f.table.clone(),
+                sequence: f.sequence,
+                file: f.file.clone(),
+            })
             .collect()
     }
 
@@ -139,7 +146,10 @@ impl CheckedPlan {
     }
 
     fn files(&self) -> impl Iterator<Item = &Arc<StoredFile>> {
-        self.release.keys().filter_map(|t| self.snapshot.tables.get(t)).flat_map(|t| t.files.iter())
+        self.release
+            .keys()
+            .filter_map(|t| self.snapshot.tables.get(t))
+            .flat_map(|t| t.files.iter())
     }
 }
 
@@ -166,7 +176,8 @@ impl Engine {
         catalog: Catalog,
         contracts: ContractSet,
     ) -> Result<Engine, EngineError> {
-        let root = std::path::absolute(data_dir.root()).unwrap_or_else(|_| data_dir.root().to_owned());
+        let root =
+            std::path::absolute(data_dir.root()).unwrap_or_else(|_| data_dir.root().to_owned());
         let snapshot = Arc::new(load_snapshot(&root, &catalog, &contracts).await?);
         Ok(Engine {
             id: NEXT_ENGINE.fetch_add(1, Ordering::Relaxed),
@@ -192,7 +203,11 @@ impl Engine {
 
     /// Every table, with its current contributions and token domain.
     pub fn tables(&self) -> Vec<TableInfo> {
-        self.snapshot.tables.values().map(SealedTable::info).collect()
+        self.snapshot
+            .tables
+            .values()
+            .map(SealedTable::info)
+            .collect()
     }
 
     /// Plans `sql`, analyses the plan and refuses token joins across token keys.
@@ -205,26 +220,45 @@ impl Engine {
             DfStatement::Statement(s) if matches!(**s, SqlStatement::Query(_)) => {}
             _ => return Err(AnalysisError::NotAQuery("this statement".into()).into()),
         }
-        for r in state.resolve_table_references(&statement).map_err(plan_error)? {
+        for r in state
+            .resolve_table_references(&statement)
+            .map_err(plan_error)?
+        {
             snapshot.check_table(&table_name(&r))?;
         }
-        let plan = state.statement_to_plan(statement).await.map_err(plan_error)?;
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(plan_error)?;
         let tokens = |c: &ColumnRef| {
             let t = snapshot.tables.get(&c.table)?;
-            t.token_columns.contains(&c.column).then(|| t.token_domain.clone()).flatten()
+            t.token_columns
+                .contains(&c.column)
+                .then(|| t.token_domain.clone())
+                .flatten()
         };
         let analysis = analysis::analyze(&plan, &tokens)?;
         for t in &analysis.tables {
             snapshot.check_table(t)?;
         }
         let release = analysis.columns_by_table();
-        Ok(CheckedPlan { engine: self.id, snapshot, plan, analysis, release })
+        Ok(CheckedPlan {
+            engine: self.id,
+            snapshot,
+            plan,
+            analysis,
+            release,
+        })
     }
 
     /// Checks the stored files of every contribution of `table` against the catalog and
     /// their signed manifests.
     pub async fn verify_table(&self, table: &str) -> Result<(), EngineError> {
-        let t = self.snapshot.tables.get(table).ok_or_else(|| EngineError::UnknownTable(table.to_owned()))?;
+        let t = self
+            .snapshot
+            .tables
+            .get(table)
+            .ok_or_else(|| EngineError::UnknownTable(table.to_owned()))?;
         self.verify(t.files.clone()).await
     }
 
@@ -232,11 +266,16 @@ impl Engine {
         let integrity = self.integrity.clone();
         tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| integrity.verify(f)))
             .await
-            .map_err(|e| EngineError::Execution { kind: format!("integrity check task failed: {e}") })?
+            .map_err(|e| EngineError::Execution {
+                kind: format!("integrity check task failed: {e}"),
+            })?
     }
 
     /// Checks integrity and builds the session one execution of `plan` runs in.
-    async fn prepare(&self, plan: &CheckedPlan) -> Result<(SessionContext, Arc<RunFactory>), EngineError> {
+    async fn prepare(
+        &self,
+        plan: &CheckedPlan,
+    ) -> Result<(SessionContext, Arc<RunFactory>), EngineError> {
         if plan.engine != self.id {
             return Err(EngineError::ForeignPlan);
         }
@@ -247,7 +286,10 @@ impl Engine {
             .build_arc()
             .map_err(|e| EngineError::Resources(e.to_string()))?;
         runtime.register_parquet_encryption_factory(FACTORY_ID, factory.clone());
-        Ok((SessionContext::new_with_config_rt(session_config(), runtime), factory))
+        Ok((
+            SessionContext::new_with_config_rt(session_config(), runtime),
+            factory,
+        ))
     }
 
     /// Executes a checked plan and collects its result.
@@ -277,11 +319,17 @@ impl Engine {
             df.execute_stream().await
         };
         let stream = run.await.map_err(|e| execution_error(&e, &factory))?;
-        Ok(Box::pin(stream.map(move |r| r.map_err(|e| execution_error(&e, &factory)))))
+        Ok(Box::pin(stream.map(move |r| {
+            r.map_err(|e| execution_error(&e, &factory))
+        })))
     }
 }
 
-async fn load_snapshot(root: &std::path::Path, catalog: &Catalog, contracts: &ContractSet) -> Result<Snapshot, EngineError> {
+async fn load_snapshot(
+    root: &std::path::Path,
+    catalog: &Catalog,
+    contracts: &ContractSet,
+) -> Result<Snapshot, EngineError> {
     let (tables, orphans) = tables::load_tables(root, catalog, contracts).await?;
     let planner = SessionContext::new_with_config(session_config());
     let catalog_provider = planner
@@ -289,27 +337,42 @@ async fn load_snapshot(root: &std::path::Path, catalog: &Catalog, contracts: &Co
         .ok_or_else(|| EngineError::Plan("the query session has no default catalog".into()))?;
     let mut schemas: BTreeMap<String, Arc<MemorySchemaProvider>> = BTreeMap::new();
     for t in tables.values() {
-        let Some((partner, dataset)) = t.name.split_once('.') else { continue };
+        let Some((partner, dataset)) = t.name.split_once('.') else {
+            continue;
+        };
         let schema = schemas.entry(partner.to_owned()).or_insert_with(|| {
             let s = Arc::new(MemorySchemaProvider::new());
             let _ = catalog_provider.register_schema(partner, s.clone());
             s
         });
-        schema.register_table(dataset.to_owned(), t.provider.clone()).map_err(plan_error)?;
+        schema
+            .register_table(dataset.to_owned(), t.provider.clone())
+            .map_err(plan_error)?;
     }
-    Ok(Snapshot { tables, orphans, planner })
+    Ok(Snapshot {
+        tables,
+        orphans,
+        planner,
+    })
 }
 
 impl Snapshot {
     fn check_table(&self, name: &str) -> Result<(), EngineError> {
         if let Some(reason) = self.orphans.get(name) {
-            return Err(EngineError::TableUnavailable { table: name.to_owned(), reason: reason.clone() });
+            return Err(EngineError::TableUnavailable {
+                table: name.to_owned(),
+                reason: reason.clone(),
+            });
         }
         match self.tables.get(name) {
             None => Err(EngineError::UnknownTable(name.to_owned())),
-            Some(SealedTable { problem: Some(reason), .. }) => {
-                Err(EngineError::TableUnavailable { table: name.to_owned(), reason: reason.clone() })
-            }
+            Some(SealedTable {
+                problem: Some(reason),
+                ..
+            }) => Err(EngineError::TableUnavailable {
+                table: name.to_owned(),
+                reason: reason.clone(),
+            }),
             Some(_) => Ok(()),
         }
     }
@@ -336,17 +399,38 @@ fn execution_error(e: &DataFusionError, factory: &RunFactory) -> EngineError {
     while let Some(err) = cur {
         if let Some(k) = err.downcast_ref::<KeyProblem>() {
             return match k.clone() {
-                KeyProblem::NotReleased { table, column, sequence, file } => {
-                    EngineError::NotReleased { table, column, sequence, file }
-                }
-                KeyProblem::Unwrap { table, sequence, file, reason } => {
-                    EngineError::Keys { table, sequence, file, reason }
-                }
-                KeyProblem::UnknownFile => EngineError::Execution { kind: k.to_string() },
+                KeyProblem::NotReleased {
+                    table,
+                    column,
+                    sequence,
+                    file,
+                } => EngineError::NotReleased {
+                    table,
+                    column,
+                    sequence,
+                    file,
+                },
+                KeyProblem::Unwrap {
+                    table,
+                    sequence,
+                    file,
+                    reason,
+                } => EngineError::Keys {
+                    table,
+                    sequence,
+                    file,
+                    reason,
+                },
+                KeyProblem::UnknownFile => EngineError::Execution {
+                    kind: k.to_string(),
+                },
             };
         }
         parquet |= err.is::<parquet::errors::ParquetError>()
-            || matches!(err.downcast_ref::<arrow_schema::ArrowError>(), Some(arrow_schema::ArrowError::ParquetError(_)));
+            || matches!(
+                err.downcast_ref::<arrow_schema::ArrowError>(),
+                Some(arrow_schema::ArrowError::ParquetError(_))
+            );
         cur = err.source();
     }
     let root = e.find_root();
@@ -355,10 +439,16 @@ fn execution_error(e: &DataFusionError, factory: &RunFactory) -> EngineError {
         _ if parquet || matches!(root, DataFusionError::ParquetError(_)) => {
             let opened = factory.opened();
             EngineError::Decrypt {
-                contributions: if opened.is_empty() { "the plan's tables".into() } else { opened.join(", ") },
+                contributions: if opened.is_empty() {
+                    "the plan's tables".into()
+                } else {
+                    opened.join(", ")
+                },
             }
         }
-        other => EngineError::Execution { kind: error_kind(other).into() },
+        other => EngineError::Execution {
+            kind: error_kind(other).into(),
+        },
     }
 }
 

@@ -13,7 +13,9 @@ use datafusion::catalog::TableProvider;
 use datafusion::config::{ParquetOptions, TableParquetOptions};
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use object_store::path::Path as ObjectPath;
 
 use crate::EngineError;
@@ -75,7 +77,12 @@ impl SealedTable {
             name: self.name.clone(),
             mode: self.mode,
             current_sequences: self.files.iter().map(|f| f.sequence).collect(),
-            columns: self.schema.fields().iter().map(|f| f.name().clone()).collect(),
+            columns: self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect(),
             token_columns: self.token_columns.clone(),
             token_domain: self.token_domain.clone(),
             problem: self.problem.clone(),
@@ -101,8 +108,12 @@ fn arrow_type(name: &str) -> Option<DataType> {
 pub(crate) fn contract_schema(contract: &Contract) -> Result<SchemaRef, String> {
     let mut fields = Vec::new();
     for c in contract.sealed_columns() {
-        let dt = arrow_type(&c.data_type)
-            .ok_or_else(|| format!("column `{}` has type {}, which the engine does not read", c.name, c.data_type))?;
+        let dt = arrow_type(&c.data_type).ok_or_else(|| {
+            format!(
+                "column `{}` has type {}, which the engine does not read",
+                c.name, c.data_type
+            )
+        })?;
         fields.push(Field::new(c.name, dt, true));
     }
     Ok(Arc::new(Schema::new(fields)))
@@ -111,14 +122,19 @@ pub(crate) fn contract_schema(contract: &Contract) -> Result<SchemaRef, String> 
 /// Parquet reading options for sealed files: decrypt through the run's factory, and never
 /// read the page index (it is decrypted for every column, including unreleased ones).
 pub(crate) fn parquet_options() -> TableParquetOptions {
-    let mut options = TableParquetOptions { global: ParquetOptions::default(), ..Default::default() };
+    let mut options = TableParquetOptions {
+        global: ParquetOptions::default(),
+        ..Default::default()
+    };
     options.global.enable_page_index = false;
     options.crypto.factory_id = Some(FACTORY_ID.to_owned());
     options
 }
 
 fn has_glob(path: &Path) -> bool {
-    path.to_string_lossy().chars().any(|c| matches!(c, '*' | '?' | '['))
+    path.to_string_lossy()
+        .chars()
+        .any(|c| matches!(c, '*' | '?' | '['))
 }
 
 fn stored_file(root: &Path, c: &Contribution) -> Result<StoredFile, EngineError> {
@@ -126,7 +142,8 @@ fn stored_file(root: &Path, c: &Contribution) -> Result<StoredFile, EngineError>
     if has_glob(&path) {
         return Err(EngineError::DataDirPath(root.to_owned()));
     }
-    let url = ListingTableUrl::parse(path.to_string_lossy()).map_err(|e| EngineError::Plan(e.to_string()))?;
+    let url = ListingTableUrl::parse(path.to_string_lossy())
+        .map_err(|e| EngineError::Plan(e.to_string()))?;
     Ok(StoredFile {
         table: c.table.clone(),
         sequence: c.sequence,
@@ -139,7 +156,10 @@ fn stored_file(root: &Path, c: &Contribution) -> Result<StoredFile, EngineError>
     })
 }
 
-fn listing_table(schema: &SchemaRef, files: &[Arc<StoredFile>]) -> Result<Arc<dyn TableProvider>, EngineError> {
+fn listing_table(
+    schema: &SchemaRef,
+    files: &[Arc<StoredFile>],
+) -> Result<Arc<dyn TableProvider>, EngineError> {
     let urls = files
         .iter()
         .map(|f| ListingTableUrl::parse(f.path.to_string_lossy()))
@@ -196,7 +216,10 @@ pub(crate) async fn load_tables(
         }
         let domains: BTreeSet<TokenDomain> = current
             .iter()
-            .map(|c| TokenDomain { mode: c.token_mode.clone(), key_id: c.token_key_id.clone() })
+            .map(|c| TokenDomain {
+                mode: c.token_mode.clone(),
+                key_id: c.token_key_id.clone(),
+            })
             .collect();
         let token_domain = match domains.len() {
             0 => None,
@@ -220,7 +243,16 @@ pub(crate) async fn load_tables(
         };
         tables.insert(
             name.clone(),
-            SealedTable { name, mode: contract.mode, schema, files, token_columns, token_domain, problem, provider },
+            SealedTable {
+                name,
+                mode: contract.mode,
+                schema,
+                files,
+                token_columns,
+                token_domain,
+                problem,
+                provider,
+            },
         );
     }
     // Data without a contract cannot be read: there is no schema to read it with.

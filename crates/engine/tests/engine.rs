@@ -66,7 +66,13 @@ const STATIONS: [&str; 3] = ["east", "west", "north"];
 /// Visit rows: (id number, department, date as YYYY-MM-DD).
 fn visit_rows(range: std::ops::Range<usize>) -> Vec<(String, &'static str, String)> {
     range
-        .map(|i| (id_number(i % 10), DEPARTMENTS[i % 3], format!("2026-10-{:02}", 1 + (i * 7) % 28)))
+        .map(|i| {
+            (
+                id_number(i % 10),
+                DEPARTMENTS[i % 3],
+                format!("2026-10-{:02}", 1 + (i * 7) % 28),
+            )
+        })
         .collect()
 }
 
@@ -80,7 +86,11 @@ fn visits_csv(rows: &[(String, &str, String)]) -> String {
 
 /// Wanted rows: (id number, station, danger level).
 fn wanted_rows(people: &[usize]) -> Vec<(String, &'static str, i64)> {
-    people.iter().enumerate().map(|(k, p)| (id_number(*p), STATIONS[k % 3], k as i64 + 1)).collect()
+    people
+        .iter()
+        .enumerate()
+        .map(|(k, p)| (id_number(*p), STATIONS[k % 3], k as i64 + 1))
+        .collect()
 }
 
 fn wanted_csv(rows: &[(String, &str, i64)]) -> String {
@@ -111,7 +121,12 @@ impl Platform {
         let mut contracts = Vec::new();
         for text in [VISITS, WANTED, EMPLOYMENT] {
             let contract = Contract::parse(text, Path::new("c.toml")).unwrap();
-            std::fs::write(data.contracts_dir().join(format!("{}.toml", contract.table_name())), text).unwrap();
+            std::fs::write(
+                data.contracts_dir()
+                    .join(format!("{}.toml", contract.table_name())),
+                text,
+            )
+            .unwrap();
             contracts.push(contract);
         }
         let catalog = Catalog::open(&data.catalog_path(), true).await.unwrap();
@@ -133,7 +148,13 @@ impl Platform {
     }
 
     /// Seals `csv` as contribution `sequence` of `table` and stores it as ingest would.
-    async fn contribute(&self, table: &str, csv: &str, sequence: u64, linkage: &LinkageKey) -> Manifest {
+    async fn contribute(
+        &self,
+        table: &str,
+        csv: &str,
+        sequence: u64,
+        linkage: &LinkageKey,
+    ) -> Manifest {
         let contract = self.contract(table);
         let input = self.scratch.join(format!("{table}.{sequence}.csv"));
         std::fs::write(&input, csv).unwrap();
@@ -155,13 +176,22 @@ impl Platform {
         })
         .unwrap();
         let m = outcome.manifest;
-        assert_eq!(m.rejected_rows.values().sum::<u64>(), 0, "fixture rows must all be valid");
+        assert_eq!(
+            m.rejected_rows.values().sum::<u64>(),
+            0,
+            "fixture rows must all be valid"
+        );
         let dir = self.data.package_dir(&m.partner, &m.dataset);
         std::fs::create_dir_all(&dir).unwrap();
         let rel = |p: &Path| -> String {
             let name = p.file_name().unwrap();
             std::fs::copy(p, dir.join(name)).unwrap();
-            format!("packages/{}/{}/{}", m.partner, m.dataset, name.to_string_lossy())
+            format!(
+                "packages/{}/{}/{}",
+                m.partner,
+                m.dataset,
+                name.to_string_lossy()
+            )
         };
         let file_path = rel(&outcome.package.parquet);
         let manifest_path = rel(&outcome.package.manifest);
@@ -191,7 +221,9 @@ impl Platform {
     }
 
     fn stored(&self, m: &Manifest) -> PathBuf {
-        self.data.package_dir(&m.partner, &m.dataset).join(&m.file_name)
+        self.data
+            .package_dir(&m.partner, &m.dataset)
+            .join(&m.file_name)
     }
 
     async fn engine(&self) -> Engine {
@@ -200,8 +232,14 @@ impl Platform {
 }
 
 async fn run(engine: &Engine, sql: &str) -> Vec<RecordBatch> {
-    let plan = engine.plan(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    engine.execute(&plan).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    let plan = engine
+        .plan(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    engine
+        .execute(&plan)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn single_i64(batches: &[RecordBatch]) -> i64 {
@@ -222,8 +260,10 @@ async fn join_over_sealed_tables_matches_the_fixture() {
     let linkage = LinkageKey::from_bytes([7; 32]);
     let visits = visit_rows(0..60);
     let wanted = wanted_rows(&[0, 2, 4, 6, 8, 11, 12]);
-    p.contribute("hospital.visits", &visits_csv(&visits), 1, &linkage).await;
-    p.contribute("police.wanted", &wanted_csv(&wanted), 1, &linkage).await;
+    p.contribute("hospital.visits", &visits_csv(&visits), 1, &linkage)
+        .await;
+    p.contribute("police.wanted", &wanted_csv(&wanted), 1, &linkage)
+        .await;
     let engine = p.engine().await;
 
     let sql = "SELECT w.station, count(*) AS visits, count(DISTINCT v.person) AS people,
@@ -237,11 +277,19 @@ async fn join_over_sealed_tables_matches_the_fixture() {
         &BTreeMap::from([
             (
                 "hospital.visits".to_string(),
-                BTreeSet::from(["department".to_string(), "person".to_string(), "visit_date".to_string()])
+                BTreeSet::from([
+                    "department".to_string(),
+                    "person".to_string(),
+                    "visit_date".to_string()
+                ])
             ),
             (
                 "police.wanted".to_string(),
-                BTreeSet::from(["danger_level".to_string(), "person".to_string(), "station".to_string()])
+                BTreeSet::from([
+                    "danger_level".to_string(),
+                    "person".to_string(),
+                    "station".to_string()
+                ])
             ),
         ])
     );
@@ -253,7 +301,9 @@ async fn join_over_sealed_tables_matches_the_fixture() {
     for (wid, station, level) in &wanted {
         for (vid, dept, date) in &visits {
             if vid == wid && *dept != "dermatology" {
-                let e = expected.entry(station).or_insert((0, BTreeSet::new(), i32::MIN, 0));
+                let e = expected
+                    .entry(station)
+                    .or_insert((0, BTreeSet::new(), i32::MIN, 0));
                 e.0 += 1;
                 e.1.insert(vid.clone());
                 e.2 = e.2.max(day(date));
@@ -277,7 +327,9 @@ async fn join_over_sealed_tables_matches_the_fixture() {
     }
     let expected: BTreeMap<String, (i64, i64, i32, i64)> = expected
         .into_iter()
-        .map(|(s, (n, people, last, danger))| (s.to_owned(), (n, people.len() as i64, last, danger)))
+        .map(|(s, (n, people, last, danger))| {
+            (s.to_owned(), (n, people.len() as i64, last, danger))
+        })
         .collect();
     assert!(!expected.is_empty());
     assert_eq!(got, expected);
@@ -299,38 +351,65 @@ async fn unreleased_columns_cannot_be_read() {
     let p = Platform::new().await;
     let linkage = LinkageKey::from_bytes([7; 32]);
     let visits = visit_rows(0..30);
-    p.contribute("hospital.visits", &visits_csv(&visits), 1, &linkage).await;
+    p.contribute("hospital.visits", &visits_csv(&visits), 1, &linkage)
+        .await;
     let engine = p.engine().await;
 
     let plan = engine
         .plan("SELECT department, count(*) AS n FROM hospital.visits GROUP BY department")
         .await
         .unwrap();
-    assert_eq!(plan.released()["hospital.visits"], BTreeSet::from(["department".to_string()]));
+    assert_eq!(
+        plan.released()["hospital.visits"],
+        BTreeSet::from(["department".to_string()])
+    );
     let withheld = plan.withhold("hospital.visits", "department");
     let err = engine.execute(&withheld).await.unwrap_err();
     match &err {
-        EngineError::NotReleased { table, column, sequence, file } => {
-            assert_eq!((table.as_str(), column.as_str(), *sequence), ("hospital.visits", "department", 1));
+        EngineError::NotReleased {
+            table,
+            column,
+            sequence,
+            file,
+        } => {
+            assert_eq!(
+                (table.as_str(), column.as_str(), *sequence),
+                ("hospital.visits", "department", 1)
+            );
             assert!(file.ends_with("hospital.visits.00000001.parquet"), "{file}");
         }
         other => panic!("expected a refused key, got {other:?}"),
     }
     let message = err.to_string();
-    assert!(message.contains("`department`") && message.contains("not released"), "{message}");
+    assert!(
+        message.contains("`department`") && message.contains("not released"),
+        "{message}"
+    );
 
     // Other columns of the same file: department, person keys are never released.
-    let plan = engine.plan("SELECT count(*) AS n, max(visit_date) AS last FROM hospital.visits").await.unwrap();
-    assert_eq!(plan.released()["hospital.visits"], BTreeSet::from(["visit_date".to_string()]));
+    let plan = engine
+        .plan("SELECT count(*) AS n, max(visit_date) AS last FROM hospital.visits")
+        .await
+        .unwrap();
+    assert_eq!(
+        plan.released()["hospital.visits"],
+        BTreeSet::from(["visit_date".to_string()])
+    );
     let batches = engine.execute(&plan).await.unwrap();
     assert_eq!(single_i64(&batches), visits.len() as i64);
     let last = batches[0].column(1).as_primitive::<Date32Type>().value(0);
     assert_eq!(last, visits.iter().map(|v| day(&v.2)).max().unwrap());
 
     // count(*) needs no column key at all.
-    let plan = engine.plan("SELECT count(*) FROM hospital.visits").await.unwrap();
+    let plan = engine
+        .plan("SELECT count(*) FROM hospital.visits")
+        .await
+        .unwrap();
     assert!(plan.released()["hospital.visits"].is_empty());
-    assert_eq!(single_i64(&engine.execute(&plan).await.unwrap()), visits.len() as i64);
+    assert_eq!(
+        single_i64(&engine.execute(&plan).await.unwrap()),
+        visits.len() as i64
+    );
 
     // Withholding a column the plan does not read changes nothing.
     let plan = engine
@@ -343,12 +422,23 @@ async fn unreleased_columns_cannot_be_read() {
 
     // The platform retriever under a release that omits a column refuses exactly that key.
     let key = Arc::new(PlatformPrivateKey::read(&p.data.platform_private_key()).unwrap());
-    let retriever = PlatformKeyRetriever::new(key, Release::Only(BTreeSet::from(["visit_date".to_string()])));
-    let file = std::fs::File::open(p.data.package_dir("hospital", "visits").join("hospital.visits.00000001.parquet")).unwrap();
+    let retriever = PlatformKeyRetriever::new(
+        key,
+        Release::Only(BTreeSet::from(["visit_date".to_string()])),
+    );
+    let file = std::fs::File::open(
+        p.data
+            .package_dir("hospital", "visits")
+            .join("hospital.visits.00000001.parquet"),
+    )
+    .unwrap();
     let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
         .with_file_decryption_properties(retriever.decryption_properties().unwrap());
     let builder =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).unwrap();
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(
+            file, options,
+        )
+        .unwrap();
     let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), ["department"]);
     let read: Result<Vec<_>, _> = builder.with_projection(mask).build().unwrap().collect();
     assert!(read.is_err());
@@ -361,10 +451,26 @@ async fn unreleased_columns_cannot_be_read() {
 async fn tampered_file_is_refused_before_decryption() {
     let p = Platform::new().await;
     let linkage = LinkageKey::from_bytes([7; 32]);
-    let m1 = p.contribute("hospital.visits", &visits_csv(&visit_rows(0..20)), 1, &linkage).await;
-    p.contribute("hospital.visits", &visits_csv(&visit_rows(20..30)), 2, &linkage).await;
+    let m1 = p
+        .contribute(
+            "hospital.visits",
+            &visits_csv(&visit_rows(0..20)),
+            1,
+            &linkage,
+        )
+        .await;
+    p.contribute(
+        "hospital.visits",
+        &visits_csv(&visit_rows(20..30)),
+        2,
+        &linkage,
+    )
+    .await;
     let engine = p.engine().await;
-    let plan = engine.plan("SELECT count(*) FROM hospital.visits").await.unwrap();
+    let plan = engine
+        .plan("SELECT count(*) FROM hospital.visits")
+        .await
+        .unwrap();
     assert_eq!(single_i64(&engine.execute(&plan).await.unwrap()), 30);
 
     let path = p.stored(&m1);
@@ -378,10 +484,18 @@ async fn tampered_file_is_refused_before_decryption() {
     // fresh one too.
     let fresh = p.engine().await;
     for engine in [&engine, &fresh] {
-        let plan = engine.plan("SELECT count(*) FROM hospital.visits").await.unwrap();
+        let plan = engine
+            .plan("SELECT count(*) FROM hospital.visits")
+            .await
+            .unwrap();
         let err = engine.execute(&plan).await.unwrap_err();
         match &err {
-            EngineError::Integrity { table, sequence, file, what } => {
+            EngineError::Integrity {
+                table,
+                sequence,
+                file,
+                what,
+            } => {
                 assert_eq!((table.as_str(), *sequence), ("hospital.visits", 1));
                 assert!(file.ends_with("hospital.visits.00000001.parquet"));
                 assert!(what.contains("SHA-256"), "{what}");
@@ -390,17 +504,24 @@ async fn tampered_file_is_refused_before_decryption() {
         }
         let message = err.to_string();
         assert!(
-            message.contains("hospital.visits contribution 1") && message.contains("before anything was decrypted"),
+            message.contains("hospital.visits contribution 1")
+                && message.contains("before anything was decrypted"),
             "{message}"
         );
-        assert!(matches!(engine.verify_table("hospital.visits").await, Err(EngineError::Integrity { .. })));
+        assert!(matches!(
+            engine.verify_table("hospital.visits").await,
+            Err(EngineError::Integrity { .. })
+        ));
     }
     // Another table is unaffected; restoring the file restores the query.
     std::fs::write(&path, &original).unwrap();
     assert_eq!(single_i64(&engine.execute(&plan).await.unwrap()), 30);
 
     // A manifest that no longer matches is refused too.
-    let manifest = p.data.package_dir("hospital", "visits").join("hospital.visits.00000002.manifest.json");
+    let manifest = p
+        .data
+        .package_dir("hospital", "visits")
+        .join("hospital.visits.00000002.manifest.json");
     let mut m = Manifest::peek_unverified(
         &blindwatch_crypto::sign::Envelope::from_json(&std::fs::read(&manifest).unwrap()).unwrap(),
     )
@@ -408,7 +529,10 @@ async fn tampered_file_is_refused_before_decryption() {
     m.file_sha256 = "00".repeat(32);
     std::fs::write(&manifest, m.sign(&p.partner_key).to_json()).unwrap();
     let err = engine.execute(&plan).await.unwrap_err().to_string();
-    assert!(err.contains("contribution 2") && err.contains("signed manifest"), "{err}");
+    assert!(
+        err.contains("contribution 2") && err.contains("signed manifest"),
+        "{err}"
+    );
 }
 
 /// A package whose hash matches but whose encrypted pages are damaged (sealed damaged) fails
@@ -419,7 +543,14 @@ async fn decryption_failures_name_the_contribution() {
     let p = Platform::new().await;
     let linkage = LinkageKey::from_bytes([7; 32]);
     let rows = visit_rows(0..40);
-    let m = p.contribute("police.wanted", &wanted_csv(&wanted_rows(&[1, 2, 3])), 1, &linkage).await;
+    let m = p
+        .contribute(
+            "police.wanted",
+            &wanted_csv(&wanted_rows(&[1, 2, 3])),
+            1,
+            &linkage,
+        )
+        .await;
     // Seal visits outside the data dir, damage the department column's pages, then sign and
     // record the damaged file as if the partner had sealed it so.
     let contract = p.contract("hospital.visits");
@@ -450,9 +581,16 @@ async fn decryption_failures_name_the_contribution() {
         let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
             .with_file_decryption_properties(retriever.decryption_properties().unwrap());
         let builder =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).unwrap();
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(
+                file, options,
+            )
+            .unwrap();
         let rg = builder.metadata().row_group(0);
-        let col = rg.columns().iter().find(|c| c.column_path().string() == "department").unwrap();
+        let col = rg
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == "department")
+            .unwrap();
         let (s, l) = col.byte_range();
         (s as usize, l as usize)
     };
@@ -462,7 +600,11 @@ async fn decryption_failures_name_the_contribution() {
     let dir = p.data.package_dir("hospital", "visits");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(&m2.file_name), &bytes).unwrap();
-    std::fs::write(dir.join("hospital.visits.00000001.manifest.json"), m2.sign(&p.partner_key).to_json()).unwrap();
+    std::fs::write(
+        dir.join("hospital.visits.00000001.manifest.json"),
+        m2.sign(&p.partner_key).to_json(),
+    )
+    .unwrap();
     p.record(
         &m2,
         &format!("packages/hospital/visits/{}", m2.file_name),
@@ -471,21 +613,42 @@ async fn decryption_failures_name_the_contribution() {
     .await;
 
     let engine = p.engine().await;
-    let plan = engine.plan("SELECT department, count(*) FROM hospital.visits GROUP BY department").await.unwrap();
+    let plan = engine
+        .plan("SELECT department, count(*) FROM hospital.visits GROUP BY department")
+        .await
+        .unwrap();
     let err = engine.execute(&plan).await.unwrap_err();
     assert!(matches!(err, EngineError::Decrypt { .. }), "{err:?}");
     let message = err.to_string();
-    assert!(message.contains("hospital.visits contribution 1"), "{message}");
+    assert!(
+        message.contains("hospital.visits contribution 1"),
+        "{message}"
+    );
     // The undamaged columns of the same file read.
     let n = single_i64(&run(&engine, "SELECT count(visit_date) FROM hospital.visits").await);
     assert_eq!(n, rows.len() as i64);
 
     // Another platform key opens nothing, and says which contribution.
     let (other, _) = PlatformPrivateKey::generate();
-    let wrong = Engine::from_parts(&p.data, Arc::new(other), p.catalog.clone(), p.contracts.clone()).await.unwrap();
-    let plan = wrong.plan("SELECT count(*) FROM police.wanted").await.unwrap();
+    let wrong = Engine::from_parts(
+        &p.data,
+        Arc::new(other),
+        p.catalog.clone(),
+        p.contracts.clone(),
+    )
+    .await
+    .unwrap();
+    let plan = wrong
+        .plan("SELECT count(*) FROM police.wanted")
+        .await
+        .unwrap();
     match wrong.execute(&plan).await.unwrap_err() {
-        EngineError::Keys { table, sequence, reason, .. } => {
+        EngineError::Keys {
+            table,
+            sequence,
+            reason,
+            ..
+        } => {
             assert_eq!((table.as_str(), sequence), ("police.wanted", m.sequence));
             assert!(reason.contains("another platform key"), "{reason}");
         }
@@ -498,18 +661,45 @@ async fn decryption_failures_name_the_contribution() {
 async fn append_and_replace() {
     let p = Platform::new().await;
     let linkage = LinkageKey::from_bytes([7; 32]);
-    p.contribute("hospital.visits", &visits_csv(&visit_rows(0..12)), 1, &linkage).await;
-    p.contribute("police.wanted", &wanted_csv(&wanted_rows(&[0, 1, 2, 3, 4, 5])), 1, &linkage).await;
+    p.contribute(
+        "hospital.visits",
+        &visits_csv(&visit_rows(0..12)),
+        1,
+        &linkage,
+    )
+    .await;
+    p.contribute(
+        "police.wanted",
+        &wanted_csv(&wanted_rows(&[0, 1, 2, 3, 4, 5])),
+        1,
+        &linkage,
+    )
+    .await;
     let mut engine = p.engine().await;
     let count_visits = "SELECT count(*) FROM hospital.visits";
     let count_wanted = "SELECT count(*) FROM police.wanted";
     assert_eq!(single_i64(&run(&engine, count_visits).await), 12);
     assert_eq!(single_i64(&run(&engine, count_wanted).await), 6);
     // Tax has a contract and no data yet: an empty table.
-    assert_eq!(single_i64(&run(&engine, "SELECT count(*) FROM tax.employment").await), 0);
+    assert_eq!(
+        single_i64(&run(&engine, "SELECT count(*) FROM tax.employment").await),
+        0
+    );
 
-    p.contribute("hospital.visits", &visits_csv(&visit_rows(12..20)), 2, &linkage).await;
-    p.contribute("police.wanted", &wanted_csv(&wanted_rows(&[7, 8])), 2, &linkage).await;
+    p.contribute(
+        "hospital.visits",
+        &visits_csv(&visit_rows(12..20)),
+        2,
+        &linkage,
+    )
+    .await;
+    p.contribute(
+        "police.wanted",
+        &wanted_csv(&wanted_rows(&[7, 8])),
+        2,
+        &linkage,
+    )
+    .await;
     let stale = engine.plan(count_visits).await.unwrap();
     engine.refresh().await.unwrap();
     assert_eq!(single_i64(&run(&engine, count_visits).await), 20);
@@ -527,19 +717,35 @@ async fn append_and_replace() {
 
     // The replaced contribution's people are gone from joins.
     let n = single_i64(
-        &run(&engine, "SELECT count(*) FROM police.wanted w JOIN hospital.visits v ON v.person = w.person").await,
+        &run(
+            &engine,
+            "SELECT count(*) FROM police.wanted w JOIN hospital.visits v ON v.person = w.person",
+        )
+        .await,
     );
     let visits_rows = visit_rows(0..20);
-    let expected = wanted_rows(&[7, 8]).iter().map(|w| visits_rows.iter().filter(|v| v.0 == w.0).count()).sum::<usize>();
+    let expected = wanted_rows(&[7, 8])
+        .iter()
+        .map(|w| visits_rows.iter().filter(|v| v.0 == w.0).count())
+        .sum::<usize>();
     assert_eq!(n, expected as i64);
 
     // A plan from another engine is refused.
     let other = p.engine().await;
     let foreign = other.plan(count_visits).await.unwrap();
-    assert!(matches!(engine.execute(&foreign).await, Err(EngineError::ForeignPlan)));
+    assert!(matches!(
+        engine.execute(&foreign).await,
+        Err(EngineError::ForeignPlan)
+    ));
     // Unknown tables and statements are refused at plan time.
-    assert!(matches!(engine.plan("SELECT * FROM visits").await, Err(EngineError::UnknownTable(_))));
-    assert!(matches!(engine.plan("SELECT * FROM hospital.nothing").await, Err(EngineError::UnknownTable(_))));
+    assert!(matches!(
+        engine.plan("SELECT * FROM visits").await,
+        Err(EngineError::UnknownTable(_))
+    ));
+    assert!(matches!(
+        engine.plan("SELECT * FROM hospital.nothing").await,
+        Err(EngineError::UnknownTable(_))
+    ));
     assert!(matches!(
         engine.plan("CREATE TABLE hospital.x AS SELECT 1").await,
         Err(EngineError::Analysis(AnalysisError::NotAQuery(_)))
@@ -553,33 +759,60 @@ async fn token_key_mismatches_are_refused_at_plan_time() {
     let p = Platform::new().await;
     let key_a = LinkageKey::from_bytes([7; 32]);
     let key_b = LinkageKey::from_bytes([9; 32]);
-    p.contribute("police.wanted", &wanted_csv(&wanted_rows(&[0, 1, 2])), 1, &key_a).await;
+    p.contribute(
+        "police.wanted",
+        &wanted_csv(&wanted_rows(&[0, 1, 2])),
+        1,
+        &key_a,
+    )
+    .await;
     p.contribute(
         "tax.employment",
-        &format!("id_number,name,status\n{},X,employed\n{},Y,unemployed\n", id_number(0), id_number(1)),
+        &format!(
+            "id_number,name,status\n{},X,employed\n{},Y,unemployed\n",
+            id_number(0),
+            id_number(1)
+        ),
         1,
         &key_b,
     )
     .await;
-    p.contribute("hospital.visits", &visits_csv(&visit_rows(0..5)), 1, &key_a).await;
+    p.contribute("hospital.visits", &visits_csv(&visit_rows(0..5)), 1, &key_a)
+        .await;
     let engine = p.engine().await;
 
     // Joining wanted (key A) and employment (key B): refused, naming both columns.
     let sql = "SELECT t.status, count(*) FROM police.wanted w JOIN tax.employment t ON w.person = t.person GROUP BY t.status";
     match engine.plan(sql).await {
-        Err(EngineError::Analysis(AnalysisError::MixedTokens { left, right, left_domain, right_domain })) => {
+        Err(EngineError::Analysis(AnalysisError::MixedTokens {
+            left,
+            right,
+            left_domain,
+            right_domain,
+        })) => {
             let tables = BTreeSet::from([left.table, right.table]);
-            assert_eq!(tables, BTreeSet::from(["police.wanted".to_string(), "tax.employment".to_string()]));
+            assert_eq!(
+                tables,
+                BTreeSet::from(["police.wanted".to_string(), "tax.employment".to_string()])
+            );
             assert_ne!(left_domain.key_id, right_domain.key_id);
         }
         other => panic!("expected a token-key refusal, got {other:?}"),
     }
     // Each table alone, and same-key joins, are fine.
-    assert_eq!(single_i64(&run(&engine, "SELECT count(*) FROM tax.employment").await), 2);
-    run(&engine, "SELECT count(*) FROM police.wanted w JOIN hospital.visits v ON w.person = v.person").await;
+    assert_eq!(
+        single_i64(&run(&engine, "SELECT count(*) FROM tax.employment").await),
+        2
+    );
+    run(
+        &engine,
+        "SELECT count(*) FROM police.wanted w JOIN hospital.visits v ON w.person = v.person",
+    )
+    .await;
 
     // A second contribution of visits under key B: the table's contributions disagree.
-    p.contribute("hospital.visits", &visits_csv(&visit_rows(5..9)), 2, &key_b).await;
+    p.contribute("hospital.visits", &visits_csv(&visit_rows(5..9)), 2, &key_b)
+        .await;
     let engine = p.engine().await;
     match engine.plan("SELECT count(*) FROM hospital.visits").await {
         Err(EngineError::TableUnavailable { table, reason }) => {
@@ -588,6 +821,10 @@ async fn token_key_mismatches_are_refused_at_plan_time() {
         }
         other => panic!("expected the table to be refused, got {other:?}"),
     }
-    let info = engine.tables().into_iter().find(|t| t.name == "hospital.visits").unwrap();
+    let info = engine
+        .tables()
+        .into_iter()
+        .find(|t| t.name == "hospital.visits")
+        .unwrap();
     assert!(info.problem.is_some());
 }

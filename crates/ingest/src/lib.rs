@@ -8,14 +8,16 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use blindwatch_audit::{AuditEvent, AuditLog, AuditRecord, DatasetId, PartnerId, Principal, ReasonCode};
+use blindwatch_audit::{
+    AuditEvent, AuditLog, AuditRecord, DatasetId, PartnerId, Principal, ReasonCode,
+};
 use blindwatch_common::fsutil;
 use blindwatch_contract::ContractSet;
+use blindwatch_crypto::Sha256;
 use blindwatch_crypto::manifest::{Manifest, schema_digest};
 use blindwatch_crypto::sealing::{PlatformKeyRetriever, Release};
 use blindwatch_crypto::sign::{Envelope, EnvelopeError};
 use blindwatch_crypto::wrap::PlatformPrivateKey;
-use blindwatch_crypto::Sha256;
 use blindwatch_store::{Catalog, CatalogError, DataDir, NewContribution};
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 
@@ -32,7 +34,9 @@ pub enum IngestError {
     Partner(String),
     #[error("signature: {0}")]
     Signature(#[from] EnvelopeError),
-    #[error("file hash: the Parquet file does not match the SHA-256 in the signed manifest (altered or truncated in transit); ask the partner to send it again")]
+    #[error(
+        "file hash: the Parquet file does not match the SHA-256 in the signed manifest (altered or truncated in transit); ask the partner to send it again"
+    )]
     FileHash,
     #[error("contract: {0}")]
     Contract(String),
@@ -91,55 +95,96 @@ pub fn package_files(path: &Path) -> Result<(PathBuf, PathBuf), IngestError> {
                 path.display()
             ))
         })?;
-    Ok((path.with_file_name(format!("{stem}.parquet")), path.with_file_name(format!("{stem}.manifest.json"))))
+    Ok((
+        path.with_file_name(format!("{stem}.parquet")),
+        path.with_file_name(format!("{stem}.manifest.json")),
+    ))
 }
 
 impl Ingestor {
-    pub fn new(data_dir: DataDir, catalog: Catalog, contracts: ContractSet, platform_key: Arc<PlatformPrivateKey>) -> Ingestor {
-        Ingestor { data_dir, catalog, contracts, platform_key }
+    pub fn new(
+        data_dir: DataDir,
+        catalog: Catalog,
+        contracts: ContractSet,
+        platform_key: Arc<PlatformPrivateKey>,
+    ) -> Ingestor {
+        Ingestor {
+            data_dir,
+            catalog,
+            contracts,
+            platform_key,
+        }
     }
 
     /// Checks and stores one package, and audits the outcome.
-    pub async fn ingest(&self, package: &Path, audit: &mut AuditLog) -> Result<Accepted, IngestError> {
+    pub async fn ingest(
+        &self,
+        package: &Path,
+        audit: &mut AuditLog,
+    ) -> Result<Accepted, IngestError> {
         let mut claimed: Option<Manifest> = None;
         let result = self.check_and_store(package, &mut claimed).await;
         let (partner, dataset, sequence, rows) = match &claimed {
-            Some(m) => (m.partner.as_str(), m.dataset.as_str(), m.sequence, Some(m.row_count)),
+            Some(m) => (
+                m.partner.as_str(),
+                m.dataset.as_str(),
+                m.sequence,
+                Some(m.row_count),
+            ),
             None => ("unknown", "unknown", 0, None),
         };
         let partner_id = PartnerId::new(partner).or_else(|_| PartnerId::new("unknown"));
         let dataset_id = DatasetId::new(dataset).or_else(|_| DatasetId::new("unknown"));
         let event = match (&result, partner_id, dataset_id) {
-            (Ok(a), Ok(partner), Ok(dataset)) => Some(AuditEvent::ContributionAccepted { partner, dataset, sequence: a.sequence, rows: a.rows }),
-            (Err(e), Ok(partner), Ok(dataset)) => ReasonCode::new(e.reason_code()).ok().map(|reason| AuditEvent::ContributionRefused {
+            (Ok(a), Ok(partner), Ok(dataset)) => Some(AuditEvent::ContributionAccepted {
                 partner,
                 dataset,
-                sequence,
-                reason,
-                rows,
+                sequence: a.sequence,
+                rows: a.rows,
             }),
+            (Err(e), Ok(partner), Ok(dataset)) => {
+                ReasonCode::new(e.reason_code()).ok().map(|reason| {
+                    AuditEvent::ContributionRefused {
+                        partner,
+                        dataset,
+                        sequence,
+                        reason,
+                        rows,
+                    }
+                })
+            }
             _ => None,
         };
-        let actor = Principal::new(format!("partner:{partner}")).or_else(|_| Principal::new("partner:unknown"));
+        let actor = Principal::new(format!("partner:{partner}"))
+            .or_else(|_| Principal::new("partner:unknown"));
         if let (Some(event), Ok(actor)) = (event, actor) {
             if let Err(e) = audit.append(&AuditRecord::now(actor, event)) {
                 // An accepted package that cannot be audited is still stored: say so loudly.
                 tracing::error!(error = %e, "could not append the ingest outcome to the audit log");
-                return Err(IngestError::Storage(format!("the audit log refused the entry: {e}")));
+                return Err(IngestError::Storage(format!(
+                    "the audit log refused the entry: {e}"
+                )));
             }
         }
         match &result {
-            Ok(a) => tracing::info!(table = %a.table, sequence = a.sequence, rows = a.rows, "contribution accepted"),
+            Ok(a) => {
+                tracing::info!(table = %a.table, sequence = a.sequence, rows = a.rows, "contribution accepted")
+            }
             Err(e) => tracing::warn!(reason = e.reason_code(), "contribution refused"),
         }
         result
     }
 
-    async fn check_and_store(&self, package: &Path, claimed: &mut Option<Manifest>) -> Result<Accepted, IngestError> {
+    async fn check_and_store(
+        &self,
+        package: &Path,
+        claimed: &mut Option<Manifest>,
+    ) -> Result<Accepted, IngestError> {
         let (parquet_path, manifest_path) = package_files(package)?;
         let manifest_bytes = read_small(&manifest_path)?;
         let envelope = Envelope::from_json(&manifest_bytes)?;
-        let unverified = Manifest::peek_unverified(&envelope).ok_or(IngestError::Signature(EnvelopeError::Format))?;
+        let unverified = Manifest::peek_unverified(&envelope)
+            .ok_or(IngestError::Signature(EnvelopeError::Format))?;
 
         // 1. Known partner and key.
         let partner = self
@@ -162,7 +207,10 @@ impl Ingestor {
             return Err(IngestError::Signature(EnvelopeError::Format));
         }
         if parquet_path.file_name().and_then(|n| n.to_str()) != Some(manifest.file_name.as_str()) {
-            return Err(IngestError::Package(format!("the manifest describes file {}, not the one beside it", manifest.file_name)));
+            return Err(IngestError::Package(format!(
+                "the manifest describes file {}, not the one beside it",
+                manifest.file_name
+            )));
         }
 
         // 3. File hash, computed on the staged copy so what is checked is what is stored.
@@ -171,9 +219,15 @@ impl Ingestor {
         // 4. Contract and schema.
         let table = manifest.table_name();
         if !partner.datasets.contains(&table) {
-            return Err(IngestError::Contract(format!("partner `{}` is not registered to contribute to {table}", partner.name)));
+            return Err(IngestError::Contract(format!(
+                "partner `{}` is not registered to contribute to {table}",
+                partner.name
+            )));
         }
-        let contract = self.contracts.get(&table).map_err(|e| IngestError::Contract(e.to_string()))?;
+        let contract = self
+            .contracts
+            .get(&table)
+            .map_err(|e| IngestError::Contract(e.to_string()))?;
         let expected = contract.sealed_columns();
         if manifest.columns != expected || manifest.schema_digest != schema_digest(&expected) {
             return Err(IngestError::Contract(format!(
@@ -182,7 +236,11 @@ impl Ingestor {
         }
 
         // 5. Sequence.
-        let last = self.catalog.last_sequence(&table).await.map_err(|e| IngestError::Storage(e.to_string()))?;
+        let last = self
+            .catalog
+            .last_sequence(&table)
+            .await
+            .map_err(|e| IngestError::Storage(e.to_string()))?;
         if let Some(last) = last.filter(|l| *l >= manifest.sequence) {
             return Err(IngestError::Sequence(format!(
                 "sequence {} of {table} is not newer than the last accepted ({last}): a replayed or stale package",
@@ -194,10 +252,13 @@ impl Ingestor {
         self.check_keys(staged.path(), &manifest, contract)?;
 
         // Store as received, then record. The catalog row is the commit point.
-        let dir = self.data_dir.package_dir(&manifest.partner, &manifest.dataset);
+        let dir = self
+            .data_dir
+            .package_dir(&manifest.partner, &manifest.dataset);
         let stored = dir.join(&manifest.file_name);
         let stored_manifest = dir.join(manifest_path.file_name().unwrap_or_default());
-        let storage = |e: std::io::Error| IngestError::Storage(format!("cannot store the package: {e}"));
+        let storage =
+            |e: std::io::Error| IngestError::Storage(format!("cannot store the package: {e}"));
         std::fs::create_dir_all(&dir).map_err(storage)?;
         // A file without a catalog row is a leftover of a crash during an earlier ingest.
         for leftover in [&stored, &stored_manifest] {
@@ -207,7 +268,12 @@ impl Ingestor {
         }
         fsutil::persist(staged, &stored).map_err(storage)?;
         fsutil::write_new(&stored_manifest, &manifest_bytes).map_err(storage)?;
-        let rel = |p: &Path| p.strip_prefix(self.data_dir.root()).unwrap_or(p).display().to_string();
+        let rel = |p: &Path| {
+            p.strip_prefix(self.data_dir.root())
+                .unwrap_or(p)
+                .display()
+                .to_string()
+        };
         let record = NewContribution {
             table: &table,
             partner: &manifest.partner,
@@ -234,29 +300,46 @@ impl Ingestor {
                 });
             }
         };
-        Ok(Accepted { table, sequence: manifest.sequence, rows: manifest.row_count, contribution_id: id, stored_at: stored })
+        Ok(Accepted {
+            table,
+            sequence: manifest.sequence,
+            rows: manifest.row_count,
+            contribution_id: id,
+            stored_at: stored,
+        })
     }
 
     /// Copies the file into the staging area while hashing it, and checks hash and size.
-    fn stage(&self, parquet_path: &Path, manifest: &Manifest) -> Result<tempfile::NamedTempFile, IngestError> {
-        let mut src = std::fs::File::open(parquet_path)
-            .map_err(|e| IngestError::Package(format!("cannot read {}: {e}", parquet_path.display())))?;
+    fn stage(
+        &self,
+        parquet_path: &Path,
+        manifest: &Manifest,
+    ) -> Result<tempfile::NamedTempFile, IngestError> {
+        let mut src = std::fs::File::open(parquet_path).map_err(|e| {
+            IngestError::Package(format!("cannot read {}: {e}", parquet_path.display()))
+        })?;
         let tmp_dir = self.data_dir.tmp_dir();
         let mut staged = tempfile::Builder::new()
             .prefix(".ingest-")
             .tempfile_in(&tmp_dir)
-            .map_err(|e| IngestError::Storage(format!("cannot stage in {}: {e}", tmp_dir.display())))?;
+            .map_err(|e| {
+                IngestError::Storage(format!("cannot stage in {}: {e}", tmp_dir.display()))
+            })?;
         let mut hash = Sha256::default();
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
         loop {
-            let n = src.read(&mut buf).map_err(|e| IngestError::Package(format!("cannot read {}: {e}", parquet_path.display())))?;
+            let n = src.read(&mut buf).map_err(|e| {
+                IngestError::Package(format!("cannot read {}: {e}", parquet_path.display()))
+            })?;
             if n == 0 {
                 break;
             }
             hash.update(&buf[..n]);
             total += n as u64;
-            staged.write_all(&buf[..n]).map_err(|e| IngestError::Storage(e.to_string()))?;
+            staged
+                .write_all(&buf[..n])
+                .map_err(|e| IngestError::Storage(e.to_string()))?;
         }
         if total != manifest.file_bytes || hash.finish_hex() != manifest.file_sha256 {
             return Err(IngestError::FileHash);
@@ -264,7 +347,12 @@ impl Ingestor {
         Ok(staged)
     }
 
-    fn check_keys(&self, path: &Path, manifest: &Manifest, contract: &blindwatch_contract::Contract) -> Result<(), IngestError> {
+    fn check_keys(
+        &self,
+        path: &Path,
+        manifest: &Manifest,
+        contract: &blindwatch_contract::Contract,
+    ) -> Result<(), IngestError> {
         if &manifest.platform_key_id != self.platform_key.id() {
             return Err(IngestError::Keys(format!(
                 "the package was sealed to platform key {}, this platform's key is {}: the partner must seal with this platform's public key",
@@ -274,15 +362,27 @@ impl Ingestor {
         }
         let retriever = PlatformKeyRetriever::new(self.platform_key.clone(), Release::All);
         let keys_err = |what: &str| {
-            let detail = retriever.take_failure().map(|f| f.to_string()).unwrap_or_else(|| what.to_owned());
-            IngestError::Keys(format!("{detail}: the package cannot be decrypted by this platform"))
+            let detail = retriever
+                .take_failure()
+                .map(|f| f.to_string())
+                .unwrap_or_else(|| what.to_owned());
+            IngestError::Keys(format!(
+                "{detail}: the package cannot be decrypted by this platform"
+            ))
         };
-        let props = retriever.decryption_properties().map_err(|_| keys_err("decryption setup failed"))?;
+        let props = retriever
+            .decryption_properties()
+            .map_err(|_| keys_err("decryption setup failed"))?;
         let file = std::fs::File::open(path).map_err(|e| IngestError::Storage(e.to_string()))?;
         let options = ArrowReaderOptions::new().with_file_decryption_properties(props);
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
             .map_err(|_| keys_err("the footer does not decrypt"))?;
-        let names: Vec<&str> = builder.schema().fields().iter().map(|f| f.name().as_str()).collect();
+        let names: Vec<&str> = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
         let expected: Vec<&str> = manifest.columns.iter().map(|c| c.name.as_str()).collect();
         if names != expected {
             return Err(IngestError::Contract(format!(
@@ -290,10 +390,14 @@ impl Ingestor {
                 contract.table_name()
             )));
         }
-        let reader = builder.build().map_err(|_| keys_err("the file cannot be read"))?;
+        let reader = builder
+            .build()
+            .map_err(|_| keys_err("the file cannot be read"))?;
         let mut rows = 0u64;
         for batch in reader {
-            rows += batch.map_err(|_| keys_err("a page does not decrypt or authenticate"))?.num_rows() as u64;
+            rows += batch
+                .map_err(|_| keys_err("a page does not decrypt or authenticate"))?
+                .num_rows() as u64;
         }
         if rows != manifest.row_count {
             return Err(IngestError::Contract(format!(
@@ -306,12 +410,19 @@ impl Ingestor {
 }
 
 fn read_small(path: &Path) -> Result<Vec<u8>, IngestError> {
-    let err = |e: std::io::Error| IngestError::Package(format!("cannot read the manifest {}: {e}", path.display()));
+    let err = |e: std::io::Error| {
+        IngestError::Package(format!("cannot read the manifest {}: {e}", path.display()))
+    };
     let file = std::fs::File::open(path).map_err(err)?;
     let mut bytes = Vec::new();
-    file.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes).map_err(err)?;
+    file.take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(err)?;
     if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(IngestError::Package(format!("{} is too large to be a manifest", path.display())));
+        return Err(IngestError::Package(format!(
+            "{} is too large to be a manifest",
+            path.display()
+        )));
     }
     Ok(bytes)
 }

@@ -31,8 +31,16 @@ pub enum InputFormat {
 
 /// A source of rows: a header, then records of optional text fields.
 pub(crate) enum Rows {
-    Csv { reader: csv::Reader<Box<dyn Read>>, record: csv::StringRecord },
-    Parquet { batches: parquet::arrow::arrow_reader::ParquetRecordBatchReader, current: Vec<StringArray>, row: usize, len: usize },
+    Csv {
+        reader: csv::Reader<Box<dyn Read>>,
+        record: csv::StringRecord,
+    },
+    Parquet {
+        batches: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+        current: Vec<StringArray>,
+        row: usize,
+        len: usize,
+    },
 }
 
 pub(crate) struct Opened {
@@ -61,25 +69,40 @@ pub(crate) fn open(
     format: InputFormat,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<Opened, SealError> {
-    let ioerr = |source| SealError::Input { path: path.to_owned(), source };
+    let ioerr = |source| SealError::Input {
+        path: path.to_owned(),
+        source,
+    };
     let file = File::open(path).map_err(ioerr)?;
     let total_bytes = file.metadata().map_err(ioerr)?.len();
     let is_parquet = match format {
         InputFormat::Parquet => true,
         InputFormat::Csv(_) => false,
-        InputFormat::Auto => path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")),
+        InputFormat::Auto => path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("parquet")),
     };
     if is_parquet {
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| SealError::BadInput(format!("not a readable Parquet file: {e}")))?;
-        let header = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let header = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let batches = builder
             .with_batch_size(8192)
             .build()
             .map_err(|e| SealError::BadInput(format!("not a readable Parquet file: {e}")))?;
         return Ok(Opened {
             header,
-            rows: Rows::Parquet { batches, current: Vec::new(), row: 0, len: 0 },
+            rows: Rows::Parquet {
+                batches,
+                current: Vec::new(),
+                row: 0,
+                len: 0,
+            },
             total_bytes,
         });
     }
@@ -94,7 +117,10 @@ pub(crate) fn open(
         Encoding::Gbk => encoding_rs::GB18030,
         Encoding::Auto => {
             let mut head = Vec::with_capacity(SNIFF);
-            (&mut buffered).take(SNIFF as u64).read_to_end(&mut head).map_err(ioerr)?;
+            (&mut buffered)
+                .take(SNIFF as u64)
+                .read_to_end(&mut head)
+                .map_err(ioerr)?;
             let enc = detect(&head);
             // Re-open to start from the beginning; the sniffed bytes are small.
             buffered = BufReader::with_capacity(256 * 1024, File::open(path).map_err(ioerr)?);
@@ -112,20 +138,35 @@ pub(crate) fn open(
             .strip_bom(true)
             .build(raw),
     );
-    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(decoded);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(decoded);
     let header = reader
         .headers()
-        .map_err(|e| SealError::BadInput(format!("cannot read the CSV header: {}", csv_reason(&e))))?
+        .map_err(|e| {
+            SealError::BadInput(format!("cannot read the CSV header: {}", csv_reason(&e)))
+        })?
         .iter()
         .map(|h| h.trim().trim_start_matches('\u{feff}').to_owned())
         .collect();
-    Ok(Opened { header, rows: Rows::Csv { reader, record: csv::StringRecord::new() }, total_bytes })
+    Ok(Opened {
+        header,
+        rows: Rows::Csv {
+            reader,
+            record: csv::StringRecord::new(),
+        },
+        total_bytes,
+    })
 }
 
 /// Describes a CSV error without quoting the data it failed on.
 pub(crate) fn csv_reason(e: &csv::Error) -> String {
     match e.kind() {
-        csv::ErrorKind::UnequalLengths { pos, expected_len, len } => format!(
+        csv::ErrorKind::UnequalLengths {
+            pos,
+            expected_len,
+            len,
+        } => format!(
             "row {} has {len} fields where the header has {expected_len}",
             pos.as_ref().map(|p| p.record()).unwrap_or(0)
         ),
@@ -145,24 +186,39 @@ impl Rows {
             Rows::Csv { reader, record } => reader
                 .read_record(record)
                 .map_err(|e| SealError::BadInput(csv_reason(&e))),
-            Rows::Parquet { batches, current, row, len } => {
+            Rows::Parquet {
+                batches,
+                current,
+                row,
+                len,
+            } => {
                 *row += 1;
                 while *row >= *len {
                     let Some(batch) = batches.next() else {
                         return Ok(false);
                     };
-                    let batch = batch.map_err(|e| SealError::BadInput(format!("cannot read a Parquet batch: {e}")))?;
+                    let batch = batch.map_err(|e| {
+                        SealError::BadInput(format!("cannot read a Parquet batch: {e}"))
+                    })?;
                     *current = batch
                         .columns()
                         .iter()
                         .map(|col| {
                             let casted = arrow_cast::cast(col, &arrow_schema::DataType::Utf8)
-                                .map_err(|e| SealError::BadInput(format!("a Parquet column cannot be read as text: {e}")))?;
+                                .map_err(|e| {
+                                    SealError::BadInput(format!(
+                                        "a Parquet column cannot be read as text: {e}"
+                                    ))
+                                })?;
                             casted
                                 .as_any()
                                 .downcast_ref::<StringArray>()
                                 .cloned()
-                                .ok_or_else(|| SealError::BadInput("a Parquet column cannot be read as text".into()))
+                                .ok_or_else(|| {
+                                    SealError::BadInput(
+                                        "a Parquet column cannot be read as text".into(),
+                                    )
+                                })
                         })
                         .collect::<Result<_, _>>()?;
                     *len = batch.num_rows();

@@ -4,8 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BooleanBuilder, Date32Builder, FixedSizeBinaryBuilder, Float64Builder, Int64Builder, StringBuilder,
-    TimestampSecondBuilder,
+    BooleanBuilder, Date32Builder, FixedSizeBinaryBuilder, Float64Builder, Int64Builder,
+    StringBuilder, TimestampSecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
@@ -17,8 +17,17 @@ use unicode_normalization::UnicodeNormalization;
 
 /// What happens to one input column.
 enum Action {
-    Identifier { kind: IdentifierKind, required: bool, token_slot: usize, reveal_slot: Option<usize> },
-    Attribute { ty: ColumnType, required: bool, slot: usize },
+    Identifier {
+        kind: IdentifierKind,
+        required: bool,
+        token_slot: usize,
+        reveal_slot: Option<usize>,
+    },
+    Attribute {
+        ty: ColumnType,
+        required: bool,
+        slot: usize,
+    },
     Drop,
 }
 
@@ -118,7 +127,11 @@ pub(crate) struct Converter<'a> {
 
 impl<'a> Converter<'a> {
     /// Maps the header onto the contract; refuses missing or unexpected columns.
-    pub fn new(contract: &Contract, header: &[String], tokenizer: &'a dyn Tokenizer) -> Result<Self, String> {
+    pub fn new(
+        contract: &Contract,
+        header: &[String],
+        tokenizer: &'a dyn Tokenizer,
+    ) -> Result<Self, String> {
         let mut problems = Vec::new();
         for h in header {
             if !contract.columns.iter().any(|c| &c.name == h) {
@@ -150,7 +163,11 @@ impl<'a> Converter<'a> {
                 },
                 _ => Action::Drop,
             };
-            steps.push(Step { input, name: c.name.clone(), action });
+            steps.push(Step {
+                input,
+                name: c.name.clone(),
+                action,
+            });
         }
         if !problems.is_empty() {
             return Err(format!(
@@ -159,7 +176,11 @@ impl<'a> Converter<'a> {
                 problems.join(", ")
             ));
         }
-        let builders = schema.fields().iter().map(|f| Builder::new(f.data_type())).collect();
+        let builders = schema
+            .fields()
+            .iter()
+            .map(|f| Builder::new(f.data_type()))
+            .collect();
         Ok(Converter {
             schema,
             steps,
@@ -186,13 +207,26 @@ impl<'a> Converter<'a> {
             let raw = field(step.input).unwrap_or("");
             match step.action {
                 Action::Drop => {}
-                Action::Identifier { kind, required, token_slot, reveal_slot } => {
+                Action::Identifier {
+                    kind,
+                    required,
+                    token_slot,
+                    reveal_slot,
+                } => {
                     let blank = raw.trim().is_empty();
                     match (blank, normalise(kind, raw)) {
                         (false, Ok(id)) => idents.push((token_slot, Some(id), reveal_slot)),
                         (true, _) if !required => idents.push((token_slot, None, reveal_slot)),
-                        (true, _) => return Err(format!("{}:{}", step.name, NormaliseError::Blank.reason_code())),
-                        (false, Err(e)) if required => return Err(format!("{}:{}", step.name, e.reason_code())),
+                        (true, _) => {
+                            return Err(format!(
+                                "{}:{}",
+                                step.name,
+                                NormaliseError::Blank.reason_code()
+                            ));
+                        }
+                        (false, Err(e)) if required => {
+                            return Err(format!("{}:{}", step.name, e.reason_code()));
+                        }
                         (false, Err(e)) => {
                             nulled.push(format!("{}:{}", step.name, e.reason_code()));
                             idents.push((token_slot, None, reveal_slot));
@@ -200,7 +234,8 @@ impl<'a> Converter<'a> {
                     }
                 }
                 Action::Attribute { ty, required, slot } => {
-                    let value = parse_attribute(ty, raw).map_err(|code| format!("{}:{code}", step.name))?;
+                    let value =
+                        parse_attribute(ty, raw).map_err(|code| format!("{}:{code}", step.name))?;
                     if required && matches!(value, Value::Null) {
                         return Err(format!("{}:blank", step.name));
                     }
@@ -236,7 +271,10 @@ impl<'a> Converter<'a> {
                 }
             }
         }
-        let tokens = self.tokenizer.tokenize(&missing).map_err(FinishError::Token)?;
+        let tokens = self
+            .tokenizer
+            .tokenize(&missing)
+            .map_err(FinishError::Token)?;
         if tokens.len() != missing.len() {
             return Err(FinishError::Token(TokenError::BadAnswer(format!(
                 "{} tokens for {} values",
@@ -255,13 +293,16 @@ impl<'a> Converter<'a> {
                 return Err(FinishError::Internal("token column has no binary builder"));
             };
             match id.as_ref().and_then(|id| self.cache.get(id)) {
-                Some(token) => b.append_value(token.as_bytes()).map_err(|_| FinishError::Internal("token length"))?,
+                Some(token) => b
+                    .append_value(token.as_bytes())
+                    .map_err(|_| FinishError::Internal("token length"))?,
                 None => b.append_null(),
             }
         }
         let columns: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
         self.rows_in_batch = 0;
-        RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| FinishError::Arrow(e.to_string()))
+        RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| FinishError::Arrow(e.to_string()))
     }
 }
 
@@ -318,7 +359,12 @@ fn parse_attribute(ty: ColumnType, raw: &str) -> Result<Value, &'static str> {
             _ => return Err("bad_boolean"),
         }),
         ColumnType::Date => Value::Date(days_since_epoch(parse_date(text).ok_or("bad_date")?)),
-        ColumnType::Timestamp => Value::Ts(parse_timestamp(text).ok_or("bad_timestamp")?.and_utc().timestamp()),
+        ColumnType::Timestamp => Value::Ts(
+            parse_timestamp(text)
+                .ok_or("bad_timestamp")?
+                .and_utc()
+                .timestamp(),
+        ),
     })
 }
 
@@ -329,10 +375,15 @@ fn parse_date(text: &str) -> Option<NaiveDate> {
 }
 
 fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
-    ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y/%m/%d %H:%M:%S", "%Y-%m-%d %H:%M"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-        .or_else(|| parse_date(text).and_then(|d| d.and_hms_opt(0, 0, 0)))
+    [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y/%m/%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+    .or_else(|| parse_date(text).and_then(|d| d.and_hms_opt(0, 0, 0)))
 }
 
 fn days_since_epoch(d: NaiveDate) -> i32 {
@@ -346,12 +397,32 @@ mod tests {
 
     #[test]
     fn attributes_parse_or_give_a_code() {
-        assert!(matches!(parse_attribute(ColumnType::Date, " 2026/11/03 "), Ok(Value::Date(_))));
-        assert!(matches!(parse_attribute(ColumnType::Date, "2026-13-01"), Err("bad_date")));
-        assert!(matches!(parse_attribute(ColumnType::Int64, "３"), Ok(Value::Int(3))));
-        assert!(matches!(parse_attribute(ColumnType::Float64, "NaN"), Err("bad_number")));
-        assert!(matches!(parse_attribute(ColumnType::Timestamp, "2026-11-03 08:00:01"), Ok(Value::Ts(_))));
-        assert!(matches!(parse_attribute(ColumnType::Utf8, "  a   b "), Ok(Value::Text(s)) if s == "a b"));
-        assert!(matches!(parse_attribute(ColumnType::Utf8, "   "), Ok(Value::Null)));
+        assert!(matches!(
+            parse_attribute(ColumnType::Date, " 2026/11/03 "),
+            Ok(Value::Date(_))
+        ));
+        assert!(matches!(
+            parse_attribute(ColumnType::Date, "2026-13-01"),
+            Err("bad_date")
+        ));
+        assert!(matches!(
+            parse_attribute(ColumnType::Int64, "３"),
+            Ok(Value::Int(3))
+        ));
+        assert!(matches!(
+            parse_attribute(ColumnType::Float64, "NaN"),
+            Err("bad_number")
+        ));
+        assert!(matches!(
+            parse_attribute(ColumnType::Timestamp, "2026-11-03 08:00:01"),
+            Ok(Value::Ts(_))
+        ));
+        assert!(
+            matches!(parse_attribute(ColumnType::Utf8, "  a   b "), Ok(Value::Text(s)) if s == "a b")
+        );
+        assert!(matches!(
+            parse_attribute(ColumnType::Utf8, "   "),
+            Ok(Value::Null)
+        ));
     }
 }

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use blindwatch_common::fsutil;
 use blindwatch_contract::Contract;
+use blindwatch_crypto::Sha256;
 use blindwatch_crypto::manifest::{Manifest, TokenInfo, schema_digest};
 use blindwatch_crypto::sealing::{self, SealError as CryptoSealError};
 use blindwatch_crypto::sign::SigningKey;
 use blindwatch_crypto::token::{TokenError, Tokenizer};
 use blindwatch_crypto::wrap::PlatformPublicKey;
-use blindwatch_crypto::Sha256;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -57,8 +57,14 @@ pub struct SealOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
-    #[error("partner `{partner}` cannot seal dataset {table}: its contract belongs to partner `{owner}`")]
-    NotOwner { partner: String, table: String, owner: String },
+    #[error(
+        "partner `{partner}` cannot seal dataset {table}: its contract belongs to partner `{owner}`"
+    )]
+    NotOwner {
+        partner: String,
+        table: String,
+        owner: String,
+    },
     #[error("cannot read the export {path}: {source}")]
     Input { path: PathBuf, source: io::Error },
     #[error("the export cannot be sealed: {0}")]
@@ -115,7 +121,10 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
             return Err(SealError::Exists(p.clone()));
         }
     }
-    let out_err = |source| SealError::Output { dir: opts.out_dir.to_owned(), source };
+    let out_err = |source| SealError::Output {
+        dir: opts.out_dir.to_owned(),
+        source,
+    };
 
     let bar = (opts.progress && io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(0);
@@ -131,7 +140,8 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
     if let Some(bar) = &bar {
         bar.set_length(opened.total_bytes);
     }
-    let mut converter = Converter::new(contract, &opened.header, opts.tokenizer).map_err(SealError::Schema)?;
+    let mut converter =
+        Converter::new(contract, &opened.header, opts.tokenizer).map_err(SealError::Schema)?;
 
     let sealed_columns = contract.sealed_columns();
     let column_names: Vec<&str> = sealed_columns.iter().map(|c| c.name.as_str()).collect();
@@ -142,7 +152,11 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
         .with_file_encryption_properties(encryption)
         .build();
     let tmp = fsutil::temp_beside(&parquet_path).map_err(out_err)?;
-    let sink = HashingWriter { inner: BufWriter::with_capacity(1 << 20, tmp.reopen().map_err(out_err)?), hash: Sha256::default(), bytes: 0 };
+    let sink = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, tmp.reopen().map_err(out_err)?),
+        hash: Sha256::default(),
+        bytes: 0,
+    };
     let mut writer = ArrowWriter::try_new(sink, converter.schema().clone(), Some(props))
         .map_err(|e| SealError::Parquet(e.to_string()))?;
 
@@ -152,18 +166,21 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
     let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
     let (mut input_rows, mut row_count) = (0u64, 0u64);
 
-    let flush = |converter: &mut Converter<'_>, writer: &mut ArrowWriter<_>| -> Result<u64, SealError> {
-        if converter.rows_in_batch == 0 {
-            return Ok(0);
-        }
-        let batch = converter.finish_batch().map_err(|e| match e {
-            FinishError::Token(t) => SealError::Token(t),
-            FinishError::Arrow(m) => SealError::Parquet(m),
-            FinishError::Internal(m) => SealError::Parquet(m.to_owned()),
-        })?;
-        writer.write(&batch).map_err(|e| SealError::Parquet(e.to_string()))?;
-        Ok(batch.num_rows() as u64)
-    };
+    let flush =
+        |converter: &mut Converter<'_>, writer: &mut ArrowWriter<_>| -> Result<u64, SealError> {
+            if converter.rows_in_batch == 0 {
+                return Ok(0);
+            }
+            let batch = converter.finish_batch().map_err(|e| match e {
+                FinishError::Token(t) => SealError::Token(t),
+                FinishError::Arrow(m) => SealError::Parquet(m),
+                FinishError::Internal(m) => SealError::Parquet(m.to_owned()),
+            })?;
+            writer
+                .write(&batch)
+                .map_err(|e| SealError::Parquet(e.to_string()))?;
+            Ok(batch.num_rows() as u64)
+        };
 
     while opened.rows.next_row()? {
         input_rows += 1;
@@ -177,7 +194,9 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
         }
     }
     row_count += flush(&mut converter, &mut writer)?;
-    let mut sink = writer.into_inner().map_err(|e| SealError::Parquet(e.to_string()))?;
+    let mut sink = writer
+        .into_inner()
+        .map_err(|e| SealError::Parquet(e.to_string()))?;
     sink.flush().map_err(out_err)?;
     let (file_sha256, file_bytes) = (sink.hash.finish_hex(), sink.bytes);
     drop(sink.inner);
@@ -197,7 +216,10 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
         row_count,
         schema_digest: schema_digest(&sealed_columns),
         columns: sealed_columns,
-        tokens: TokenInfo { mode: opts.tokenizer.mode(), key_id: opts.tokenizer.key_id().clone() },
+        tokens: TokenInfo {
+            mode: opts.tokenizer.mode(),
+            key_id: opts.tokenizer.key_id().clone(),
+        },
         platform_key_id: opts.platform_key.id().clone(),
         partner_key_id: opts.signing_key.id().clone(),
         input_rows,
@@ -222,7 +244,10 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
         "sealed"
     );
     Ok(SealOutcome {
-        package: Package { parquet: parquet_path, manifest: manifest_path },
+        package: Package {
+            parquet: parquet_path,
+            manifest: manifest_path,
+        },
         manifest,
         rejects_report: rejects_path,
         nulled_values: converter.nulled.into_iter().collect(),

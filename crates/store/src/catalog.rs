@@ -5,7 +5,9 @@ use std::str::FromStr;
 
 use blindwatch_crypto::sign::VerifyingKey;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -15,8 +17,14 @@ pub enum CatalogError {
     Db(#[from] sqlx::Error),
     #[error("catalog migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("sequence {sequence} of {table} is not newer than the last accepted ({last}): a replayed or stale contribution")]
-    Stale { table: String, sequence: u64, last: u64 },
+    #[error(
+        "sequence {sequence} of {table} is not newer than the last accepted ({last}): a replayed or stale contribution"
+    )]
+    Stale {
+        table: String,
+        sequence: u64,
+        last: u64,
+    },
     #[error("the catalog holds a damaged partner key for `{0}`: register the partner again")]
     BadKey(String),
 }
@@ -75,7 +83,9 @@ impl Catalog {
     /// Opens the catalog; `create` makes a new one (at `keys init`).
     pub async fn open(path: &Path, create: bool) -> Result<Catalog, CatalogError> {
         if !create && !path.is_file() {
-            return Err(CatalogError::Missing { path: path.display().to_string() });
+            return Err(CatalogError::Missing {
+                path: path.display().to_string(),
+            });
         }
         // Rollback journal, not WAL: between commands the directory holds only catalog.sqlite,
         // so a refused ingest leaves the data directory byte-for-byte unchanged.
@@ -85,7 +95,10 @@ impl Catalog {
             .journal_mode(SqliteJournalMode::Delete)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Catalog { pool })
     }
@@ -94,16 +107,26 @@ impl Catalog {
         self.pool.close().await;
     }
 
-    pub async fn register_partner(&self, name: &str, key: &VerifyingKey, datasets: &[String]) -> Result<(), CatalogError> {
+    pub async fn register_partner(
+        &self,
+        name: &str,
+        key: &VerifyingKey,
+        datasets: &[String],
+    ) -> Result<(), CatalogError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM partners WHERE name = ?").bind(name).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO partners (name, public_key, key_id, registered_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("DELETE FROM partners WHERE name = ?")
             .bind(name)
-            .bind(key.as_bytes().as_slice())
-            .bind(key.id().as_str())
-            .bind(now())
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "INSERT INTO partners (name, public_key, key_id, registered_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(key.as_bytes().as_slice())
+        .bind(key.id().as_str())
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
         for table in datasets {
             sqlx::query("INSERT INTO partner_datasets (partner, table_name) VALUES (?, ?)")
                 .bind(name)
@@ -124,23 +147,35 @@ impl Catalog {
             return Ok(None);
         };
         let bytes: Vec<u8> = row.try_get("public_key")?;
-        let key = VerifyingKey::from_bytes(&bytes).ok_or_else(|| CatalogError::BadKey(name.to_owned()))?;
-        let datasets = sqlx::query_scalar("SELECT table_name FROM partner_datasets WHERE partner = ? ORDER BY table_name")
-            .bind(name)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(Some(PartnerRecord { name: name.to_owned(), key, datasets }))
+        let key = VerifyingKey::from_bytes(&bytes)
+            .ok_or_else(|| CatalogError::BadKey(name.to_owned()))?;
+        let datasets = sqlx::query_scalar(
+            "SELECT table_name FROM partner_datasets WHERE partner = ? ORDER BY table_name",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(PartnerRecord {
+            name: name.to_owned(),
+            key,
+            datasets,
+        }))
     }
 
     pub async fn partners(&self) -> Result<Vec<String>, CatalogError> {
-        Ok(sqlx::query_scalar("SELECT name FROM partners ORDER BY name").fetch_all(&self.pool).await?)
+        Ok(
+            sqlx::query_scalar("SELECT name FROM partners ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn last_sequence(&self, table: &str) -> Result<Option<u64>, CatalogError> {
-        let last: Option<i64> = sqlx::query_scalar("SELECT max(sequence) FROM contributions WHERE table_name = ?")
-            .bind(table)
-            .fetch_one(&self.pool)
-            .await?;
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT max(sequence) FROM contributions WHERE table_name = ?")
+                .bind(table)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(last.map(|s| s as u64))
     }
 
@@ -148,12 +183,17 @@ impl Catalog {
     /// concurrent ingests of one sequence cannot both succeed.
     pub async fn record_contribution(&self, c: &NewContribution<'_>) -> Result<i64, CatalogError> {
         let mut tx = self.pool.begin().await?;
-        let last: Option<i64> = sqlx::query_scalar("SELECT max(sequence) FROM contributions WHERE table_name = ?")
-            .bind(c.table)
-            .fetch_one(&mut *tx)
-            .await?;
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT max(sequence) FROM contributions WHERE table_name = ?")
+                .bind(c.table)
+                .fetch_one(&mut *tx)
+                .await?;
         if let Some(last) = last.filter(|l| *l as u64 >= c.sequence) {
-            return Err(CatalogError::Stale { table: c.table.to_owned(), sequence: c.sequence, last: last as u64 });
+            return Err(CatalogError::Stale {
+                table: c.table.to_owned(),
+                sequence: c.sequence,
+                last: last as u64,
+            });
         }
         let id = sqlx::query(
             "INSERT INTO contributions (table_name, partner, dataset, sequence, file_path, manifest_path, file_sha256, \
@@ -195,9 +235,11 @@ impl Catalog {
 
     /// Tables with at least one contribution.
     pub async fn tables(&self) -> Result<Vec<String>, CatalogError> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT table_name FROM contributions ORDER BY table_name")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT DISTINCT table_name FROM contributions ORDER BY table_name")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 }
 
@@ -228,10 +270,15 @@ mod tests {
     async fn partners_and_sequences() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.sqlite");
-        assert!(matches!(Catalog::open(&path, false).await, Err(CatalogError::Missing { .. })));
+        assert!(matches!(
+            Catalog::open(&path, false).await,
+            Err(CatalogError::Missing { .. })
+        ));
         let cat = Catalog::open(&path, true).await.unwrap();
         let key = SigningKey::generate().unwrap().verifying_key();
-        cat.register_partner("hospital", &key, &["hospital.visits".into()]).await.unwrap();
+        cat.register_partner("hospital", &key, &["hospital.visits".into()])
+            .await
+            .unwrap();
         let p = cat.partner("hospital").await.unwrap().unwrap();
         assert_eq!(p.key, key);
         assert_eq!(p.datasets, ["hospital.visits"]);
@@ -254,7 +301,10 @@ mod tests {
         cat.record_contribution(&c).await.unwrap();
         assert_eq!(cat.last_sequence("hospital.visits").await.unwrap(), Some(3));
         let replay = cat.record_contribution(&c).await.unwrap_err();
-        assert!(matches!(replay, CatalogError::Stale { last: 3, .. }), "{replay}");
+        assert!(
+            matches!(replay, CatalogError::Stale { last: 3, .. }),
+            "{replay}"
+        );
         assert_eq!(cat.contributions("hospital.visits").await.unwrap().len(), 1);
     }
 }

@@ -38,13 +38,29 @@ fn context() -> SessionContext {
         (
             "insurance",
             "claims",
-            vec![("person", token()), ("claim_date", DataType::Date32), ("amount", DataType::Float64)],
+            vec![
+                ("person", token()),
+                ("claim_date", DataType::Date32),
+                ("amount", DataType::Float64),
+            ],
         ),
-        ("tax", "employment", vec![("person", token()), ("income", DataType::Float64), ("status", DataType::Utf8)]),
+        (
+            "tax",
+            "employment",
+            vec![
+                ("person", token()),
+                ("income", DataType::Float64),
+                ("status", DataType::Utf8),
+            ],
+        ),
     ];
     let catalog = ctx.catalog("datafusion").unwrap();
     for (partner, dataset, cols) in tables {
-        let schema = Arc::new(Schema::new(cols.into_iter().map(|(n, t)| Field::new(n, t, true)).collect::<Vec<_>>()));
+        let schema = Arc::new(Schema::new(
+            cols.into_iter()
+                .map(|(n, t)| Field::new(n, t, true))
+                .collect::<Vec<_>>(),
+        ));
         let provider = match catalog.schema(partner) {
             Some(p) => p,
             None => {
@@ -53,7 +69,9 @@ fn context() -> SessionContext {
                 p
             }
         };
-        provider.register_table(dataset.into(), Arc::new(EmptyTable::new(schema))).unwrap();
+        provider
+            .register_table(dataset.into(), Arc::new(EmptyTable::new(schema)))
+            .unwrap();
     }
     ctx
 }
@@ -61,7 +79,11 @@ fn context() -> SessionContext {
 fn domains(c: &ColumnRef) -> Option<TokenDomain> {
     (c.column == "person").then(|| TokenDomain {
         mode: "consortium".into(),
-        key_id: if c.table == "tax.employment" { "key-b".into() } else { "key-a".into() },
+        key_id: if c.table == "tax.employment" {
+            "key-b".into()
+        } else {
+            "key-a".into()
+        },
     })
 }
 
@@ -78,7 +100,10 @@ async fn ok(sql: &str) -> PlanAnalysis {
 }
 
 fn uses(a: &PlanAnalysis, table: &str, column: &str) -> Vec<String> {
-    a.uses_of(table, column).iter().map(ToString::to_string).collect()
+    a.uses_of(table, column)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 fn cols(list: &[&str]) -> BTreeSet<ColumnRef> {
@@ -98,11 +123,20 @@ async fn model_query_join_group_aggregate() {
          WHERE v.visit_date >= DATE '2026-11-01' - INTERVAL '7' DAY
          GROUP BY w.person, w.station")
     .await;
-    assert_eq!(a.tables, BTreeSet::from(["hospital.visits".to_string(), "police.wanted".to_string()]));
+    assert_eq!(
+        a.tables,
+        BTreeSet::from(["hospital.visits".to_string(), "police.wanted".to_string()])
+    );
     assert_eq!(uses(&a, "hospital.visits", "person"), ["join"]);
-    assert_eq!(uses(&a, "police.wanted", "person"), ["join", "group", "output"]);
+    assert_eq!(
+        uses(&a, "police.wanted", "person"),
+        ["join", "group", "output"]
+    );
     assert_eq!(uses(&a, "police.wanted", "station"), ["group", "output"]);
-    assert_eq!(uses(&a, "hospital.visits", "visit_date"), ["filter", "aggregate (max)"]);
+    assert_eq!(
+        uses(&a, "hospital.visits", "visit_date"),
+        ["filter", "aggregate (max)"]
+    );
     assert!(a.uses_of("hospital.visits", "department").is_empty());
     assert_eq!(a.outputs.len(), 4);
     let o = &a.outputs;
@@ -115,8 +149,14 @@ async fn model_query_join_group_aggregate() {
     assert_eq!(
         a.columns_by_table(),
         BTreeMap::from([
-            ("hospital.visits".to_string(), BTreeSet::from(["person".to_string(), "visit_date".to_string()])),
-            ("police.wanted".to_string(), BTreeSet::from(["person".to_string(), "station".to_string()])),
+            (
+                "hospital.visits".to_string(),
+                BTreeSet::from(["person".to_string(), "visit_date".to_string()])
+            ),
+            (
+                "police.wanted".to_string(),
+                BTreeSet::from(["person".to_string(), "station".to_string()])
+            ),
         ])
     );
 }
@@ -132,12 +172,18 @@ async fn ctes_subqueries_and_aliases_keep_lineage() {
                 SELECT x.p AS who, x.n + 1 AS n1, x.first_seen FROM (SELECT * FROM per_person) x WHERE x.n >= 3")
     .await;
     assert_eq!(uses(&a, "hospital.visits", "department"), ["filter"]);
-    assert_eq!(uses(&a, "hospital.visits", "visit_date"), ["filter", "aggregate (min)"]);
+    assert_eq!(
+        uses(&a, "hospital.visits", "visit_date"),
+        ["filter", "aggregate (min)"]
+    );
     assert_eq!(uses(&a, "hospital.visits", "person"), ["group", "output"]);
     assert_eq!(a.outputs[0].raw_from, cols(&["hospital.visits.person"]));
     assert!(a.outputs[1].aggregated);
     assert!(a.outputs[2].aggregated);
-    assert_eq!(a.outputs[2].derived_from, cols(&["hospital.visits.visit_date"]));
+    assert_eq!(
+        a.outputs[2].derived_from,
+        cols(&["hospital.visits.visit_date"])
+    );
 }
 
 #[tokio::test]
@@ -148,9 +194,15 @@ async fn window_functions_are_per_row() {
          FROM police.wanted")
     .await;
     assert_eq!(uses(&a, "police.wanted", "station"), ["group", "output"]);
-    assert_eq!(uses(&a, "police.wanted", "danger_level"), ["order", "window (sum)", "output"]);
+    assert_eq!(
+        uses(&a, "police.wanted", "danger_level"),
+        ["order", "window (sum)", "output"]
+    );
     assert!(!a.outputs[1].aggregated);
-    assert_eq!(a.outputs[1].raw_from, cols(&["police.wanted.station", "police.wanted.danger_level"]));
+    assert_eq!(
+        a.outputs[1].raw_from,
+        cols(&["police.wanted.station", "police.wanted.danger_level"])
+    );
     assert!(!a.outputs[2].aggregated);
 }
 
@@ -162,17 +214,32 @@ async fn case_conditions_filter_and_case_values_flow() {
                 count(*) FILTER (WHERE diagnosis_group = 'F2') AS f2
          FROM hospital.visits")
     .await;
-    assert_eq!(uses(&a, "hospital.visits", "person"), ["aggregate (count distinct)"]);
+    assert_eq!(
+        uses(&a, "hospital.visits", "person"),
+        ["aggregate (count distinct)"]
+    );
     assert_eq!(uses(&a, "hospital.visits", "department"), ["filter"]);
     assert_eq!(uses(&a, "hospital.visits", "diagnosis_group"), ["filter"]);
-    assert!(a.outputs.iter().all(|o| o.aggregated && o.raw_from.is_empty()));
-    assert_eq!(a.outputs[1].derived_from, cols(&["hospital.visits.department"]));
+    assert!(
+        a.outputs
+            .iter()
+            .all(|o| o.aggregated && o.raw_from.is_empty())
+    );
+    assert_eq!(
+        a.outputs[1].derived_from,
+        cols(&["hospital.visits.department"])
+    );
 
     // In the output, a CASE on a column reveals something about each row's value.
-    let a = ok("SELECT CASE WHEN danger_level > 3 THEN 'high' ELSE 'low' END AS lvl,
-                CASE offence WHEN 'fraud' THEN station END AS st FROM police.wanted")
+    let a = ok(
+        "SELECT CASE WHEN danger_level > 3 THEN 'high' ELSE 'low' END AS lvl,
+                CASE offence WHEN 'fraud' THEN station END AS st FROM police.wanted",
+    )
     .await;
-    assert_eq!(uses(&a, "police.wanted", "danger_level"), ["filter", "output"]);
+    assert_eq!(
+        uses(&a, "police.wanted", "danger_level"),
+        ["filter", "output"]
+    );
     assert_eq!(uses(&a, "police.wanted", "offence"), ["filter", "output"]);
     assert_eq!(uses(&a, "police.wanted", "station"), ["output"]);
     assert!(!a.outputs[0].aggregated);
@@ -183,20 +250,28 @@ async fn case_conditions_filter_and_case_values_flow() {
 async fn casts_are_transparent() {
     let a = ok("SELECT CAST(amount AS BIGINT) AS a, TRY_CAST(claim_date AS VARCHAR) AS d FROM insurance.claims").await;
     assert_eq!(uses(&a, "insurance.claims", "amount"), ["output"]);
-    assert_eq!(a.outputs[1].raw_from, cols(&["insurance.claims.claim_date"]));
+    assert_eq!(
+        a.outputs[1].raw_from,
+        cols(&["insurance.claims.claim_date"])
+    );
     let a = ok("SELECT sum(CAST(amount AS BIGINT)) AS total, date_trunc('month', CAST(claim_date AS TIMESTAMP)) AS m
                 FROM insurance.claims GROUP BY 2")
     .await;
     assert_eq!(uses(&a, "insurance.claims", "amount"), ["aggregate (sum)"]);
-    assert_eq!(uses(&a, "insurance.claims", "claim_date"), ["group", "output"]);
+    assert_eq!(
+        uses(&a, "insurance.claims", "claim_date"),
+        ["group", "output"]
+    );
     assert!(a.outputs[0].aggregated && !a.outputs[1].aggregated);
 }
 
 #[tokio::test]
 async fn joins_in_where_on_and_self_joins() {
     // Implicit join: the comparison across relations is a join, the constant test a filter.
-    let a = ok("SELECT count(*) AS n FROM hospital.visits v, police.wanted w
-                WHERE v.person = w.person AND w.danger_level >= 3")
+    let a = ok(
+        "SELECT count(*) AS n FROM hospital.visits v, police.wanted w
+                WHERE v.person = w.person AND w.danger_level >= 3",
+    )
     .await;
     assert_eq!(uses(&a, "hospital.visits", "person"), ["join"]);
     assert_eq!(uses(&a, "police.wanted", "person"), ["join"]);
@@ -211,8 +286,10 @@ async fn joins_in_where_on_and_self_joins() {
     assert_eq!(uses(&a, "police.wanted", "wanted_since"), ["join"]);
 
     // Self-join: comparing two scans of one table is a join.
-    let a = ok("SELECT count(*) AS n FROM hospital.visits a JOIN hospital.visits b
-                ON a.person = b.person AND a.visit_date < b.visit_date")
+    let a = ok(
+        "SELECT count(*) AS n FROM hospital.visits a JOIN hospital.visits b
+                ON a.person = b.person AND a.visit_date < b.visit_date",
+    )
     .await;
     assert_eq!(uses(&a, "hospital.visits", "visit_date"), ["join"]);
     assert_eq!(uses(&a, "hospital.visits", "person"), ["join"]);
@@ -220,7 +297,10 @@ async fn joins_in_where_on_and_self_joins() {
     // LEFT JOIN with USING.
     let a = ok("SELECT count(c.amount) AS n FROM hospital.visits LEFT JOIN insurance.claims c USING (person)").await;
     assert_eq!(uses(&a, "hospital.visits", "person"), ["join"]);
-    assert_eq!(uses(&a, "insurance.claims", "amount"), ["aggregate (count)"]);
+    assert_eq!(
+        uses(&a, "insurance.claims", "amount"),
+        ["aggregate (count)"]
+    );
 }
 
 #[tokio::test]
@@ -237,15 +317,23 @@ async fn correlated_subqueries_exists_and_in() {
     assert_eq!(uses(&a, "insurance.claims", "person"), ["join"]);
     assert_eq!(uses(&a, "insurance.claims", "amount"), ["filter"]);
     assert_eq!(uses(&a, "hospital.visits", "department"), ["filter"]);
-    assert_eq!(uses(&a, "police.wanted", "danger_level"), ["filter", "aggregate (avg)"]);
+    assert_eq!(
+        uses(&a, "police.wanted", "danger_level"),
+        ["filter", "aggregate (avg)"]
+    );
     assert_eq!(uses(&a, "police.wanted", "station"), ["output"]);
     assert!(a.outputs[1].aggregated && a.outputs[1].raw_from.is_empty());
 }
 
 #[tokio::test]
 async fn unions_merge_lineage() {
-    let a = ok("SELECT person AS p FROM hospital.visits UNION ALL SELECT person FROM insurance.claims").await;
-    assert_eq!(a.outputs[0].raw_from, cols(&["hospital.visits.person", "insurance.claims.person"]));
+    let a =
+        ok("SELECT person AS p FROM hospital.visits UNION ALL SELECT person FROM insurance.claims")
+            .await;
+    assert_eq!(
+        a.outputs[0].raw_from,
+        cols(&["hospital.visits.person", "insurance.claims.person"])
+    );
     assert_eq!(uses(&a, "insurance.claims", "person"), ["output"]);
     // UNION (distinct) compares the rows.
     let a = ok("SELECT count(*) AS n FROM (SELECT station FROM police.wanted UNION SELECT department FROM hospital.visits) u").await;
@@ -256,12 +344,20 @@ async fn unions_merge_lineage() {
 
 #[tokio::test]
 async fn having_order_distinct_and_rollup() {
-    let a = ok("SELECT station, count(*) AS n FROM police.wanted GROUP BY station
-                HAVING count(*) >= 5 AND station <> 'east' ORDER BY station, n DESC")
+    let a = ok(
+        "SELECT station, count(*) AS n FROM police.wanted GROUP BY station
+                HAVING count(*) >= 5 AND station <> 'east' ORDER BY station, n DESC",
+    )
     .await;
-    assert_eq!(uses(&a, "police.wanted", "station"), ["filter", "group", "order", "output"]);
+    assert_eq!(
+        uses(&a, "police.wanted", "station"),
+        ["filter", "group", "order", "output"]
+    );
     let a = ok("SELECT DISTINCT department FROM hospital.visits").await;
-    assert_eq!(uses(&a, "hospital.visits", "department"), ["group", "output"]);
+    assert_eq!(
+        uses(&a, "hospital.visits", "department"),
+        ["group", "output"]
+    );
     let a = ok("SELECT station, offence, count(*) AS n FROM police.wanted GROUP BY ROLLUP (station, offence)").await;
     assert_eq!(uses(&a, "police.wanted", "offence"), ["group", "output"]);
     assert_eq!(a.outputs.len(), 3);
@@ -272,7 +368,10 @@ async fn having_order_distinct_and_rollup() {
 async fn count_star_reads_the_table_but_no_column() {
     let a = ok("SELECT count(*) AS n FROM hospital.visits").await;
     assert!(a.uses.is_empty());
-    assert_eq!(a.columns_by_table(), BTreeMap::from([("hospital.visits".to_string(), BTreeSet::new())]));
+    assert_eq!(
+        a.columns_by_table(),
+        BTreeMap::from([("hospital.visits".to_string(), BTreeSet::new())])
+    );
 }
 
 #[tokio::test]
@@ -288,19 +387,31 @@ async fn tokens_of_different_keys_never_meet() {
         match analyse(sql).await {
             Err(AnalysisError::MixedTokens { left, right, .. }) => {
                 let both = BTreeSet::from([left.table, right.table]);
-                assert_eq!(both, BTreeSet::from(["hospital.visits".to_string(), "tax.employment".to_string()]), "{sql}");
+                assert_eq!(
+                    both,
+                    BTreeSet::from(["hospital.visits".to_string(), "tax.employment".to_string()]),
+                    "{sql}"
+                );
             }
             other => panic!("{sql}: expected a token-key refusal, got {other:?}"),
         }
     }
     // Same key: fine; counting tokens of two keys side by side is fine too.
-    ok("SELECT count(*) FROM hospital.visits v JOIN insurance.claims c ON v.person = c.person").await;
+    ok("SELECT count(*) FROM hospital.visits v JOIN insurance.claims c ON v.person = c.person")
+        .await;
     ok("SELECT (SELECT count(DISTINCT person) FROM hospital.visits) AS a, (SELECT count(DISTINCT person) FROM tax.employment) AS b").await;
-    let err = analyse("SELECT count(*) FROM hospital.visits v JOIN tax.employment t ON v.person = t.person")
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("hospital.visits.person") && err.contains("tax.employment.person") && err.contains("key-b"), "{err}");
+    let err = analyse(
+        "SELECT count(*) FROM hospital.visits v JOIN tax.employment t ON v.person = t.person",
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("hospital.visits.person")
+            && err.contains("tax.employment.person")
+            && err.contains("key-b"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

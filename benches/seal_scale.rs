@@ -1,0 +1,92 @@
+//! Sealing at scale: time, rows/s, MB/s and peak memory (VmHWM) for large exports.
+//! `cargo bench -p blindwatch-bench --bench seal_scale -- 1000000 10000000`
+//! (each size runs in a child process so that its peak memory is its own).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::Instant;
+
+use blindwatch_contract::Contract;
+use blindwatch_crypto::sign::SigningKey;
+use blindwatch_crypto::token::{ConsortiumTokenizer, LinkageKey};
+use blindwatch_crypto::wrap::PlatformPrivateKey;
+use blindwatch_partner::{InputFormat, SealOptions, seal};
+
+#[path = "seal.rs"]
+#[allow(dead_code)]
+mod seal_bench;
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn one(rows: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("visits.csv");
+    seal_bench::write_visits_csv(&input, rows);
+    let bytes = std::fs::metadata(&input).unwrap().len();
+    let before = peak_rss_mib();
+    let contract = Contract::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/datasets/hospital.visits.toml"),
+    )
+    .unwrap();
+    let key = SigningKey::generate().unwrap();
+    let (_, platform) = PlatformPrivateKey::generate();
+    let tokenizer = ConsortiumTokenizer::new(&LinkageKey::from_bytes([7; 32]));
+    let started = Instant::now();
+    let outcome = seal(&SealOptions {
+        contract: &contract,
+        input: &input,
+        format: InputFormat::Auto,
+        partner: "hospital",
+        signing_key: &key,
+        platform_key: &platform,
+        tokenizer: &tokenizer,
+        sequence: 1,
+        out_dir: &dir.path().join("out"),
+        batch_rows: 65_536,
+        progress: false,
+    })
+    .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "seal {rows} rows ({:.0} MB CSV → {:.0} MB sealed): {secs:.1} s, {:.0} rows/s, {:.1} MB/s, peak RSS {:.0} MiB (after writing the CSV: {before:.0} MiB)",
+        bytes as f64 / 1e6,
+        outcome.manifest.file_bytes as f64 / 1e6,
+        rows as f64 / secs,
+        bytes as f64 / 1e6 / secs,
+        peak_rss_mib(),
+    );
+}
+
+fn main() {
+    let sizes: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    if let Ok(rows) = std::env::var("BLINDWATCH_SEAL_ROWS") {
+        one(rows.parse().unwrap());
+        return;
+    }
+    // `cargo bench` passes `--bench`; with no sizes, a quick default.
+    let sizes = if sizes.is_empty() {
+        vec![200_000]
+    } else {
+        sizes
+    };
+    for rows in sizes {
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("BLINDWATCH_SEAL_ROWS", rows.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
