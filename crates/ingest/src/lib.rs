@@ -157,14 +157,15 @@ impl Ingestor {
         };
         let actor = Principal::new(format!("partner:{partner}"))
             .or_else(|_| Principal::new("partner:unknown"));
-        if let (Some(event), Ok(actor)) = (event, actor) {
-            if let Err(e) = audit.append(&AuditRecord::now(actor, event)) {
-                // An accepted package that cannot be audited is still stored: say so loudly.
-                tracing::error!(error = %e, "could not append the ingest outcome to the audit log");
-                return Err(IngestError::Storage(format!(
-                    "the audit log refused the entry: {e}"
-                )));
-            }
+        if let (Some(event), Ok(actor)) = (event, actor)
+            && let Err(e) = audit.append(&AuditRecord::now(actor, event))
+        {
+            // The outcome stands (an accepted package is already committed), but an
+            // unaudited action must not pass silently.
+            tracing::error!(error = %e, "could not append the ingest outcome to the audit log");
+            return Err(IngestError::Storage(format!(
+                "the outcome could not be written to the audit log ({e}); repair the log with `blindwatch audit verify` before ingesting more"
+            )));
         }
         match &result {
             Ok(a) => {

@@ -264,11 +264,9 @@ impl<'a> Converter<'a> {
     pub fn finish_batch(&mut self) -> Result<RecordBatch, FinishError> {
         let mut missing: Vec<&RawIdentifier> = Vec::new();
         let mut seen: HashSet<&RawIdentifier> = HashSet::new();
-        for (_, id) in &self.pending {
-            if let Some(id) = id {
-                if !self.cache.contains_key(id) && seen.insert(id) {
-                    missing.push(id);
-                }
+        for id in self.pending.iter().filter_map(|(_, id)| id.as_ref()) {
+            if !self.cache.contains_key(id) && seen.insert(id) {
+                missing.push(id);
             }
         }
         let tokens = self
