@@ -2,7 +2,12 @@
 //! computation; every refusal leaves the platform data directory unchanged; planted canary
 //! identifiers appear nowhere on the platform, in packages or in logs.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::too_many_arguments)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::too_many_arguments
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
