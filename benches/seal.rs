@@ -15,11 +15,8 @@ use blindwatch_partner::{InputFormat, SealOptions, seal};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 pub fn id_number(i: u64) -> String {
-    let first17 = format!(
-        "110105{:08}{:03}",
-        19500101 + (i % 500) * 100 + (i / 500 % 28),
-        i % 1000
-    );
+    let (year, month, day) = (1950 + i % 50, 1 + i / 50 % 12, 1 + i / 600 % 28);
+    let first17 = format!("110105{year:04}{month:02}{day:02}{:03}", i / 16_800 % 1000);
     let check = idcard::check_digit(first17.as_bytes()).unwrap() as char;
     format!("{first17}{check}")
 }

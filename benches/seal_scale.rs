@@ -58,7 +58,9 @@ fn one(rows: u64) {
     .unwrap();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "seal {rows} rows ({:.0} MB CSV → {:.0} MB sealed): {secs:.1} s, {:.0} rows/s, {:.1} MB/s, peak RSS {:.0} MiB (after writing the CSV: {before:.0} MiB)",
+        "seal {rows} rows, {} sealed, {} rejected ({:.0} MB CSV → {:.0} MB sealed): {secs:.1} s, {:.0} rows/s, {:.1} MB/s, peak RSS {:.0} MiB (after writing the CSV: {before:.0} MiB)",
+        outcome.manifest.row_count,
+        outcome.manifest.rejected_rows.values().sum::<u64>(),
         bytes as f64 / 1e6,
         outcome.manifest.file_bytes as f64 / 1e6,
         rows as f64 / secs,
