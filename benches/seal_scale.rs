@@ -4,14 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
 use std::time::Instant;
 
-use blindwatch_contract::Contract;
 use blindwatch_crypto::sign::SigningKey;
 use blindwatch_crypto::token::{ConsortiumTokenizer, LinkageKey};
 use blindwatch_crypto::wrap::PlatformPrivateKey;
-use blindwatch_partner::{InputFormat, SealOptions, seal};
 
 #[path = "seal.rs"]
 #[allow(dead_code)]
@@ -34,28 +31,20 @@ fn one(rows: u64) {
     seal_bench::write_visits_csv(&input, rows);
     let bytes = std::fs::metadata(&input).unwrap().len();
     let before = peak_rss_mib();
-    let contract = Contract::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/datasets/hospital.visits.toml"),
-    )
-    .unwrap();
+    let contract = seal_bench::contract();
     let key = SigningKey::generate().unwrap();
     let (_, platform) = PlatformPrivateKey::generate();
     let tokenizer = ConsortiumTokenizer::new(&LinkageKey::from_bytes([7; 32]));
     let started = Instant::now();
-    let outcome = seal(&SealOptions {
-        contract: &contract,
-        input: &input,
-        format: InputFormat::Auto,
-        partner: "hospital",
-        signing_key: &key,
-        platform_key: &platform,
-        tokenizer: &tokenizer,
-        sequence: 1,
-        out_dir: &dir.path().join("out"),
-        batch_rows: 65_536,
-        progress: false,
-    })
-    .unwrap();
+    let outcome = seal_bench::seal_once(
+        &contract,
+        &input,
+        &key,
+        &platform,
+        &tokenizer,
+        1,
+        &dir.path().join("out"),
+    );
     let secs = started.elapsed().as_secs_f64();
     println!(
         "seal {rows} rows, {} sealed, {} rejected ({:.0} MB CSV → {:.0} MB sealed): {secs:.1} s, {:.0} rows/s, {:.1} MB/s, peak RSS {:.0} MiB (after writing the CSV: {before:.0} MiB)",
