@@ -205,10 +205,10 @@ impl Rows {
                         .iter()
                         .map(|col| {
                             let casted = arrow_cast::cast(col, &arrow_schema::DataType::Utf8)
-                                .map_err(|e| {
-                                    SealError::BadInput(format!(
-                                        "a Parquet column cannot be read as text: {e}"
-                                    ))
+                                .map_err(|_| {
+                                    SealError::BadInput(
+                                        "a Parquet column cannot be read as text".into(),
+                                    )
                                 })?;
                             casted
                                 .as_any()
