@@ -204,6 +204,7 @@ impl Rows {
                         .columns()
                         .iter()
                         .map(|col| {
+                            // Arrow cast errors can quote a value: they are never passed on.
                             let casted = arrow_cast::cast(col, &arrow_schema::DataType::Utf8)
                                 .map_err(|_| {
                                     SealError::BadInput(
