@@ -181,19 +181,24 @@ impl fmt::Display for TokenDomain {
     }
 }
 
+/// Token values of two token domains meet in a plan.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the query combines token column {left} ({left_domain}) with token column {right} ({right_domain}): \
+     tokens made under different modes or keys never match, so they cannot be joined, compared or mixed; \
+     have the partners tokenise both datasets under the same key"
+)]
+pub struct MixedTokens {
+    pub left: ColumnRef,
+    pub left_domain: TokenDomain,
+    pub right: ColumnRef,
+    pub right_domain: TokenDomain,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AnalysisError {
-    #[error(
-        "the query combines token column {left} ({left_domain}) with token column {right} ({right_domain}): \
-         tokens made under different modes or keys never match, so they cannot be joined, compared or mixed; \
-         have the partners tokenise both datasets under the same key"
-    )]
-    MixedTokens {
-        left: ColumnRef,
-        left_domain: TokenDomain,
-        right: ColumnRef,
-        right_domain: TokenDomain,
-    },
+    #[error(transparent)]
+    MixedTokens(Box<MixedTokens>),
     #[error("only queries (SELECT) can run on sealed data, not {0}")]
     NotAQuery(String),
     #[error("{0} is not supported in queries over sealed data; rewrite the query without it")]
@@ -341,12 +346,12 @@ fn add_token(
     col: ColumnRef,
 ) -> Result<(), AnalysisError> {
     if let Some((other_domain, other_col)) = tokens.iter().find(|(d, _)| **d != domain) {
-        return Err(AnalysisError::MixedTokens {
+        return Err(AnalysisError::MixedTokens(Box::new(MixedTokens {
             left: other_col.clone(),
             left_domain: other_domain.clone(),
             right: col,
             right_domain: domain,
-        });
+        })));
     }
     tokens.entry(domain).or_insert(col);
     Ok(())
@@ -441,16 +446,13 @@ impl Walker<'_> {
         self.out.uses.entry(src.col.clone()).or_default().insert(u);
     }
 
-    /// Records a comparison among `parts`: a join when they come from different relations,
-    /// otherwise a filter; token values of different domains may not meet.
+    /// Records a comparison among `parts`: a join when the values compared come from more
+    /// than one relation (scan), otherwise a filter; token values of different domains may
+    /// not meet.
     fn compare(&mut self, parts: &[&Info]) -> Result<(), AnalysisError> {
         check_tokens(parts)?;
-        let with_columns: Vec<BTreeSet<usize>> = parts
-            .iter()
-            .map(|p| p.scans())
-            .filter(|s| !s.is_empty())
-            .collect();
-        let across = with_columns.len() >= 2 && with_columns.iter().any(|s| *s != with_columns[0]);
+        let scans: BTreeSet<usize> = parts.iter().flat_map(|p| p.scans()).collect();
+        let across = scans.len() >= 2;
         let u = if across {
             ColumnUse::Join
         } else {

@@ -15,11 +15,11 @@ pub enum EngineError {
     #[error(
         "cannot load the platform key: {0}; run `blindwatch keys init --data-dir DIR` or restore keys/platform.key"
     )]
-    Key(#[from] KeyError),
+    Key(Box<KeyError>),
     #[error(transparent)]
-    Catalog(#[from] CatalogError),
+    Catalog(Box<CatalogError>),
     #[error(transparent)]
-    Contract(#[from] ContractError),
+    Contract(Box<ContractError>),
     #[error(
         "the data directory {0} has `*`, `?` or `[` in its path, which the query engine would read as a pattern: move it to a plain path"
     )]
@@ -80,4 +80,22 @@ pub enum EngineError {
     Execution { kind: String },
     #[error("query execution failed: {0}")]
     Resources(String),
+}
+
+impl From<KeyError> for EngineError {
+    fn from(e: KeyError) -> Self {
+        EngineError::Key(Box::new(e))
+    }
+}
+
+impl From<CatalogError> for EngineError {
+    fn from(e: CatalogError) -> Self {
+        EngineError::Catalog(Box::new(e))
+    }
+}
+
+impl From<ContractError> for EngineError {
+    fn from(e: ContractError) -> Self {
+        EngineError::Contract(Box::new(e))
+    }
 }

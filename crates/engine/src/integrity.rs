@@ -1,6 +1,8 @@
 //! File integrity before reading: a contribution's stored file must hash to the SHA-256 the
 //! catalog recorded and the signed manifest carries. Hashes are computed once per engine and
-//! file (recomputed if the file's size or modification time changes).
+//! file, and again whenever the file's size or modification time changes (a rewrite that
+//! keeps both — same length, within one tick of the file system's clock — is noticed by the
+//! next engine instance). A file that fails is hashed again at every check.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -61,17 +63,17 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
 impl IntegrityCache {
     fn file_hash(&self, path: &Path) -> std::io::Result<String> {
         let now = stamp(path)?;
-        if let Some((s, h)) = self.files.lock().ok().and_then(|m| m.get(path).cloned()) {
-            if s == now {
-                return Ok(h);
-            }
+        if let Some((s, h)) = self.files.lock().ok().and_then(|m| m.get(path).cloned())
+            && s == now
+        {
+            return Ok(h);
         }
         let hash = sha256_file(path)?;
         // Only trust the hash if the file did not change while it was read.
-        if stamp(path)? == now {
-            if let Ok(mut m) = self.files.lock() {
-                m.insert(path.to_owned(), (now, hash.clone()));
-            }
+        if stamp(path)? == now
+            && let Ok(mut m) = self.files.lock()
+        {
+            m.insert(path.to_owned(), (now, hash.clone()));
         }
         Ok(hash)
     }
@@ -83,10 +85,9 @@ impl IntegrityCache {
             .lock()
             .ok()
             .and_then(|m| m.get(path).cloned())
+            && s == now
         {
-            if s == now {
-                return Ok(facts);
-            }
+            return Ok(facts);
         }
         let bytes = std::fs::read(path)?;
         // Ingest verified the signature; here the manifest is only read back.
@@ -105,6 +106,15 @@ impl IntegrityCache {
         Ok(facts)
     }
 
+    fn forget(&self, path: &Path) {
+        if let Ok(mut m) = self.files.lock() {
+            m.remove(path);
+        }
+        if let Ok(mut m) = self.manifests.lock() {
+            m.remove(path);
+        }
+    }
+
     /// Checks one stored file (blocking: hashes the file on a cache miss).
     pub(crate) fn verify(&self, f: &StoredFile) -> Result<(), EngineError> {
         let fail = |what: String| EngineError::Integrity {
@@ -117,6 +127,8 @@ impl IntegrityCache {
             .file_hash(&f.path)
             .map_err(|e| fail(format!("the stored file cannot be read ({})", e.kind())))?;
         if !actual.eq_ignore_ascii_case(&f.catalog_sha256) {
+            // A bad file is hashed again next time, so a restored file is noticed at once.
+            self.forget(&f.path);
             return Err(fail(
                 "the stored file's SHA-256 does not match the hash the catalog recorded at ingest"
                     .into(),
@@ -138,6 +150,7 @@ impl IntegrityCache {
                 ))
             })?;
         if !actual.eq_ignore_ascii_case(&facts.file_sha256) {
+            self.forget(&f.manifest_path);
             return Err(fail(
                 "the stored file's SHA-256 does not match its signed manifest".into(),
             ));

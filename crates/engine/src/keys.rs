@@ -56,15 +56,16 @@ struct ContributionKeys {
 
 impl KeyRetriever for ContributionKeys {
     fn retrieve_key(&self, key_metadata: &[u8]) -> parquet::errors::Result<Vec<u8>> {
-        if let Ok(wrapped) = WrappedKey::from_metadata(key_metadata) {
-            if wrapped.col != FOOTER && !self.released.contains(&wrapped.col) {
-                return Err(ParquetError::External(Box::new(KeyProblem::NotReleased {
-                    table: self.file.table.clone(),
-                    column: wrapped.col,
-                    sequence: self.file.sequence,
-                    file: self.file.file.clone(),
-                })));
-            }
+        if let Ok(wrapped) = WrappedKey::from_metadata(key_metadata)
+            && wrapped.col != FOOTER
+            && !self.released.contains(&wrapped.col)
+        {
+            return Err(ParquetError::External(Box::new(KeyProblem::NotReleased {
+                table: self.file.table.clone(),
+                column: wrapped.col,
+                sequence: self.file.sequence,
+                file: self.file.file.clone(),
+            })));
         }
         // The platform retriever checks the release again, unwraps and caches.
         self.inner.retrieve_key(key_metadata).map_err(|e| {

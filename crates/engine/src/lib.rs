@@ -44,7 +44,9 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::{Stream, StreamExt};
 
-pub use analysis::{AnalysisError, ColumnRef, ColumnUse, OutputColumn, PlanAnalysis, TokenDomain};
+pub use analysis::{
+    AnalysisError, ColumnRef, ColumnUse, MixedTokens, OutputColumn, PlanAnalysis, TokenDomain,
+};
 pub use error::EngineError;
 pub use tables::TableInfo;
 

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema};
-use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+use datafusion::catalog::MemorySchemaProvider;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::prelude::SessionContext;
 
@@ -13,7 +13,8 @@ fn token() -> DataType {
 
 fn context() -> SessionContext {
     let ctx = SessionContext::new();
-    let tables: [(&str, &str, Vec<(&str, DataType)>); 4] = [
+    type Columns = Vec<(&'static str, DataType)>;
+    let tables: [(&str, &str, Columns); 4] = [
         (
             "hospital",
             "visits",
@@ -277,6 +278,15 @@ async fn joins_in_where_on_and_self_joins() {
     assert_eq!(uses(&a, "police.wanted", "person"), ["join"]);
     assert_eq!(uses(&a, "police.wanted", "danger_level"), ["filter"]);
 
+    // A condition over values of two relations is a join condition, whatever its shape.
+    let a = ok(
+        "SELECT count(*) AS n FROM insurance.claims c, police.wanted w
+                WHERE c.person = w.person AND c.amount + w.danger_level > 100",
+    )
+    .await;
+    assert_eq!(uses(&a, "insurance.claims", "amount"), ["join"]);
+    assert_eq!(uses(&a, "police.wanted", "danger_level"), ["join"]);
+
     // ON with a one-sided condition: that part is a filter.
     let a = ok("SELECT count(*) AS n FROM hospital.visits v
                 JOIN police.wanted w ON v.person = w.person AND w.danger_level > 2 AND v.visit_date > w.wanted_since")
@@ -385,8 +395,8 @@ async fn tokens_of_different_keys_never_meet() {
         "SELECT coalesce(v.person, t.person) FROM hospital.visits v FULL JOIN tax.employment t ON v.visit_date = DATE '2026-01-01'",
     ] {
         match analyse(sql).await {
-            Err(AnalysisError::MixedTokens { left, right, .. }) => {
-                let both = BTreeSet::from([left.table, right.table]);
+            Err(AnalysisError::MixedTokens(m)) => {
+                let both = BTreeSet::from([m.left.table, m.right.table]);
                 assert_eq!(
                     both,
                     BTreeSet::from(["hospital.visits".to_string(), "tax.employment".to_string()]),
