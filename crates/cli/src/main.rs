@@ -48,24 +48,9 @@ struct DataDirArg {
     data_dir: PathBuf,
 }
 
+/// The synthetic city, shared by `demo` and `synth`.
 #[derive(Args)]
-struct DemoArgs {
-    /// Working directory; `partners/<name>/` holds what stays with each partner, `platform/` what the platform holds.
-    #[arg(long, default_value = "demo-data")]
-    data_dir: PathBuf,
-    #[arg(long, default_value_t = 20_000)]
-    persons: u64,
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
-    /// Last day of the synthetic activity window (default: today, UTC).
-    #[arg(long)]
-    as_of: Option<chrono::NaiveDate>,
-}
-
-#[derive(Args)]
-struct SynthArgs {
-    #[arg(long)]
-    out: PathBuf,
+struct CityArgs {
     #[arg(long, default_value_t = 20_000)]
     persons: u64,
     #[arg(long, default_value_t = 7)]
@@ -73,6 +58,23 @@ struct SynthArgs {
     /// Last day of the 365-day activity window (default: today, UTC).
     #[arg(long)]
     as_of: Option<chrono::NaiveDate>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Working directory; `partners/<name>/` holds what stays with each partner, `platform/` what the platform holds.
+    #[arg(long, default_value = "demo-data")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    city: CityArgs,
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    city: CityArgs,
     /// Share of rows with messy input (0 to 0.5).
     #[arg(long, default_value_t = 0.02)]
     messy_rate: f64,
@@ -219,8 +221,14 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     use commands as c;
     match cli.command {
-        Command::Demo(a) => demo::run(&a.data_dir, a.persons, a.seed, a.as_of).await,
-        Command::Synth(a) => c::synth(&a.out, a.persons, a.seed, a.as_of, a.messy_rate),
+        Command::Demo(a) => demo::run(&a.data_dir, a.city.persons, a.city.seed, a.city.as_of).await,
+        Command::Synth(a) => c::synth(
+            &a.out,
+            a.city.persons,
+            a.city.seed,
+            a.city.as_of,
+            a.messy_rate,
+        ),
         Command::Keys(KeysCommand::Init(a)) => c::keys_init(&a.data_dir).await.map(|_| ()),
         Command::Keys(KeysCommand::Linkage { out }) => c::keys_linkage(&out),
         Command::Partner(PartnerCommand::Keygen { partner, out }) => {
