@@ -80,6 +80,10 @@ pub enum KeyFileKind {
     Deployment,
     LogSigning,
     LogPublic,
+    /// The token authority's OPRF private key (a ristretto255 scalar).
+    TokenAuthority,
+    /// A partner's key for its local encrypted token cache.
+    TokenCache,
 }
 
 impl KeyFileKind {
@@ -93,6 +97,10 @@ impl KeyFileKind {
             KeyFileKind::Deployment => "blindwatch deployment secret v1",
             KeyFileKind::LogSigning => "blindwatch audit log signing key v1 (Ed25519 PKCS#8)",
             KeyFileKind::LogPublic => "blindwatch audit log public key v1 (Ed25519)",
+            KeyFileKind::TokenAuthority => {
+                "blindwatch token authority key v1 (OPRF ristretto255-SHA512)"
+            }
+            KeyFileKind::TokenCache => "blindwatch partner token cache key v1 (AES-256-GCM)",
         }
     }
 

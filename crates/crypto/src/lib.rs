@@ -2,17 +2,22 @@
 //! encryption); what is written here is only the glue and the formats.
 //!
 //! - [`token`]: the [`token::Tokenizer`] seam and the consortium (HMAC-SHA256) mode.
+//! - [`blind`]: the blind mode, RFC 9497 OPRF (ristretto255-SHA512): the authority's key,
+//!   the partner's [`blind::BlindTokenizer`] and the [`blind::BlindTransport`] seam.
+//! - [`token_cache`]: the partner's encrypted local token cache.
 //! - [`keys`]: key files (0600, refused when readable by others) and key ids.
 //! - [`wrap`]: HPKE (RFC 9180) wrapping of Parquet column keys to the platform's key.
 //! - [`sign`]: Ed25519 partner keys and DSSE-style signed envelopes.
 //! - [`manifest`]: the signed manifest that travels with every contribution.
 //! - [`sealing`]: Parquet encryption properties for sealing and key retrievers for reading.
 
+pub mod blind;
 pub mod keys;
 pub mod manifest;
 pub mod sealing;
 pub mod sign;
 pub mod token;
+pub mod token_cache;
 pub mod wrap;
 
 pub use keys::KeyId;

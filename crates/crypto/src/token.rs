@@ -3,7 +3,7 @@
 //! [`Tokenizer`] is the seam between the partner's sealing code and the way tokens are made.
 //! This module has the consortium mode: HMAC-SHA256 under a per-kind key derived with HKDF
 //! from a linkage key that the partners share and the platform never holds. The blind (OPRF)
-//! mode implements the same trait.
+//! mode ([`crate::blind::BlindTokenizer`]) implements the same trait.
 
 use std::fmt;
 
@@ -66,6 +66,8 @@ pub enum TokenError {
     Refused(String),
     #[error("the token authority sent an answer that does not verify: {0}")]
     BadAnswer(String),
+    #[error("the local token cache cannot be used: {0}")]
+    Cache(String),
 }
 
 /// Turns normalised identifiers into tokens, a batch at a time (a blind tokenizer pays a
@@ -75,6 +77,11 @@ pub trait Tokenizer: Send + Sync {
     /// Names the key behind the tokens, so data tokenised under different keys is kept apart.
     fn key_id(&self) -> &KeyId;
     fn tokenize(&self, inputs: &[&RawIdentifier]) -> Result<Vec<Token>, TokenError>;
+    /// Makes what the tokenizer keeps between runs durable (the blind mode's token cache).
+    /// Called by the sealer once a run's tokens are all made.
+    fn flush(&self) -> Result<(), TokenError> {
+        Ok(())
+    }
 }
 
 /// The consortium's shared linkage key. Held by partners only.
