@@ -10,7 +10,7 @@ use blindwatch_common::fsutil;
 use blindwatch_contract::{Contract, ContractSet, is_plain_name};
 use blindwatch_crypto::keys::{self, KeyFileKind};
 use blindwatch_crypto::sign::{SigningKey, VerifyingKey};
-use blindwatch_crypto::token::{ConsortiumTokenizer, LinkageKey};
+use blindwatch_crypto::token::{ConsortiumTokenizer, LinkageKey, Tokenizer};
 use blindwatch_crypto::wrap::{PlatformPrivateKey, PlatformPublicKey};
 use blindwatch_ingest::Ingestor;
 use blindwatch_partner::{Encoding, InputFormat, SealOptions, SealOutcome};
@@ -212,11 +212,90 @@ pub struct SealFiles<'a> {
     pub batch_rows: usize,
 }
 
+/// What a seal needs besides the way tokens are made.
+pub struct SealJob<'a> {
+    pub contract: &'a Path,
+    pub input: &'a Path,
+    pub partner: &'a str,
+    pub partner_key: &'a Path,
+    pub platform_key: &'a Path,
+    pub sequence: u64,
+    pub out: &'a Path,
+    pub encoding: Encoding,
+    pub batch_rows: usize,
+}
+
+impl<'a> SealJob<'a> {
+    pub fn with_linkage_key(&self, linkage_key: &'a Path) -> SealFiles<'a> {
+        SealFiles {
+            contract: self.contract,
+            input: self.input,
+            partner: self.partner,
+            partner_key: self.partner_key,
+            platform_key: self.platform_key,
+            linkage_key,
+            sequence: self.sequence,
+            out: self.out,
+            encoding: self.encoding,
+            batch_rows: self.batch_rows,
+        }
+    }
+}
+
+impl<'a> SealFiles<'a> {
+    pub fn job(&self) -> SealJob<'a> {
+        SealJob {
+            contract: self.contract,
+            input: self.input,
+            partner: self.partner,
+            partner_key: self.partner_key,
+            platform_key: self.platform_key,
+            sequence: self.sequence,
+            out: self.out,
+            encoding: self.encoding,
+            batch_rows: self.batch_rows,
+        }
+    }
+}
+
+/// Seals in consortium mode (HMAC under the linkage key).
 pub fn partner_seal(f: &SealFiles<'_>) -> anyhow::Result<SealOutcome> {
+    let tokenizer = ConsortiumTokenizer::new(&LinkageKey::read(f.linkage_key)?);
+    partner_seal_with(&f.job(), &tokenizer)
+}
+
+/// Seals in blind mode: identifiers are blinded on this machine and only blinded elements
+/// go to the token authority at `authority`, signed with the partner's key; tokens are
+/// cached (encrypted) in `cache_dir` so a later seal asks only for new values.
+pub fn partner_seal_blind(
+    job: &SealJob<'_>,
+    authority: &str,
+    cache_dir: &Path,
+) -> anyhow::Result<SealOutcome> {
+    let signing_key = Arc::new(SigningKey::read(job.partner_key, KeyFileKind::PartnerSigning)?);
+    let tokenizer =
+        blindwatch_tokens::blind_tokenizer(authority, job.partner, signing_key, cache_dir)
+            .context("connecting to the token authority")?;
+    let cached_before = tokenizer.cached();
+    let outcome = partner_seal_with(job, &tokenizer)?;
+    println!(
+        "  blind tokens: key {}, {} values sent blinded to the authority, {} cached before ({})",
+        outcome.manifest.tokens.key_id,
+        tokenizer.requested(),
+        cached_before,
+        cache_dir.display()
+    );
+    Ok(outcome)
+}
+
+/// Seals with any tokenizer.
+pub fn partner_seal_with(
+    f: &SealJob<'_>,
+    tokenizer: &dyn Tokenizer,
+) -> anyhow::Result<SealOutcome> {
     let contract = Contract::load(f.contract)?;
     let signing_key = SigningKey::read(f.partner_key, KeyFileKind::PartnerSigning)?;
     let platform_key = PlatformPublicKey::read(f.platform_key)?;
-    let tokenizer = ConsortiumTokenizer::new(&LinkageKey::read(f.linkage_key)?);
     let format = match (f.encoding, f.input.extension().and_then(|e| e.to_str())) {
         (_, Some("parquet")) => InputFormat::Parquet,
         (enc, _) => InputFormat::Csv(enc),
@@ -229,7 +308,7 @@ pub fn partner_seal(f: &SealFiles<'_>) -> anyhow::Result<SealOutcome> {
         partner: f.partner,
         signing_key: &signing_key,
         platform_key: &platform_key,
-        tokenizer: &tokenizer,
+        tokenizer,
         sequence: f.sequence,
         out_dir: f.out,
         batch_rows: f.batch_rows,
@@ -357,5 +436,70 @@ pub fn audit_verify_proof(bundle: &Path, key: &Path) -> anyhow::Result<()> {
         &LogPublicKey::from_vkey(key_text.trim())?,
     )?;
     println!("ok: {verified:?}");
+    Ok(())
+}
+
+/// `tokens keygen`: a new OPRF key for the token authority.
+pub fn tokens_keygen(path: &Path) -> anyhow::Result<()> {
+    let key = blindwatch_crypto::blind::AuthorityKey::generate()?;
+    key.write(path)?;
+    println!(
+        "wrote token authority key {} (key id {}): keep it with the authority only, never on the platform",
+        path.display(),
+        key.key_id()
+    );
+    Ok(())
+}
+
+/// `tokens add-partner`: registers a partner's Ed25519 public key with the authority.
+pub fn tokens_add_partner(dir: &Path, partner: &str, key: &Path) -> anyhow::Result<()> {
+    let key = VerifyingKey::read(key, KeyFileKind::PartnerPublic)?;
+    blindwatch_tokens::AuthorityDir::new(dir).add_partner(partner, &key)?;
+    println!(
+        "partner {partner} (key {}) may now ask the token authority in {} for evaluations (restart a running authority to pick it up)",
+        key.id(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `tokens serve`: the token authority, until interrupted.
+pub async fn tokens_serve(
+    key: &Path,
+    listen: &str,
+    dir: &Path,
+    privacy: &Path,
+) -> anyhow::Result<()> {
+    let key = blindwatch_crypto::blind::AuthorityKey::read(key)?;
+    let quotas = blindwatch_tokens::Quotas::load(privacy)?;
+    let authority_dir = blindwatch_tokens::AuthorityDir::new(dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let partners = authority_dir.partners()?;
+    if partners.is_empty() {
+        tracing::warn!("no partner is registered yet: every request will be refused");
+    }
+    let audit = authority_dir.open_audit_log()?;
+    let authority = Arc::new(blindwatch_tokens::Authority::new(
+        key,
+        quotas,
+        partners.clone(),
+        Some(audit),
+    )?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    println!(
+        "token authority: key {}, {} partners, listening on http://{} (audit log {}); Ctrl-C stops",
+        authority.key_id(),
+        partners.len(),
+        listener.local_addr()?,
+        authority_dir.audit_dir().display()
+    );
+    blindwatch_tokens::serve(listener, authority.clone(), async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    authority.checkpoint()?;
+    println!("token authority stopped; audit log checkpoint signed");
     Ok(())
 }

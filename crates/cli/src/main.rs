@@ -39,6 +39,53 @@ enum Command {
     /// Verify the audit log, print checkpoints and inclusion proofs.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The token authority of the blind mode (run by a party other than the platform).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Create the authority's OPRF key (ristretto255-SHA512), 0600; prints its key id.
+    Keygen {
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Let a partner ask for evaluations: register its Ed25519 public key (NAME.pub, the
+    /// key it signs manifests with) in the authority's directory.
+    AddPartner {
+        /// The authority's directory (partner register, audit log).
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        partner: String,
+        /// The partner's public key file (NAME.pub).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Serve batch OPRF evaluations over HTTP to registered partners, within their quotas.
+    Serve {
+        /// The authority's OPRF key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Address to listen on, e.g. 127.0.0.1:7300.
+        #[arg(long)]
+        listen: String,
+        /// The authority's directory (partner register, audit log).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Privacy settings with the [token_authority] quotas.
+        #[arg(long, default_value = "policies/privacy.toml")]
+        privacy: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TokensArg {
+    /// HMAC-SHA256 under the consortium linkage key (--linkage-key).
+    Consortium,
+    /// RFC 9497 OPRF through a token authority (--authority).
+    Blind,
 }
 
 #[derive(Args)]
@@ -141,9 +188,18 @@ struct SealArgs {
     /// The platform's public key (platform.pub).
     #[arg(long)]
     platform_key: PathBuf,
-    /// The consortium linkage key (consortium token mode).
+    /// How identifiers become tokens.
+    #[arg(long, value_enum, default_value = "consortium")]
+    tokens: TokensArg,
+    /// The consortium linkage key (consortium mode).
     #[arg(long)]
-    linkage_key: PathBuf,
+    linkage_key: Option<PathBuf>,
+    /// The token authority's URL, e.g. http://127.0.0.1:7300 (blind mode).
+    #[arg(long)]
+    authority: Option<String>,
+    /// Where the encrypted token cache and its key live (blind mode; default: the directory of --partner-key).
+    #[arg(long)]
+    token_cache: Option<PathBuf>,
     /// Sequence number of this contribution; must grow with every contribution to the dataset.
     #[arg(long)]
     seq: u64,
@@ -246,19 +302,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 EncodingArg::Utf8 => blindwatch_partner::Encoding::Utf8,
                 EncodingArg::Gbk => blindwatch_partner::Encoding::Gbk,
             };
-            let seal = c::SealFiles {
+            let job = c::SealJob {
                 contract: &a.contract,
                 input: &a.input,
                 partner: &a.partner,
                 partner_key: &a.partner_key,
                 platform_key: &a.platform_key,
-                linkage_key: &a.linkage_key,
                 sequence: a.seq,
                 out: &a.out,
                 encoding,
                 batch_rows: a.batch_rows,
             };
-            c::partner_seal(&seal).map(|_| ())
+            match (a.tokens, &a.linkage_key, &a.authority) {
+                (TokensArg::Consortium, Some(linkage_key), None) => {
+                    c::partner_seal(&job.with_linkage_key(linkage_key)).map(|_| ())
+                }
+                (TokensArg::Consortium, None, _) => anyhow::bail!(
+                    "consortium mode needs --linkage-key FILE (or use --tokens blind --authority URL)"
+                ),
+                (TokensArg::Consortium, Some(_), Some(_)) => anyhow::bail!(
+                    "--authority is for blind mode: add --tokens blind, or drop --authority"
+                ),
+                (TokensArg::Blind, None, Some(url)) => {
+                    let default_cache = a
+                        .partner_key
+                        .parent()
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .unwrap_or(std::path::Path::new("."))
+                        .to_owned();
+                    let cache = a.token_cache.clone().unwrap_or(default_cache);
+                    c::partner_seal_blind(&job, url, &cache).map(|_| ())
+                }
+                (TokensArg::Blind, _, None) => anyhow::bail!(
+                    "blind mode needs --authority URL (the token authority, e.g. http://127.0.0.1:7300)"
+                ),
+                (TokensArg::Blind, Some(_), Some(_)) => anyhow::bail!(
+                    "--linkage-key is for consortium mode: drop it in blind mode (modes never mix)"
+                ),
+            }
         }
         Command::Ingest(a) => c::ingest(&a.data_dir, &a.packages).await,
         Command::Catalog(a) => c::catalog(&a.data_dir).await,
@@ -268,5 +349,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::VerifyProof { bundle, key }) => {
             c::audit_verify_proof(&bundle, &key)
         }
+        Command::Tokens(TokensCommand::Keygen { key }) => c::tokens_keygen(&key),
+        Command::Tokens(TokensCommand::AddPartner { dir, partner, key }) => {
+            c::tokens_add_partner(&dir, &partner, &key)
+        }
+        Command::Tokens(TokensCommand::Serve {
+            key,
+            listen,
+            dir,
+            privacy,
+        }) => c::tokens_serve(&key, &listen, &dir, &privacy).await,
     }
 }

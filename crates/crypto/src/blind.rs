@@ -110,12 +110,16 @@ impl AuthorityKey {
     /// returns the evaluated elements in the same order. The whole batch is refused if any
     /// element is malformed: nothing is evaluated then.
     pub fn evaluate_blinded(&self, blinded: &[u8]) -> Result<Vec<u8>, BlindError> {
-        let elements = parse_blinded(blinded)?;
-        let mut out = Vec::with_capacity(blinded.len());
-        for element in &elements {
+        Ok(self.evaluate_batch(&parse_blinded(blinded)?))
+    }
+
+    /// Evaluates a batch that [`parse_blinded`] accepted.
+    pub fn evaluate_batch(&self, batch: &BlindedBatch) -> Vec<u8> {
+        let mut out = Vec::with_capacity(batch.0.len() * ELEMENT_LEN);
+        for element in &batch.0 {
             out.extend_from_slice(&self.server.blind_evaluate(element).serialize());
         }
-        Ok(out)
+        out
     }
 
     /// The token of `raw` computed directly with the key (what a blind evaluation yields).
@@ -134,8 +138,20 @@ impl AuthorityKey {
     }
 }
 
+/// A request's blinded elements, each checked to be a valid non-identity group element.
+pub struct BlindedBatch(Vec<BlindedElement<Suite>>);
+
+impl BlindedBatch {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Parses a request body: every element must decode (the identity is refused).
-pub fn parse_blinded(blinded: &[u8]) -> Result<Vec<BlindedElement<Suite>>, BlindError> {
+pub fn parse_blinded(blinded: &[u8]) -> Result<BlindedBatch, BlindError> {
     if blinded.is_empty() || blinded.len() % ELEMENT_LEN != 0 {
         return Err(BlindError::Length(blinded.len()));
     }
@@ -145,7 +161,8 @@ pub fn parse_blinded(blinded: &[u8]) -> Result<Vec<BlindedElement<Suite>>, Blind
         .map(|(index, bytes)| {
             BlindedElement::<Suite>::deserialize(bytes).map_err(|_| BlindError::BadElement { index })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(BlindedBatch)
 }
 
 /// The client state of one blinded input: the blind scalar (zeroed on drop).

@@ -26,6 +26,10 @@ impl KeyId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// A key id as another party published it (e.g. a token authority's answer).
+    pub fn from_public_name(name: &str) -> KeyId {
+        KeyId(name.to_owned())
+    }
 }
 
 impl fmt::Display for KeyId {

@@ -102,6 +102,18 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Makes the tokenizer's cache durable when sealing ends, successfully or not. A cache
+/// that cannot be written costs only work on the next run, so it is a warning.
+struct FlushOnDrop<'a>(&'a dyn Tokenizer);
+
+impl Drop for FlushOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.flush() {
+            tracing::warn!(error = %e, "the token cache was not saved; the next seal asks for these values again");
+        }
+    }
+}
+
 pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
     let started = Instant::now();
     let contract = opts.contract;
@@ -142,6 +154,8 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
     }
     let mut converter =
         Converter::new(contract, &opened.header, opts.tokenizer).map_err(SealError::Schema)?;
+    // Whatever happens next, tokens obtained so far are kept for the next run.
+    let _keep_tokens = FlushOnDrop(opts.tokenizer);
 
     let sealed_columns = contract.sealed_columns();
     let column_names: Vec<&str> = sealed_columns.iter().map(|c| c.name.as_str()).collect();
