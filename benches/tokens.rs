@@ -27,7 +27,12 @@ fn cpu_seconds() -> f64 {
     // Fields after the command name (which is in parentheses): utime is 14th, stime 15th.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // Field 14 is at index 11 after the state field (index 0 = field 3).
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -87,9 +92,12 @@ fn main() {
         LogSigner::from_pkcs8("bench/token-authority", log_key.pkcs8()).unwrap(),
     )
     .unwrap();
-    let authority =
-        LocalAuthority::start(AuthorityKey::generate().unwrap(), Quotas::unlimited(), Some(audit))
-            .unwrap();
+    let authority = LocalAuthority::start(
+        AuthorityKey::generate().unwrap(),
+        Quotas::unlimited(),
+        Some(audit),
+    )
+    .unwrap();
     let partner = Arc::new(SigningKey::generate().unwrap());
     authority
         .register_partner("bench", &partner.verifying_key())

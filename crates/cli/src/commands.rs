@@ -272,7 +272,10 @@ pub fn partner_seal_blind(
     authority: &str,
     cache_dir: &Path,
 ) -> anyhow::Result<SealOutcome> {
-    let signing_key = Arc::new(SigningKey::read(job.partner_key, KeyFileKind::PartnerSigning)?);
+    let signing_key = Arc::new(SigningKey::read(
+        job.partner_key,
+        KeyFileKind::PartnerSigning,
+    )?);
     let tokenizer =
         blindwatch_tokens::blind_tokenizer(authority, job.partner, signing_key, cache_dir)
             .context("connecting to the token authority")?;

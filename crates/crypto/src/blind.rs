@@ -37,9 +37,7 @@ type Suite = Ristretto255;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlindError {
-    #[error(
-        "the request is not a whole number of {ELEMENT_LEN}-byte group elements ({0} bytes)"
-    )]
+    #[error("the request is not a whole number of {ELEMENT_LEN}-byte group elements ({0} bytes)")]
     Length(usize),
     #[error(
         "element {index} of the request is not a valid ristretto255 element (or is the identity)"
@@ -61,7 +59,8 @@ pub struct AuthorityKey {
 impl AuthorityKey {
     /// A fresh random key.
     pub fn generate() -> Result<AuthorityKey, KeyError> {
-        let server = OprfServer::<Suite>::new(&mut rand::rngs::OsRng).map_err(|_| KeyError::Random)?;
+        let server =
+            OprfServer::<Suite>::new(&mut rand::rngs::OsRng).map_err(|_| KeyError::Random)?;
         AuthorityKey::from_server(server).map_err(|_| KeyError::Random)
     }
 
@@ -73,7 +72,8 @@ impl AuthorityKey {
 
     /// RFC 9497 `DeriveKeyPair(seed, info)` (used by the test vectors).
     pub fn derive(seed: &[u8], info: &[u8]) -> Result<AuthorityKey, BlindError> {
-        let server = OprfServer::<Suite>::new_from_seed(seed, info).map_err(|_| BlindError::BadKey)?;
+        let server =
+            OprfServer::<Suite>::new_from_seed(seed, info).map_err(|_| BlindError::BadKey)?;
         AuthorityKey::from_server(server)
     }
 
@@ -82,7 +82,7 @@ impl AuthorityKey {
         // The public key sk·G names the key; it reveals nothing of the scalar.
         let scalar =
             <Suite as Group>::deserialize_scalar(&secret).map_err(|_| BlindError::BadKey)?;
-        let public = <Suite as Group>::serialize_elem(<Suite as Group>::base_elem() * &scalar);
+        let public = <Suite as Group>::serialize_elem(<Suite as Group>::base_elem() * scalar);
         let key_id = KeyId::derive("oprf-ristretto255-sha512", &public);
         Ok(AuthorityKey { server, key_id })
     }
@@ -152,14 +152,15 @@ impl BlindedBatch {
 
 /// Parses a request body: every element must decode (the identity is refused).
 pub fn parse_blinded(blinded: &[u8]) -> Result<BlindedBatch, BlindError> {
-    if blinded.is_empty() || blinded.len() % ELEMENT_LEN != 0 {
+    if blinded.is_empty() || !blinded.len().is_multiple_of(ELEMENT_LEN) {
         return Err(BlindError::Length(blinded.len()));
     }
     blinded
         .chunks_exact(ELEMENT_LEN)
         .enumerate()
         .map(|(index, bytes)| {
-            BlindedElement::<Suite>::deserialize(bytes).map_err(|_| BlindError::BadElement { index })
+            BlindedElement::<Suite>::deserialize(bytes)
+                .map_err(|_| BlindError::BadElement { index })
         })
         .collect::<Result<Vec<_>, _>>()
         .map(BlindedBatch)
@@ -174,7 +175,12 @@ pub(crate) struct Blinded {
 pub(crate) fn blind(input: &[u8]) -> Result<(Blinded, [u8; ELEMENT_LEN]), TokenError> {
     let result = OprfClient::<Suite>::blind(input, &mut rand::rngs::OsRng)
         .map_err(|_| TokenError::BadAnswer("an identifier is too long to tokenise".into()))?;
-    Ok((Blinded { state: result.state }, element_bytes(&result.message.serialize())))
+    Ok((
+        Blinded {
+            state: result.state,
+        },
+        element_bytes(&result.message.serialize()),
+    ))
 }
 
 /// Unblinds and finalises one evaluated element into the 64-byte OPRF output.
@@ -475,10 +481,8 @@ mod tests {
         ];
         for (input, blinded_hex, evaluated_hex, output_hex) in vectors {
             let input = unhex(input);
-            let blind =
-                <Suite as Group>::deserialize_scalar(&unhex(blind_hex)).unwrap();
-            let result =
-                OprfClient::<Suite>::deterministic_blind_unchecked(&input, blind).unwrap();
+            let blind = <Suite as Group>::deserialize_scalar(&unhex(blind_hex)).unwrap();
+            let result = OprfClient::<Suite>::deterministic_blind_unchecked(&input, blind).unwrap();
             let blinded = result.message.serialize();
             assert_eq!(hex::encode(blinded), blinded_hex);
             let evaluated = key.evaluate_blinded(&blinded).unwrap();

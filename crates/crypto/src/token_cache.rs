@@ -130,7 +130,7 @@ impl TokenCache {
             .aead
             .open_in_place(nonce, Aad::from(self.aad()), buf.as_mut_slice())
             .map_err(|_| damaged())?;
-        if plain.len() % ENTRY_LEN != 0 {
+        if !plain.len().is_multiple_of(ENTRY_LEN) {
             return Err(damaged());
         }
         self.map.reserve(plain.len() / ENTRY_LEN);
@@ -182,8 +182,8 @@ impl TokenCache {
             plain.extend_from_slice(lookup);
             plain.extend_from_slice(token.as_bytes());
         }
-        let nonce_bytes = crate::random_secret::<NONCE_LEN>()
-            .map_err(|e| TokenError::Cache(e.to_string()))?;
+        let nonce_bytes =
+            crate::random_secret::<NONCE_LEN>().map_err(|e| TokenError::Cache(e.to_string()))?;
         let nonce = Nonce::assume_unique_for_key(*nonce_bytes);
         self.aead
             .seal_in_place_append_tag(nonce, Aad::from(self.aad()), &mut *plain)

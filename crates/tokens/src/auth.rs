@@ -47,7 +47,11 @@ pub struct SignedHeaders {
     pub signature: String,
 }
 
-pub fn sign_request(partner: &str, key: &SigningKey, body: &[u8]) -> Result<SignedHeaders, blindwatch_crypto::keys::KeyError> {
+pub fn sign_request(
+    partner: &str,
+    key: &SigningKey,
+    body: &[u8],
+) -> Result<SignedHeaders, blindwatch_crypto::keys::KeyError> {
     let time = chrono::Utc::now().timestamp();
     let nonce = hex::encode(blindwatch_crypto::random_secret::<16>()?.as_ref());
     let signature = B64.encode(key.sign(&signed_message(partner, time, &nonce, body)));

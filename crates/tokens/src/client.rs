@@ -40,7 +40,11 @@ struct ErrorBody {
 
 impl HttpTransport {
     /// `url` is the authority's base URL, e.g. `http://127.0.0.1:7300`.
-    pub fn new(url: &str, partner: &str, key: Arc<SigningKey>) -> Result<HttpTransport, TokenError> {
+    pub fn new(
+        url: &str,
+        partner: &str,
+        key: Arc<SigningKey>,
+    ) -> Result<HttpTransport, TokenError> {
         let base = url.trim_end_matches('/').to_owned();
         if !base.starts_with("http://") {
             return Err(TokenError::Unreachable(format!(
@@ -85,7 +89,11 @@ impl HttpTransport {
 impl BlindTransport for HttpTransport {
     fn key_id(&self) -> Result<KeyId, TokenError> {
         let url = format!("{}{}", self.base, auth::KEY_PATH);
-        let mut response = self.agent.get(&url).call().map_err(|e| self.unreachable(e))?;
+        let mut response = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| self.unreachable(e))?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
@@ -97,7 +105,9 @@ impl BlindTransport for HttpTransport {
             return Err(Self::refusal(status, &body));
         }
         let info: KeyInfo = serde_json::from_slice(&body).map_err(|_| {
-            TokenError::BadAnswer(format!("{url} did not answer with a token authority key description"))
+            TokenError::BadAnswer(format!(
+                "{url} did not answer with a token authority key description"
+            ))
         })?;
         if info.mode != OPRF_MODE || info.suite != OPRF_SUITE {
             return Err(TokenError::BadAnswer(format!(
@@ -109,7 +119,9 @@ impl BlindTransport for HttpTransport {
             && info.key_id.len() <= 64
             && info.key_id.bytes().all(|b| b.is_ascii_hexdigit());
         if !plain {
-            return Err(TokenError::BadAnswer("the authority's key id is malformed".into()));
+            return Err(TokenError::BadAnswer(
+                "the authority's key id is malformed".into(),
+            ));
         }
         Ok(KeyId::from_public_name(&info.key_id))
     }
@@ -150,8 +162,10 @@ impl BlindTransport for HttpTransport {
         }
         let key_id = key_id
             .filter(|k| !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| TokenError::BadAnswer("the answer does not name the evaluating key".into()))?;
-        if body.len() != blinded.len() || body.len() % ELEMENT_LEN != 0 {
+            .ok_or_else(|| {
+                TokenError::BadAnswer("the answer does not name the evaluating key".into())
+            })?;
+        if body.len() != blinded.len() || !body.len().is_multiple_of(ELEMENT_LEN) {
             return Err(TokenError::BadAnswer(format!(
                 "{} bytes answered for {} bytes asked",
                 body.len(),

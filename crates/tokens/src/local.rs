@@ -36,8 +36,11 @@ impl LocalAuthority {
 
     /// Serves an authority that is already set up.
     pub fn serve(authority: Arc<Authority>) -> Result<LocalAuthority, AuthorityError> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(AuthorityError::Listen)?;
-        listener.set_nonblocking(true).map_err(AuthorityError::Listen)?;
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(AuthorityError::Listen)?;
+        listener
+            .set_nonblocking(true)
+            .map_err(AuthorityError::Listen)?;
         let addr = listener.local_addr().map_err(AuthorityError::Listen)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -80,7 +83,11 @@ impl LocalAuthority {
 
     /// Lets a partner ask for evaluations, authenticated by its Ed25519 key (the public half
     /// of the key it signs manifests with).
-    pub fn register_partner(&self, partner: &str, key: &VerifyingKey) -> Result<(), AuthorityError> {
+    pub fn register_partner(
+        &self,
+        partner: &str,
+        key: &VerifyingKey,
+    ) -> Result<(), AuthorityError> {
         self.authority.register_partner(partner, key)
     }
 

@@ -106,7 +106,8 @@ impl Quotas {
             why,
         };
         // toml's messages quote the offending line; settings hold no personal data.
-        let file: PrivacyFile = toml::from_str(text).map_err(|e| invalid(e.message().to_owned()))?;
+        let file: PrivacyFile =
+            toml::from_str(text).map_err(|e| invalid(e.message().to_owned()))?;
         let section = file.token_authority.ok_or_else(|| PolicyError::Missing {
             path: path.to_owned(),
         })?;
@@ -157,8 +158,20 @@ mod tests {
         "#;
         let q = Quotas::parse(text, Path::new("privacy.toml")).unwrap();
         assert_eq!(q.max_batch, 1024);
-        assert_eq!(q.limits_for("hospital"), Limits { per_day: 10, total: 100 });
-        assert_eq!(q.limits_for("police"), Limits { per_day: 50, total: 500 });
+        assert_eq!(
+            q.limits_for("hospital"),
+            Limits {
+                per_day: 10,
+                total: 100
+            }
+        );
+        assert_eq!(
+            q.limits_for("police"),
+            Limits {
+                per_day: 50,
+                total: 500
+            }
+        );
     }
 
     #[test]

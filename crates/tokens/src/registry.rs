@@ -144,8 +144,11 @@ impl AuthorityDir {
         let log = AuditLog::open(self.audit_dir(), signer)?;
         let vkey = self.log_public_key();
         if !vkey.exists() {
-            fsutil::write_new(&vkey, format!("{}\n", log.public_key().to_vkey()).as_bytes())
-                .map_err(|source| AuthorityError::Io { path: vkey, source })?;
+            fsutil::write_new(
+                &vkey,
+                format!("{}\n", log.public_key().to_vkey()).as_bytes(),
+            )
+            .map_err(|source| AuthorityError::Io { path: vkey, source })?;
         }
         Ok(log)
     }

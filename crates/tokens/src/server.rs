@@ -153,7 +153,11 @@ impl Authority {
     }
 
     /// Lets `partner` ask for evaluations, authenticated by `key`.
-    pub fn register_partner(&self, partner: &str, key: &VerifyingKey) -> Result<(), AuthorityError> {
+    pub fn register_partner(
+        &self,
+        partner: &str,
+        key: &VerifyingKey,
+    ) -> Result<(), AuthorityError> {
         crate::registry::check_partner_name(partner)?;
         self.partners
             .write()
@@ -227,10 +231,13 @@ impl Authority {
                 "the request nonce must be 32 hex digits".into(),
             ));
         }
-        let signature = B64.decode(get(auth::HEADER_SIGNATURE)?).map_err(|_| {
-            Refusal::Unauthenticated("the request signature is not base64".into())
-        })?;
-        if !key.verify(&auth::signed_message(partner, time, nonce, body), &signature) {
+        let signature = B64
+            .decode(get(auth::HEADER_SIGNATURE)?)
+            .map_err(|_| Refusal::Unauthenticated("the request signature is not base64".into()))?;
+        if !key.verify(
+            &auth::signed_message(partner, time, nonce, body),
+            &signature,
+        ) {
             return Err(Refusal::Unauthenticated(format!(
                 "the request signature does not verify with partner `{partner}`'s registered key (key {}): sign with that key, or re-register the partner's new key",
                 key.id()
@@ -283,7 +290,7 @@ impl Authority {
     /// Handles one evaluation request completely (blocking: run it off the async workers).
     pub fn handle_evaluate(&self, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, Refusal> {
         let partner = self.authenticate(headers, body)?;
-        if body.is_empty() || body.len() % ELEMENT_LEN != 0 {
+        if body.is_empty() || !body.len().is_multiple_of(ELEMENT_LEN) {
             return Err(Refusal::Malformed(format!(
                 "the body must be one or more {ELEMENT_LEN}-byte blinded elements ({} bytes received)",
                 body.len()
@@ -372,7 +379,9 @@ async fn evaluate(
             tracing::warn!(status = refusal.status().as_u16(), reason = %refusal, "token request refused");
             refusal.into_response()
         }
-        Err(_) => Refusal::Unavailable("the evaluation task failed: try again".into()).into_response(),
+        Err(_) => {
+            Refusal::Unavailable("the evaluation task failed: try again".into()).into_response()
+        }
     }
 }
 

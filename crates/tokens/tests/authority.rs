@@ -31,7 +31,11 @@ const ROWS: &[&str] = &[
     "V3,110105198001010016,李四,,临江区人民医院,surgery,injury,2026-11-03",
     "V5,440524188001010014,赵六,13900000000,临江区人民医院,internal,other,2026-11-04",
 ];
-const PERSONS: &[&str] = &["11010519491231002X", "110105198001010016", "440524188001010014"];
+const PERSONS: &[&str] = &[
+    "11010519491231002X",
+    "110105198001010016",
+    "440524188001010014",
+];
 const PHONES: &[&str] = &["13812345678", "13900000000"];
 
 struct Partner {
@@ -174,10 +178,20 @@ fn blind_seal_gives_the_direct_evaluation_and_records_mode_and_key() {
     assert_eq!(outcome.manifest.row_count, 4);
 
     let persons = partner.tokens(&outcome, "person");
-    let expected: Vec<[u8; 16]> = ["11010519491231002X", "110105491231002", "110105198001010016", "440524188001010014"]
-        .iter()
-        .map(|v| *same_key.token_of(&normalise(IdentifierKind::Person, v).unwrap()).unwrap().as_bytes())
-        .collect();
+    let expected: Vec<[u8; 16]> = [
+        "11010519491231002X",
+        "110105491231002",
+        "110105198001010016",
+        "440524188001010014",
+    ]
+    .iter()
+    .map(|v| {
+        *same_key
+            .token_of(&normalise(IdentifierKind::Person, v).unwrap())
+            .unwrap()
+            .as_bytes()
+    })
+    .collect();
     assert_eq!(persons, expected.into_iter().map(Some).collect::<Vec<_>>());
     // The 15-digit form normalises to the 18-digit one: one token.
     assert_eq!(persons[0], persons[1]);
@@ -197,7 +211,8 @@ fn capturing_proxy(target: &str) -> (String, Arc<Mutex<Vec<u8>>>) {
         for client in listener.incoming() {
             let Ok(mut client) = client else { return };
             let mut server = TcpStream::connect(&upstream).unwrap();
-            let (mut client_r, mut server_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut client_r, mut server_w) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
             let captured = captured.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 16384];
@@ -241,7 +256,10 @@ fn the_authority_receives_no_identifier_nor_its_hash() {
     let seen = seen.lock().unwrap().clone();
     assert!(seen.len() > 5 * ELEMENT_LEN, "the proxy saw the traffic");
     let mut needles: Vec<Vec<u8>> = Vec::new();
-    for (kind, values) in [(IdentifierKind::Person, PERSONS), (IdentifierKind::Phone, PHONES)] {
+    for (kind, values) in [
+        (IdentifierKind::Person, PERSONS),
+        (IdentifierKind::Phone, PHONES),
+    ] {
         for value in values {
             let id = normalise(kind, value).unwrap();
             let input = id.tokenizer_input().to_vec();
@@ -260,7 +278,10 @@ fn the_authority_receives_no_identifier_nor_its_hash() {
         needles.push(v.as_bytes()[v.len() - 8..].to_vec());
     }
     for needle in &needles {
-        assert!(!contains(&seen, needle), "the authority received identifying bytes");
+        assert!(
+            !contains(&seen, needle),
+            "the authority received identifying bytes"
+        );
     }
     // Nor a name or the tokens themselves.
     assert!(!contains(&seen, "张三".as_bytes()));
@@ -279,10 +300,7 @@ impl BlindTransport for Capture {
     fn key_id(&self) -> Result<blindwatch_crypto::KeyId, TokenError> {
         Ok(blindwatch_crypto::KeyId::derive("capture", b""))
     }
-    fn evaluate(
-        &self,
-        blinded: &[u8],
-    ) -> Result<blindwatch_crypto::blind::Evaluation, TokenError> {
+    fn evaluate(&self, blinded: &[u8]) -> Result<blindwatch_crypto::blind::Evaluation, TokenError> {
         self.sent.lock().unwrap().extend_from_slice(blinded);
         Err(TokenError::Unreachable("capture only".into()))
     }
@@ -359,9 +377,17 @@ fn over_quota_is_refused_whole_with_429_and_nothing_is_evaluated() {
     let transport = HttpTransport::new(local.url(), "hospital", partner.signing.clone()).unwrap();
 
     // Over the daily quota: HTTP 429, refused whole, nothing used or audited.
-    let (status, body) = signed_post(local.url(), &partner.signing, "hospital", &blinded_elements(5));
+    let (status, body) = signed_post(
+        local.url(),
+        &partner.signing,
+        "hospital",
+        &blinded_elements(5),
+    );
     assert_eq!(status, 429);
-    assert!(body.contains("daily quota") && body.contains("nothing was evaluated"), "{body}");
+    assert!(
+        body.contains("daily quota") && body.contains("nothing was evaluated"),
+        "{body}"
+    );
     assert_eq!(authority.usage("hospital").total, 0);
     // Within quota.
     let answer = transport.evaluate(&blinded_elements(4)).unwrap();
@@ -378,9 +404,18 @@ fn over_quota_is_refused_whole_with_429_and_nothing_is_evaluated() {
 
     // A seal over quota fails cleanly and writes no package.
     let tokenizer = BlindTokenizer::connect(Arc::new(transport), None).unwrap();
-    let err = partner.seal(&tokenizer, &partner.export(ROWS), 1).unwrap_err();
-    assert!(matches!(err, SealError::Token(TokenError::Refused(_))), "{err}");
-    assert!(partner.outbox_files().is_empty(), "{:?}", partner.outbox_files());
+    let err = partner
+        .seal(&tokenizer, &partner.export(ROWS), 1)
+        .unwrap_err();
+    assert!(
+        matches!(err, SealError::Token(TokenError::Refused(_))),
+        "{err}"
+    );
+    assert!(
+        partner.outbox_files().is_empty(),
+        "{:?}",
+        partner.outbox_files()
+    );
 
     // One audit entry: the accepted batch of 4, partner and count only.
     drop(local);
@@ -518,7 +553,10 @@ fn an_unreachable_or_lying_authority_fails_the_seal_with_nothing_written() {
     let partner = Partner::new();
     let input = partner.export(ROWS);
     // Nobody listens.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let err = blind_tokenizer(
         &format!("http://{port}"),
         "hospital",
@@ -551,7 +589,11 @@ fn an_unreachable_or_lying_authority_fails_the_seal_with_nothing_written() {
             Err(e) => {
                 assert!(matches!(e, SealError::Token(_)), "{e}");
                 assert!(e.to_string().contains(expect), "{e}");
-                assert!(partner.outbox_files().is_empty(), "{:?}", partner.outbox_files());
+                assert!(
+                    partner.outbox_files().is_empty(),
+                    "{:?}",
+                    partner.outbox_files()
+                );
             }
             Ok(outcome) => {
                 // An echo cannot be told from a key of 1 (OPRF mode is not verifiable);
@@ -570,8 +612,15 @@ fn an_unreachable_or_lying_authority_fails_the_seal_with_nothing_written() {
     let tokenizer = partner.tokenizer(authority.url());
     drop(authority);
     let err = partner.seal(&tokenizer, &input, 1).unwrap_err();
-    assert!(matches!(err, SealError::Token(TokenError::Unreachable(_))), "{err}");
-    assert!(partner.outbox_files().is_empty(), "{:?}", partner.outbox_files());
+    assert!(
+        matches!(err, SealError::Token(TokenError::Unreachable(_))),
+        "{err}"
+    );
+    assert!(
+        partner.outbox_files().is_empty(),
+        "{:?}",
+        partner.outbox_files()
+    );
 }
 
 #[test]
@@ -581,7 +630,9 @@ fn a_later_seal_sends_only_values_it_has_not_seen() {
     let authority = start(key, Quotas::unlimited(), &partner);
     let first = {
         let tokenizer = partner.tokenizer(authority.url());
-        let outcome = partner.seal(&tokenizer, &partner.export(&ROWS[..2]), 1).unwrap();
+        let outcome = partner
+            .seal(&tokenizer, &partner.export(&ROWS[..2]), 1)
+            .unwrap();
         assert_eq!(tokenizer.requested(), 2);
         outcome
     };
@@ -590,7 +641,10 @@ fn a_later_seal_sends_only_values_it_has_not_seen() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(cache_files.iter().any(|f| f == "token-cache.key"), "{cache_files:?}");
+    assert!(
+        cache_files.iter().any(|f| f == "token-cache.key"),
+        "{cache_files:?}"
+    );
     assert!(
         cache_files.contains(&format!("tokens-{}.cache", authority.key_id())),
         "{cache_files:?}"
@@ -601,7 +655,10 @@ fn a_later_seal_sends_only_values_it_has_not_seen() {
     // Only the two new persons and the one new phone went to the authority.
     assert_eq!(tokenizer.requested(), 3);
     assert_eq!(authority.authority().usage("hospital").total, 5);
-    let (a, b) = (partner.tokens(&first, "person"), partner.tokens(&second, "person"));
+    let (a, b) = (
+        partner.tokens(&first, "person"),
+        partner.tokens(&second, "person"),
+    );
     assert_eq!(a[..], b[..2]);
 }
 
@@ -614,8 +671,12 @@ fn a_new_key_gives_a_new_key_id_and_different_tokens() {
     let new = start(new_key, Quotas::unlimited(), &partner);
     assert_ne!(old.key_id(), new.key_id());
     let input = partner.export(ROWS);
-    let a = partner.seal(&partner.tokenizer(old.url()), &input, 1).unwrap();
-    let b = partner.seal(&partner.tokenizer(new.url()), &input, 2).unwrap();
+    let a = partner
+        .seal(&partner.tokenizer(old.url()), &input, 1)
+        .unwrap();
+    let b = partner
+        .seal(&partner.tokenizer(new.url()), &input, 2)
+        .unwrap();
     assert_eq!(&a.manifest.tokens.key_id, old.key_id());
     assert_eq!(&b.manifest.tokens.key_id, new.key_id());
     let (ta, tb) = (partner.tokens(&a, "person"), partner.tokens(&b, "person"));
