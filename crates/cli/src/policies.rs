@@ -20,6 +20,7 @@ pub const SHIPPED: &[(&str, &str)] = shipped![
     "datasets/police.mental_health_registry.toml",
     "datasets/police.wanted.toml",
     "datasets/tax.employment.toml",
+    "privacy.toml",
 ];
 
 /// Writes every shipped policy file that `dir` does not have yet; never overwrites.

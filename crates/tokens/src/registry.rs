@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! DIR/partners.toml   partners that may ask for evaluations: name → Ed25519 public key
-//! DIR/log.key         the authority's audit-log signing key (0600)
-//! DIR/log.vkey        its verifier key (signed-note format), for auditors and partners
+//! DIR/keys/log.key    the authority's audit-log signing key (0600)
+//! DIR/keys/log.vkey   its verifier key (signed-note format), for auditors and partners
 //! DIR/audit/          the authority's audit log (one entry per evaluated batch)
 //! ```
+//! The log is laid out as in a platform data directory, so auditors check it with the
+//! same command: `blindwatch audit verify --data-dir DIR`.
 //! The OPRF key itself is a separate file (`--key`), so it can live on other storage.
 
 use std::collections::BTreeMap;
@@ -67,10 +69,10 @@ impl AuthorityDir {
         self.root.join("partners.toml")
     }
     pub fn log_key(&self) -> PathBuf {
-        self.root.join("log.key")
+        self.root.join("keys").join("log.key")
     }
     pub fn log_public_key(&self) -> PathBuf {
-        self.root.join("log.vkey")
+        self.root.join("keys").join("log.vkey")
     }
     pub fn audit_dir(&self) -> PathBuf {
         self.root.join("audit")
