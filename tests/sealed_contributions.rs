@@ -541,6 +541,44 @@ fn canary_identifiers_appear_nowhere_but_in_the_partners_exports() {
     );
     logs.extend(out.stderr);
     logs.extend(out.stdout);
+    // The models run over the canary rows (three disputes at one address raise alerts) and
+    // their alerts are listed: none of it may carry a canary value either.
+    for args in [
+        vec!["run", "--data-dir", s(&platform), "--as-of", "2026-11-30"],
+        vec!["alerts", "--data-dir", s(&platform), "--format", "json", "--all"],
+        vec!["alerts", "--data-dir", s(&platform)],
+    ] {
+        let out = bw(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        logs.extend(out.stderr);
+        logs.extend(out.stdout);
+    }
+    let alerts: Vec<serde_json::Value> = serde_json::from_str(&ok(&[
+        "alerts",
+        "--data-dir",
+        s(&platform),
+        "--format",
+        "json",
+        "--model",
+        "repeat-address",
+    ]))
+    .unwrap();
+    let linkage = LinkageKey::read(&police.join("keys/linkage.key")).unwrap();
+    let address = normalise(IdentifierKind::Address, canary_address).unwrap();
+    let token = ConsortiumTokenizer::new(&linkage).tokenize_one(&address);
+    let secret = blindwatch_crypto::keys::read_fixed::<32>(
+        &platform.join("keys/deployment.key"),
+        blindwatch_crypto::keys::KeyFileKind::Deployment,
+    )
+    .unwrap();
+    let (_, pseudonym) =
+        blindwatch_alerts::Pseudonymizer::new(&secret).subject("address", token.as_bytes());
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["subject"] == pseudonym.as_str() && a["tier"] == "blue"),
+        "the canary address raised its alert"
+    );
 
     let mut needles: Vec<Vec<u8>> = Vec::new();
     for value in [

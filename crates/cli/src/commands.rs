@@ -36,6 +36,26 @@ pub fn synth(
 
 /// Creates a platform data directory. Refuses to touch one that has keys already.
 pub async fn keys_init(data_dir: &Path) -> anyhow::Result<DataDir> {
+    let (dir, public, installed) = init_platform(data_dir).await?;
+    println!("initialised {}", data_dir.display());
+    println!(
+        "  platform key {} (partners seal to {})",
+        public.id(),
+        dir.platform_public_key().display()
+    );
+    println!(
+        "  {installed} shipped policy files in {}",
+        dir.policies_dir().display()
+    );
+    println!(
+        "  audit log verifier key in {}",
+        dir.log_public_key().display()
+    );
+    Ok(dir)
+}
+
+/// `keys init` without the report: the data directory, its public key, policy files written.
+pub async fn init_platform(data_dir: &Path) -> anyhow::Result<(DataDir, PlatformPublicKey, usize)> {
     let dir = DataDir::new(data_dir);
     if dir.platform_private_key().exists() {
         bail!(
@@ -73,21 +93,7 @@ pub async fn keys_init(data_dir: &Path) -> anyhow::Result<DataDir> {
         AuditEvent::PolicyLoaded { digest },
     ))?;
     audit.checkpoint()?;
-    println!("initialised {}", data_dir.display());
-    println!(
-        "  platform key {} (partners seal to {})",
-        public.id(),
-        dir.platform_public_key().display()
-    );
-    println!(
-        "  {installed} shipped policy files in {}",
-        dir.policies_dir().display()
-    );
-    println!(
-        "  audit log verifier key in {}",
-        dir.log_public_key().display()
-    );
-    Ok(dir)
+    Ok((dir, public, installed))
 }
 
 fn policy_digest(dir: &Path) -> anyhow::Result<Sha256Digest> {

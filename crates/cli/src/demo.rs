@@ -6,6 +6,7 @@
 //! D/partners/<partner>/keys      its signing key, the consortium linkage key
 //! D/partners/<partner>/outbox    sealed packages it sends
 //! D/platform                     an ordinary platform data directory (no raw identifier)
+//! D/specialist/models           the data specialist's warning models (and their test cases)
 //! D/ground_truth.json            the generator's planted scenarios (for tests)
 //! ```
 
@@ -18,6 +19,7 @@ use blindwatch_partner::Encoding;
 use blindwatch_store::DataDir;
 
 use crate::commands::{self, SealFiles};
+use crate::{model_test, models};
 
 const MARKER: &str = ".blindwatch-demo";
 
@@ -100,6 +102,36 @@ pub async fn run(
     println!("4. platform: ingest");
     commands::ingest(platform.root(), &packages).await?;
     commands::catalog(platform.root()).await?;
+
+    // The data specialist's models, registered (checked against the contracts) and run.
+    println!("5. warning models: register and run as of {as_of}");
+    let specialist = root.join("specialist").join("models");
+    std::fs::create_dir_all(&specialist)?;
+    let mut files = Vec::new();
+    for (id, model, fixture) in models::SHIPPED_MODELS {
+        let file = specialist.join(format!("{id}.toml"));
+        std::fs::write(&file, model)?;
+        std::fs::write(model_test::fixture_path(&file), fixture)?;
+        files.push(file);
+    }
+    models::model_register(platform.root(), &files, true).await?;
+    let reports = models::run(platform.root(), None, Some(as_of)).await?;
+    models::print_runs(&reports);
+    println!("6. open alerts by station and tier");
+    models::summary(platform.root()).await?;
+    println!("   top alerts:");
+    models::alerts(
+        platform.root(),
+        &models::AlertsQuery {
+            station: None,
+            tier: None,
+            model: None,
+            all: false,
+            limit: Some(12),
+            format: models::Format::Table,
+        },
+    )
+    .await?;
     audit_summary(&platform)?;
     println!(
         "done in {:.1} s; platform data directory: {}",

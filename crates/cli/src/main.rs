@@ -3,6 +3,8 @@
 
 mod commands;
 mod demo;
+mod model_test;
+mod models;
 mod policies;
 
 use std::path::PathBuf;
@@ -42,6 +44,77 @@ enum Command {
     /// The token authority of the blind mode (run by a party other than the platform).
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Check, register and test warning models.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Evaluate the registered models and record their alerts.
+    Run(RunArgs),
+    /// List alerts (open ones unless --all).
+    Alerts(AlertsArgs),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Check model files against the data directory's catalog and contracts.
+    Check {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Check model files and register them (install into DIR/models), audited.
+    Register {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run each model's fixture cases (MODEL.test.toml beside MODEL.toml).
+    Test {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Run only this model.
+    #[arg(long)]
+    model: Option<String>,
+    /// Evaluate as of this day (what `current_date` means); default: now.
+    #[arg(long)]
+    as_of: Option<chrono::NaiveDate>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+struct AlertsArgs {
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Only this station's alerts (e.g. S03).
+    #[arg(long)]
+    station: Option<String>,
+    /// Only this tier: red, orange, yellow or blue.
+    #[arg(long)]
+    tier: Option<String>,
+    /// Only this model's alerts.
+    #[arg(long)]
+    model: Option<String>,
+    /// Include closed alerts.
+    #[arg(long)]
+    all: bool,
+    /// At most this many.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: FormatArg,
 }
 
 #[derive(Subcommand)]
@@ -359,5 +432,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dir,
             privacy,
         }) => c::tokens_serve(&key, &listen, &dir, &privacy).await,
+        Command::Model(ModelCommand::Check { data_dir, files }) => {
+            models::model_check(&data_dir, &files).await
+        }
+        Command::Model(ModelCommand::Register { data_dir, files }) => {
+            models::model_register(&data_dir, &files, false).await
+        }
+        Command::Model(ModelCommand::Test { files }) => model_test::model_test(&files).await,
+        Command::Run(a) => {
+            let reports = models::run(&a.data_dir, a.model.as_deref(), a.as_of).await?;
+            models::print_runs(&reports);
+            Ok(())
+        }
+        Command::Alerts(a) => {
+            models::alerts(
+                &a.data_dir,
+                &models::AlertsQuery {
+                    station: a.station.as_deref(),
+                    tier: a.tier.as_deref(),
+                    model: a.model.as_deref(),
+                    all: a.all,
+                    limit: a.limit,
+                    format: match a.format {
+                        FormatArg::Table => models::Format::Table,
+                        FormatArg::Json => models::Format::Json,
+                    },
+                },
+            )
+            .await
+        }
     }
 }

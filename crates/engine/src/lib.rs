@@ -39,7 +39,7 @@ use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::common::{DataFusionError, TableReference};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::{Stream, StreamExt};
@@ -76,6 +76,8 @@ pub struct Engine {
     contracts: ContractSet,
     snapshot: Arc<Snapshot>,
     integrity: Arc<IntegrityCache>,
+    /// The time `now()` and `current_date` mean in executions (None: the real time).
+    clock: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A planned query: what it reads and how, and the column keys its execution releases.
@@ -189,6 +191,7 @@ impl Engine {
             contracts,
             snapshot,
             integrity: Arc::default(),
+            clock: None,
         })
     }
 
@@ -197,6 +200,13 @@ impl Engine {
     pub async fn refresh(&mut self) -> Result<(), EngineError> {
         self.snapshot = Arc::new(load_snapshot(&self.root, &self.catalog, &self.contracts).await?);
         Ok(())
+    }
+
+    /// Fixes what `now()` and `current_date` mean in later executions, so a run can be
+    /// evaluated as of a given day (a replay, a model test, a synthetic city); `None`
+    /// restores the real time.
+    pub fn set_clock(&mut self, now: Option<chrono::DateTime<chrono::Utc>>) {
+        self.clock = now;
     }
 
     pub fn contracts(&self) -> &ContractSet {
@@ -294,14 +304,20 @@ impl Engine {
         ))
     }
 
+    /// The plan as a DataFrame of the run's session, under the engine's clock.
+    fn dataframe(&self, ctx: &SessionContext, plan: &CheckedPlan) -> DataFrame {
+        let mut state = ctx.state();
+        if let Some(now) = self.clock {
+            state.execution_props_mut().query_execution_start_time = Some(now);
+        }
+        DataFrame::new(state, plan.plan.clone())
+    }
+
     /// Executes a checked plan and collects its result.
     pub async fn execute(&self, plan: &CheckedPlan) -> Result<Vec<RecordBatch>, EngineError> {
         let started = std::time::Instant::now();
         let (ctx, factory) = self.prepare(plan).await?;
-        let run = async {
-            let df = ctx.execute_logical_plan(plan.plan.clone()).await?;
-            df.collect().await
-        };
+        let run = async { self.dataframe(&ctx, plan).collect().await };
         let batches = run.await.map_err(|e| execution_error(&e, &factory))?;
         tracing::debug!(
             tables = ?plan.release.keys().collect::<Vec<_>>(),
@@ -316,10 +332,7 @@ impl Engine {
     /// Executes a checked plan as a stream of batches.
     pub async fn execute_stream(&self, plan: &CheckedPlan) -> Result<BatchStream, EngineError> {
         let (ctx, factory) = self.prepare(plan).await?;
-        let run = async {
-            let df = ctx.execute_logical_plan(plan.plan.clone()).await?;
-            df.execute_stream().await
-        };
+        let run = async { self.dataframe(&ctx, plan).execute_stream().await };
         let stream = run.await.map_err(|e| execution_error(&e, &factory))?;
         Ok(Box::pin(stream.map(move |r| {
             r.map_err(|e| execution_error(&e, &factory))

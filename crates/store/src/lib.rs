@@ -7,6 +7,8 @@
 //! keys/log.vkey          audit-log verifier key (signed-note format), for auditors
 //! policies/              contracts (datasets/), Cedar policies, privacy settings
 //! catalog.sqlite         partners, their datasets, accepted contributions
+//! models/<id>.toml       registered warning models (checked against the contracts)
+//! alerts.sqlite          alerts (pseudonymous subjects only), their history, model runs
 //! packages/<partner>/<dataset>/<partner>.<dataset>.<seq>.{parquet,manifest.json}
 //! audit/                 the tamper-evident audit log
 //! tmp/                   staging for files being received (same filesystem, then renamed)
@@ -62,6 +64,14 @@ impl DataDir {
     }
     pub fn catalog_path(&self) -> PathBuf {
         self.root.join("catalog.sqlite")
+    }
+    /// The alert store: alerts, their history, model runs.
+    pub fn alerts_path(&self) -> PathBuf {
+        self.root.join("alerts.sqlite")
+    }
+    /// Registered warning models (`<id>.toml`).
+    pub fn models_dir(&self) -> PathBuf {
+        self.root.join("models")
     }
     pub fn packages_dir(&self) -> PathBuf {
         self.root.join("packages")

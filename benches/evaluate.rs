@@ -1,0 +1,151 @@
+//! End-to-end evaluation at city scale: generate the reference city, seal every dataset as
+//! its partner, ingest, then time each warning model's check, evaluation and recording.
+//! `cargo bench -p blindwatch-bench --bench evaluate -- 100000 1000000`
+//! (persons; each size runs in its own temporary directory).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use blindwatch_alerts::{AlertStore, Pseudonymizer};
+use blindwatch_audit::{AuditLog, LogSigner, Principal};
+use blindwatch_contract::ContractSet;
+use blindwatch_crypto::keys::{KeyFileKind, write_key_file};
+use blindwatch_crypto::sign::SigningKey;
+use blindwatch_crypto::token::{ConsortiumTokenizer, LinkageKey};
+use blindwatch_crypto::wrap::PlatformPrivateKey;
+use blindwatch_engine::Engine;
+use blindwatch_ingest::Ingestor;
+use blindwatch_partner::{Encoding, InputFormat, SealOptions};
+use blindwatch_store::{Catalog, DataDir};
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+async fn one(persons: u64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let as_of = chrono::NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
+    let city = tmp.path().join("city");
+    let t = Instant::now();
+    blindwatch_synth::generate(&blindwatch_synth::SynthConfig::new(persons, 7, as_of), &city).unwrap();
+    let synth_s = t.elapsed().as_secs_f64();
+
+    // The platform.
+    let dir = DataDir::new(tmp.path().join("platform"));
+    for d in [dir.keys_dir(), dir.tmp_dir(), dir.packages_dir(), dir.contracts_dir(), dir.models_dir()] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let (private, public) = PlatformPrivateKey::generate();
+    private.write(&dir.platform_private_key()).unwrap();
+    write_key_file(&dir.deployment_key(), KeyFileKind::Deployment, &[9; 32]).unwrap();
+    for e in std::fs::read_dir(repo().join("policies/datasets")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.contracts_dir().join(p.file_name().unwrap())).unwrap();
+    }
+    let contracts = ContractSet::load_dir(&dir.contracts_dir()).unwrap();
+    let catalog = Catalog::open(&dir.catalog_path(), true).await.unwrap();
+    let log_key = SigningKey::generate().unwrap();
+    let mut audit = AuditLog::open(dir.audit_dir(), LogSigner::from_pkcs8("bench", log_key.pkcs8()).unwrap()).unwrap();
+
+    // Partners seal.
+    let tokenizer = ConsortiumTokenizer::new(&LinkageKey::from_bytes([3; 32]));
+    let t = Instant::now();
+    let mut manifests = Vec::new();
+    let mut rows = 0;
+    let mut keys = std::collections::HashMap::new();
+    for table in blindwatch_synth::DATASETS {
+        let contract = contracts.get(table).unwrap();
+        if !keys.contains_key(&contract.partner) {
+            let key = SigningKey::generate().unwrap();
+            let mine: Vec<String> = blindwatch_synth::DATASETS
+                .iter()
+                .filter(|t| t.starts_with(&format!("{}.", contract.partner)))
+                .map(|t| t.to_string())
+                .collect();
+            catalog.register_partner(&contract.partner, &key.verifying_key(), &mine).await.unwrap();
+            keys.insert(contract.partner.clone(), key);
+        }
+        let key = &keys[&contract.partner];
+        let outcome = blindwatch_partner::seal(&SealOptions {
+            contract,
+            input: &city.join(format!("{table}.csv")),
+            format: InputFormat::Csv(Encoding::Auto),
+            partner: &contract.partner,
+            signing_key: key,
+            platform_key: &public,
+            tokenizer: &tokenizer,
+            sequence: 1,
+            out_dir: &tmp.path().join("outbox"),
+            batch_rows: 65_536,
+            progress: false,
+        })
+        .unwrap();
+        rows += outcome.manifest.row_count;
+        manifests.push(outcome.package.manifest);
+    }
+    let seal_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let ingestor = Ingestor::new(dir.clone(), catalog, contracts, Arc::new(private));
+    for m in &manifests {
+        ingestor.ingest(m, &mut audit).await.unwrap();
+    }
+    let ingest_s = t.elapsed().as_secs_f64();
+
+    // The models.
+    let mut engine = Engine::open(&dir).await.unwrap();
+    let now = as_of.and_hms_opt(12, 0, 0).unwrap().and_utc();
+    engine.set_clock(Some(now));
+    let pseudonyms = Pseudonymizer::new(&[9; 32]);
+    let store = AlertStore::open(&dir.alerts_path()).await.unwrap();
+    let actor = Principal::new("bench").unwrap();
+    let models = blindwatch_models::load_dir(&repo().join("models")).unwrap();
+    println!("{persons} persons: synth {synth_s:.1} s, seal {rows} rows {seal_s:.1} s, ingest {ingest_s:.1} s");
+    let total = Instant::now();
+    for m in models {
+        let t = Instant::now();
+        let checked = blindwatch_models::check(m, &engine).await.unwrap();
+        let check_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let evaluation = blindwatch_models::evaluate(&engine, &checked, &pseudonyms, now).await.unwrap();
+        let eval_s = t.elapsed().as_secs_f64();
+        let (subjects, alerts) = (evaluation.rows, evaluation.findings.len());
+        let t = Instant::now();
+        blindwatch_models::record_run(&store, &mut audit, &actor, &checked.model, evaluation, now).await.unwrap();
+        let record_ms = t.elapsed().as_secs_f64() * 1e3;
+        println!(
+            "  {:<20} check {check_ms:>6.1} ms  evaluate {eval_s:>6.2} s  record {record_ms:>7.1} ms  {subjects:>8} subjects  {alerts:>5} alerts",
+            checked.model.id
+        );
+    }
+    println!(
+        "  all six models: {:.2} s; peak RSS {:.0} MiB",
+        total.elapsed().as_secs_f64(),
+        peak_rss_mib()
+    );
+}
+
+fn main() {
+    let sizes: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() { vec![100_000] } else { sizes };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    for n in sizes {
+        rt.block_on(one(n));
+    }
+}
