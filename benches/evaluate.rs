@@ -41,12 +41,22 @@ async fn one(persons: u64) {
     let as_of = chrono::NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
     let city = tmp.path().join("city");
     let t = Instant::now();
-    blindwatch_synth::generate(&blindwatch_synth::SynthConfig::new(persons, 7, as_of), &city).unwrap();
+    blindwatch_synth::generate(
+        &blindwatch_synth::SynthConfig::new(persons, 7, as_of),
+        &city,
+    )
+    .unwrap();
     let synth_s = t.elapsed().as_secs_f64();
 
     // The platform.
     let dir = DataDir::new(tmp.path().join("platform"));
-    for d in [dir.keys_dir(), dir.tmp_dir(), dir.packages_dir(), dir.contracts_dir(), dir.models_dir()] {
+    for d in [
+        dir.keys_dir(),
+        dir.tmp_dir(),
+        dir.packages_dir(),
+        dir.contracts_dir(),
+        dir.models_dir(),
+    ] {
         std::fs::create_dir_all(d).unwrap();
     }
     let (private, public) = PlatformPrivateKey::generate();
@@ -59,7 +69,11 @@ async fn one(persons: u64) {
     let contracts = ContractSet::load_dir(&dir.contracts_dir()).unwrap();
     let catalog = Catalog::open(&dir.catalog_path(), true).await.unwrap();
     let log_key = SigningKey::generate().unwrap();
-    let mut audit = AuditLog::open(dir.audit_dir(), LogSigner::from_pkcs8("bench", log_key.pkcs8()).unwrap()).unwrap();
+    let mut audit = AuditLog::open(
+        dir.audit_dir(),
+        LogSigner::from_pkcs8("bench", log_key.pkcs8()).unwrap(),
+    )
+    .unwrap();
 
     // Partners seal.
     let tokenizer = ConsortiumTokenizer::new(&LinkageKey::from_bytes([3; 32]));
@@ -76,7 +90,10 @@ async fn one(persons: u64) {
                 .filter(|t| t.starts_with(&format!("{}.", contract.partner)))
                 .map(|t| t.to_string())
                 .collect();
-            catalog.register_partner(&contract.partner, &key.verifying_key(), &mine).await.unwrap();
+            catalog
+                .register_partner(&contract.partner, &key.verifying_key(), &mine)
+                .await
+                .unwrap();
             keys.insert(contract.partner.clone(), key);
         }
         let key = &keys[&contract.partner];
@@ -113,18 +130,24 @@ async fn one(persons: u64) {
     let store = AlertStore::open(&dir.alerts_path()).await.unwrap();
     let actor = Principal::new("bench").unwrap();
     let models = blindwatch_models::load_dir(&repo().join("models")).unwrap();
-    println!("{persons} persons: synth {synth_s:.1} s, seal {rows} rows {seal_s:.1} s, ingest {ingest_s:.1} s");
+    println!(
+        "{persons} persons: synth {synth_s:.1} s, seal {rows} rows {seal_s:.1} s, ingest {ingest_s:.1} s"
+    );
     let total = Instant::now();
     for m in models {
         let t = Instant::now();
         let checked = blindwatch_models::check(m, &engine).await.unwrap();
         let check_ms = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
-        let evaluation = blindwatch_models::evaluate(&engine, &checked, &pseudonyms, now).await.unwrap();
+        let evaluation = blindwatch_models::evaluate(&engine, &checked, &pseudonyms, now)
+            .await
+            .unwrap();
         let eval_s = t.elapsed().as_secs_f64();
         let (subjects, alerts) = (evaluation.rows, evaluation.findings.len());
         let t = Instant::now();
-        blindwatch_models::record_run(&store, &mut audit, &actor, &checked.model, evaluation, now).await.unwrap();
+        blindwatch_models::record_run(&store, &mut audit, &actor, &checked.model, evaluation, now)
+            .await
+            .unwrap();
         let record_ms = t.elapsed().as_secs_f64() * 1e3;
         println!(
             "  {:<20} check {check_ms:>6.1} ms  evaluate {eval_s:>6.2} s  record {record_ms:>7.1} ms  {subjects:>8} subjects  {alerts:>5} alerts",
@@ -143,8 +166,15 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let sizes = if sizes.is_empty() { vec![100_000] } else { sizes };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let sizes = if sizes.is_empty() {
+        vec![100_000]
+    } else {
+        sizes
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     for n in sizes {
         rt.block_on(one(n));
     }

@@ -58,6 +58,9 @@ impl Demo {
             "3",
             "--as-of",
             "2026-11-30",
+            // These tests seal more contributions after the demo, without its authority.
+            "--tokens",
+            "consortium",
         ]);
         Demo { _tmp: tmp, root }
     }
@@ -91,6 +94,8 @@ impl Demo {
             s(key),
             "--platform-key",
             s(platform_pub),
+            "--tokens",
+            "consortium",
             "--linkage-key",
             s(&self.partner(partner).join("keys/linkage.key")),
             "--seq",
@@ -369,6 +374,8 @@ fn every_refusal_leaves_the_data_directory_unchanged() {
         s(&other_keys.join("clinic.key")),
         "--platform-key",
         s(&platform_pub),
+        "--tokens",
+        "consortium",
         "--linkage-key",
         s(&hospital.join("keys/linkage.key")),
         "--seq",
@@ -545,11 +552,22 @@ fn canary_identifiers_appear_nowhere_but_in_the_partners_exports() {
     // their alerts are listed: none of it may carry a canary value either.
     for args in [
         vec!["run", "--data-dir", s(&platform), "--as-of", "2026-11-30"],
-        vec!["alerts", "--data-dir", s(&platform), "--format", "json", "--all"],
+        vec![
+            "alerts",
+            "--data-dir",
+            s(&platform),
+            "--format",
+            "json",
+            "--all",
+        ],
         vec!["alerts", "--data-dir", s(&platform)],
     ] {
         let out = bw(&args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         logs.extend(out.stderr);
         logs.extend(out.stdout);
     }

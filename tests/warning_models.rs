@@ -11,8 +11,8 @@ use std::process::{Command, Output};
 
 use blindwatch_alerts::Pseudonymizer;
 use blindwatch_common::{IdentifierKind, normalise};
+use blindwatch_crypto::blind::AuthorityKey;
 use blindwatch_crypto::keys::{KeyFileKind, read_fixed};
-use blindwatch_crypto::token::{ConsortiumTokenizer, LinkageKey};
 
 fn bw(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_blindwatch"))
@@ -81,8 +81,8 @@ fn demo_alerts_equal_the_planted_ground_truth() {
     // partners do, pseudonymised as the platform does.
     let truth: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.join("ground_truth.json")).unwrap()).unwrap();
-    let linkage = LinkageKey::read(&root.join("partners/police/keys/linkage.key")).unwrap();
-    let tokens = ConsortiumTokenizer::new(&linkage);
+    // The demo tokenises blind, so the authority's key computes the same tokens directly.
+    let authority = AuthorityKey::read(&root.join("authority/oprf.key")).unwrap();
     let secret = read_fixed::<32>(
         &platform.join("keys/deployment.key"),
         KeyFileKind::Deployment,
@@ -94,7 +94,7 @@ fn demo_alerts_equal_the_planted_ground_truth() {
     for a in truth["alerts"].as_array().unwrap() {
         let kind: IdentifierKind = a["subject_kind"].as_str().unwrap().parse().unwrap();
         let raw = normalise(kind, a["subject"].as_str().unwrap()).unwrap();
-        let token = tokens.tokenize_one(&raw);
+        let token = authority.token_of(&raw).unwrap();
         let (_, pseudonym) = pseudonyms.subject(kind.as_str(), token.as_bytes());
         let key = (
             a["model"].as_str().unwrap().to_owned(),
@@ -106,7 +106,27 @@ fn demo_alerts_equal_the_planted_ground_truth() {
         expected_evidence.push((key.clone(), a["features"].clone()));
         expected.insert(key);
     }
-    assert!(expected.len() >= 48, "2 planted subjects per model and tier");
+    assert!(
+        expected.len() >= 48,
+        "2 planted subjects per model and tier"
+    );
+
+    // Neither the platform nor the token authority holds a planted subject's identifier.
+    let mut files = Vec::new();
+    files_under(&platform, &mut files);
+    files_under(&root.join("authority"), &mut files);
+    assert!(files.len() > 10);
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        for a in truth["alerts"].as_array().unwrap() {
+            let raw = a["subject"].as_str().unwrap().as_bytes();
+            assert!(
+                !bytes.windows(raw.len()).any(|w| w == raw),
+                "{} holds a planted identifier",
+                file.display()
+            );
+        }
+    }
 
     let actual = open_alerts(&platform);
     let missing: Vec<_> = expected.difference(&actual).collect();
@@ -143,13 +163,32 @@ fn demo_alerts_equal_the_planted_ground_truth() {
     ok(&["run", "--data-dir", s(&platform), "--as-of", "2027-01-15"]);
     let later = open_alerts(&platform);
     assert!(later.len() < actual.len(), "old alerts resolve");
-    let all = ok(&["alerts", "--data-dir", s(&platform), "--all", "--format", "json"]);
+    let all = ok(&[
+        "alerts",
+        "--data-dir",
+        s(&platform),
+        "--all",
+        "--format",
+        "json",
+    ]);
     let all: Vec<serde_json::Value> = serde_json::from_str(&all).unwrap();
     assert!(all.iter().any(|a| a["outcome"] == "resolved"));
     // Still one open alert per (model, subject).
-    let pairs: BTreeSet<(String, String)> = later.iter().map(|k| (k.0.clone(), k.1.clone())).collect();
+    let pairs: BTreeSet<(String, String)> =
+        later.iter().map(|k| (k.0.clone(), k.1.clone())).collect();
     assert_eq!(pairs.len(), later.len());
     ok(&["audit", "verify", "--data-dir", s(&platform)]);
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
 }
 
 #[test]
@@ -198,7 +237,11 @@ fn model_check_refuses_with_file_field_and_reason() {
     let good = std::fs::read_to_string(repo().join("models/fugitive-medical.toml")).unwrap();
     let check = |name: &str, text: &str| -> String {
         let file = tmp.path().join(format!("{name}.toml"));
-        std::fs::write(&file, text.replace("id = \"fugitive-medical\"", &format!("id = \"{name}\""))).unwrap();
+        std::fs::write(
+            &file,
+            text.replace("id = \"fugitive-medical\"", &format!("id = \"{name}\"")),
+        )
+        .unwrap();
         let out = bw(&["model", "check", "--data-dir", s(&platform), s(&file)]);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if name == "good" {
@@ -211,13 +254,25 @@ fn model_check_refuses_with_file_field_and_reason() {
     };
     check("good", &good);
 
-    let e = check("unknown-table", &good.replace("FROM hospital.visits", "FROM hospital.nope"));
-    assert!(e.contains(": query: ") && e.contains("hospital.nope"), "{e}");
+    let e = check(
+        "unknown-table",
+        &good.replace("FROM hospital.visits", "FROM hospital.nope"),
+    );
+    assert!(
+        e.contains(": query: ") && e.contains("hospital.nope"),
+        "{e}"
+    );
 
-    let e = check("no-route", &good.replace("w.station,", "w.station AS place,"));
+    let e = check(
+        "no-route",
+        &good.replace("w.station,", "w.station AS place,"),
+    );
     assert!(e.contains(": route: "), "{e}");
 
-    let e = check("bad-tier", &good.replace("days_since_seen <= 7", "days_since_sighting <= 7"));
+    let e = check(
+        "bad-tier",
+        &good.replace("days_since_seen <= 7", "days_since_sighting <= 7"),
+    );
     assert!(e.contains(": tiers[1].when: "), "{e}");
 
     let e = check(
@@ -232,13 +287,19 @@ fn model_check_refuses_with_file_field_and_reason() {
             "SELECT person, min(station) AS station, danger_level AS danger FROM police.wanted GROUP BY person, danger_level",
         ),
     );
-    assert!(e.contains(": evidence: ") && e.contains("not an aggregate"), "{e}");
+    assert!(
+        e.contains(": evidence: ") && e.contains("not an aggregate"),
+        "{e}"
+    );
 
     // Department may be filtered for fugitive tracking, not for public order.
     let e = check(
         "wrong-purpose",
         &good
-            .replace("purpose = \"fugitive-tracking\"", "purpose = \"public-order\"")
+            .replace(
+                "purpose = \"fugitive-tracking\"",
+                "purpose = \"public-order\"",
+            )
             .replace(
                 "WHERE visit_date >= current_date",
                 "WHERE department <> 'pediatrics' AND visit_date >= current_date",
@@ -252,10 +313,12 @@ fn model_check_refuses_with_file_field_and_reason() {
     // A token other than the subject never reaches the result.
     let e = check(
         "token-out",
-        &good
-            .replace("w.station,\n", "w.station, v.person AS other,\n"),
+        &good.replace("w.station,\n", "w.station, v.person AS other,\n"),
     );
-    assert!(e.contains("hospital.visits.person") && e.contains("never reach a result"), "{e}");
+    assert!(
+        e.contains("hospital.visits.person") && e.contains("never reach a result"),
+        "{e}"
+    );
 
     // Tokens are counted, never copied out by an aggregate.
     let e = check(
@@ -265,7 +328,10 @@ fn model_check_refuses_with_file_field_and_reason() {
             "count(DISTINCT visit_id) AS visits_90d, max(phone) AS p",
         ),
     );
-    assert!(e.contains("hospital.visits.phone") && e.contains("only be joined and counted"), "{e}");
+    assert!(
+        e.contains("hospital.visits.phone") && e.contains("only be joined and counted"),
+        "{e}"
+    );
 
     // Nothing was registered by a check.
     assert!(!platform.join("models").exists());

@@ -17,7 +17,9 @@ use crate::{parse_tier, tier_name, tier_rank};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AlertStoreError {
-    #[error("alert store database error: {0}; check that the data directory is writable and not damaged")]
+    #[error(
+        "alert store database error: {0}; check that the data directory is writable and not damaged"
+    )]
     Db(#[from] sqlx::Error),
     #[error("alert store migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -234,9 +236,8 @@ impl AlertStore {
             subjects: findings.len() as u64,
             ..RunOutcome::default()
         };
-        let station_id = |s: &str| {
-            StationId::new(s).map_err(|_| AlertStoreError::Damaged("an alert's station"))
-        };
+        let station_id =
+            |s: &str| StationId::new(s).map_err(|_| AlertStoreError::Damaged("an alert's station"));
 
         for f in findings {
             let evidence = serde_json::to_string(&f.evidence)
@@ -358,14 +359,16 @@ impl AlertStore {
             }
         }
 
-        sqlx::query("UPDATE runs SET opened = ?, raised = ?, lowered = ?, resolved = ? WHERE id = ?")
-            .bind(outcome.count(Change::Opened) as i64)
-            .bind(outcome.count(Change::Raised) as i64)
-            .bind(outcome.count(Change::Lowered) as i64)
-            .bind(outcome.count(Change::Resolved) as i64)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE runs SET opened = ?, raised = ?, lowered = ?, resolved = ? WHERE id = ?",
+        )
+        .bind(outcome.count(Change::Opened) as i64)
+        .bind(outcome.count(Change::Raised) as i64)
+        .bind(outcome.count(Change::Lowered) as i64)
+        .bind(outcome.count(Change::Resolved) as i64)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
 
         before_commit(&outcome).map_err(|e| AlertStoreError::Aborted(e.to_string()))?;
         tx.commit().await?;
@@ -583,6 +586,12 @@ mod tests {
             })
             .await;
         assert!(matches!(err, Err(AlertStoreError::Aborted(_))));
-        assert!(store.list(&AlertFilter::default()).await.unwrap().is_empty());
+        assert!(
+            store
+                .list(&AlertFilter::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

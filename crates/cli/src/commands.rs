@@ -205,19 +205,6 @@ pub async fn partner_register(
     Ok(())
 }
 
-pub struct SealFiles<'a> {
-    pub contract: &'a Path,
-    pub input: &'a Path,
-    pub partner: &'a str,
-    pub partner_key: &'a Path,
-    pub platform_key: &'a Path,
-    pub linkage_key: &'a Path,
-    pub sequence: u64,
-    pub out: &'a Path,
-    pub encoding: Encoding,
-    pub batch_rows: usize,
-}
-
 /// What a seal needs besides the way tokens are made.
 pub struct SealJob<'a> {
     pub contract: &'a Path,
@@ -231,43 +218,10 @@ pub struct SealJob<'a> {
     pub batch_rows: usize,
 }
 
-impl<'a> SealJob<'a> {
-    pub fn with_linkage_key(&self, linkage_key: &'a Path) -> SealFiles<'a> {
-        SealFiles {
-            contract: self.contract,
-            input: self.input,
-            partner: self.partner,
-            partner_key: self.partner_key,
-            platform_key: self.platform_key,
-            linkage_key,
-            sequence: self.sequence,
-            out: self.out,
-            encoding: self.encoding,
-            batch_rows: self.batch_rows,
-        }
-    }
-}
-
-impl<'a> SealFiles<'a> {
-    pub fn job(&self) -> SealJob<'a> {
-        SealJob {
-            contract: self.contract,
-            input: self.input,
-            partner: self.partner,
-            partner_key: self.partner_key,
-            platform_key: self.platform_key,
-            sequence: self.sequence,
-            out: self.out,
-            encoding: self.encoding,
-            batch_rows: self.batch_rows,
-        }
-    }
-}
-
 /// Seals in consortium mode (HMAC under the linkage key).
-pub fn partner_seal(f: &SealFiles<'_>) -> anyhow::Result<SealOutcome> {
-    let tokenizer = ConsortiumTokenizer::new(&LinkageKey::read(f.linkage_key)?);
-    partner_seal_with(&f.job(), &tokenizer)
+pub fn partner_seal(job: &SealJob<'_>, linkage_key: &Path) -> anyhow::Result<SealOutcome> {
+    let tokenizer = ConsortiumTokenizer::new(&LinkageKey::read(linkage_key)?);
+    partner_seal_with(job, &tokenizer)
 }
 
 /// Seals in blind mode: identifiers are blinded on this machine and only blinded elements

@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! D/partners/<partner>/exports   the partner's raw CSV exports (raw identifiers: stays here)
-//! D/partners/<partner>/keys      its signing key, the consortium linkage key
+//! D/partners/<partner>/keys      its signing key and its encrypted token cache
+//!                                (the consortium linkage key instead, with --tokens consortium)
 //! D/partners/<partner>/outbox    sealed packages it sends
+//! D/authority                    the token authority: its OPRF key, partner register, audit log
+//!                                (served in process on a loopback port while partners seal)
 //! D/platform                     an ordinary platform data directory (no raw identifier)
 //! D/specialist/models           the data specialist's warning models (and their test cases)
 //! D/ground_truth.json            the generator's planted scenarios (for tests)
@@ -18,17 +21,54 @@ use anyhow::{Context, bail};
 use blindwatch_partner::Encoding;
 use blindwatch_store::DataDir;
 
-use crate::commands::{self, SealFiles};
+use blindwatch_crypto::blind::AuthorityKey;
+use blindwatch_crypto::keys::KeyFileKind;
+use blindwatch_crypto::sign::VerifyingKey;
+use blindwatch_tokens::{AuthorityDir, LocalAuthority, Quotas};
+
+use crate::commands::{self, SealJob};
 use crate::{model_test, models};
 
 const MARKER: &str = ".blindwatch-demo";
 
-pub async fn run(
-    root: &Path,
-    persons: u64,
-    seed: u64,
-    as_of: Option<chrono::NaiveDate>,
-) -> anyhow::Result<()> {
+/// How the demo's partners make tokens.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum TokenMode {
+    /// Through the token authority (RFC 9497 OPRF), the default.
+    Blind,
+    /// HMAC under a consortium key that every partner holds.
+    Consortium,
+}
+
+/// Where partners get their tokens while they seal.
+enum Tokens {
+    Blind {
+        authority: LocalAuthority,
+        dir: AuthorityDir,
+    },
+    Consortium {
+        master: std::path::PathBuf,
+    },
+}
+
+/// The demo's city and token mode.
+pub struct DemoOptions {
+    pub persons: u64,
+    pub seed: u64,
+    /// Last day of the activity window (default: today).
+    pub as_of: Option<chrono::NaiveDate>,
+    pub messy_rate: f64,
+    pub tokens: TokenMode,
+}
+
+pub async fn run(root: &Path, options: &DemoOptions) -> anyhow::Result<()> {
+    let &DemoOptions {
+        persons,
+        seed,
+        as_of,
+        messy_rate,
+        tokens: mode,
+    } = options;
     let started = Instant::now();
     prepare(root)?;
     let as_of = as_of.unwrap_or_else(commands::today);
@@ -36,7 +76,7 @@ pub async fn run(
     // The city: each partner's raw exports.
     let city = root.join(".city");
     let mut cfg = blindwatch_synth::SynthConfig::new(persons, seed, as_of);
-    cfg.messy_rate = blindwatch_synth::DEFAULT_MESSY_RATE;
+    cfg.messy_rate = messy_rate;
     let summary = blindwatch_synth::generate(&cfg, &city)?;
     println!(
         "1. synthetic city: {persons} persons, {} planted alerts, as of {as_of} ({:.1} s)",
@@ -65,9 +105,30 @@ pub async fn run(
     println!("2. platform keys and catalog");
     let platform = commands::keys_init(&root.join("platform")).await?;
 
-    // The consortium's linkage key, shared by the partners only.
-    let linkage_master = root.join("partners").join(".consortium-linkage.key");
-    commands::keys_linkage(&linkage_master)?;
+    let mut tokens = match mode {
+        TokenMode::Blind => {
+            // The token authority is a party of its own: its key never reaches the
+            // platform or the partners.
+            let dir = AuthorityDir::new(root.join("authority"));
+            std::fs::create_dir_all(dir.root())?;
+            let key = AuthorityKey::generate()?;
+            key.write(&dir.root().join("oprf.key"))?;
+            let quotas = Quotas::load(&platform.policies_dir().join("privacy.toml"))?;
+            let authority = LocalAuthority::start(key, quotas, Some(dir.open_audit_log()?))?;
+            println!(
+                "   token authority: key {}, serving at {} (in process)",
+                authority.key_id(),
+                authority.url()
+            );
+            Tokens::Blind { authority, dir }
+        }
+        TokenMode::Consortium => {
+            // The consortium's linkage key, shared by the partners only.
+            let master = root.join("partners").join(".consortium-linkage.key");
+            commands::keys_linkage(&master)?;
+            Tokens::Consortium { master }
+        }
+    };
 
     println!("3. partners: keys, registration, sealing");
     let mut packages = Vec::new();
@@ -75,29 +136,50 @@ pub async fn run(
         let home = root.join("partners").join(partner);
         let keys = home.join("keys");
         std::fs::create_dir_all(&keys)?;
-        let linkage = keys.join("linkage.key");
-        copy_private(&linkage_master, &linkage)?;
         let (secret, public) = commands::partner_keygen(partner, &keys)?;
         let datasets: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
         commands::partner_register(platform.root(), partner, &public, &datasets).await?;
+        let linkage = keys.join("linkage.key");
+        match &mut tokens {
+            Tokens::Blind { authority, dir } => {
+                let key = VerifyingKey::read(&public, KeyFileKind::PartnerPublic)?;
+                dir.add_partner(partner, &key)?;
+                authority.register_partner(partner, &key)?;
+            }
+            Tokens::Consortium { master } => copy_private(master, &linkage)?,
+        }
         for table in tables {
             let contract = platform.contracts_dir().join(format!("{table}.toml"));
-            let outcome = commands::partner_seal(&SealFiles {
+            let job = SealJob {
                 contract: &contract,
                 input: &home.join("exports").join(format!("{table}.csv")),
                 partner,
                 partner_key: &secret,
                 platform_key: &platform.platform_public_key(),
-                linkage_key: &linkage,
                 sequence: 1,
                 out: &home.join("outbox"),
                 encoding: Encoding::Auto,
                 batch_rows: 65_536,
-            })?;
+            };
+            let outcome = match &tokens {
+                Tokens::Blind { authority, .. } => {
+                    commands::partner_seal_blind(&job, authority.url(), &keys)?
+                }
+                Tokens::Consortium { .. } => commands::partner_seal(&job, &linkage)?,
+            };
             packages.push(outcome.package.manifest);
         }
     }
-    std::fs::remove_file(&linkage_master)?;
+    match tokens {
+        Tokens::Blind { authority, dir } => {
+            authority.shutdown()?;
+            println!(
+                "   token authority stopped; its audit log: {}",
+                dir.audit_dir().display()
+            );
+        }
+        Tokens::Consortium { master } => std::fs::remove_file(&master)?,
+    }
 
     println!("4. platform: ingest");
     commands::ingest(platform.root(), &packages).await?;

@@ -178,6 +178,9 @@ struct CityArgs {
     /// Last day of the 365-day activity window (default: today, UTC).
     #[arg(long)]
     as_of: Option<chrono::NaiveDate>,
+    /// Share of rows with messy input (0 to 0.5).
+    #[arg(long, default_value_t = blindwatch_synth::DEFAULT_MESSY_RATE)]
+    messy_rate: f64,
 }
 
 #[derive(Args)]
@@ -187,6 +190,9 @@ struct DemoArgs {
     data_dir: PathBuf,
     #[command(flatten)]
     city: CityArgs,
+    /// How partners make tokens: blind asks a token authority the demo runs in process.
+    #[arg(long, value_enum, default_value = "blind")]
+    tokens: TokensArg,
 }
 
 #[derive(Args)]
@@ -195,9 +201,6 @@ struct SynthArgs {
     out: PathBuf,
     #[command(flatten)]
     city: CityArgs,
-    /// Share of rows with messy input (0 to 0.5).
-    #[arg(long, default_value_t = 0.02)]
-    messy_rate: f64,
 }
 
 #[derive(Subcommand)]
@@ -261,8 +264,8 @@ struct SealArgs {
     /// The platform's public key (platform.pub).
     #[arg(long)]
     platform_key: PathBuf,
-    /// How identifiers become tokens.
-    #[arg(long, value_enum, default_value = "consortium")]
+    /// How identifiers become tokens: blind (the default) asks the token authority.
+    #[arg(long, value_enum, default_value = "blind")]
     tokens: TokensArg,
     /// The consortium linkage key (consortium mode).
     #[arg(long)]
@@ -350,13 +353,26 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     use commands as c;
     match cli.command {
-        Command::Demo(a) => demo::run(&a.data_dir, a.city.persons, a.city.seed, a.city.as_of).await,
+        Command::Demo(a) => {
+            let mode = match a.tokens {
+                TokensArg::Blind => demo::TokenMode::Blind,
+                TokensArg::Consortium => demo::TokenMode::Consortium,
+            };
+            let options = demo::DemoOptions {
+                persons: a.city.persons,
+                seed: a.city.seed,
+                as_of: a.city.as_of,
+                messy_rate: a.city.messy_rate,
+                tokens: mode,
+            };
+            demo::run(&a.data_dir, &options).await
+        }
         Command::Synth(a) => c::synth(
             &a.out,
             a.city.persons,
             a.city.seed,
             a.city.as_of,
-            a.messy_rate,
+            a.city.messy_rate,
         ),
         Command::Keys(KeysCommand::Init(a)) => c::keys_init(&a.data_dir).await.map(|_| ()),
         Command::Keys(KeysCommand::Linkage { out }) => c::keys_linkage(&out),
@@ -388,7 +404,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             match (a.tokens, &a.linkage_key, &a.authority) {
                 (TokensArg::Consortium, Some(linkage_key), None) => {
-                    c::partner_seal(&job.with_linkage_key(linkage_key)).map(|_| ())
+                    c::partner_seal(&job, linkage_key).map(|_| ())
                 }
                 (TokensArg::Consortium, None, _) => anyhow::bail!(
                     "consortium mode needs --linkage-key FILE (or use --tokens blind --authority URL)"
@@ -406,11 +422,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let cache = a.token_cache.clone().unwrap_or(default_cache);
                     c::partner_seal_blind(&job, url, &cache).map(|_| ())
                 }
-                (TokensArg::Blind, _, None) => anyhow::bail!(
-                    "blind mode needs --authority URL (the token authority, e.g. http://127.0.0.1:7300)"
+                (TokensArg::Blind, Some(_), _) => anyhow::bail!(
+                    "--linkage-key is for consortium mode: add --tokens consortium, or drop it and use the token authority (--authority URL); modes never mix"
                 ),
-                (TokensArg::Blind, Some(_), Some(_)) => anyhow::bail!(
-                    "--linkage-key is for consortium mode: drop it in blind mode (modes never mix)"
+                (TokensArg::Blind, None, None) => anyhow::bail!(
+                    "blind mode (the default) needs --authority URL (the token authority, e.g. http://127.0.0.1:7300); for consortium tokens add --tokens consortium --linkage-key FILE"
                 ),
             }
         }

@@ -99,7 +99,9 @@ fn template(s: &str, n: u32, as_of: NaiveDate) -> anyhow::Result<String> {
         } else if key == "day" {
             out.push_str(&as_of.to_string());
         } else if let Some(k) = key.strip_prefix("day-") {
-            let k: u64 = k.parse().with_context(|| format!("`{{{key}}}`: write {{day-K}} with a number K"))?;
+            let k: u64 = k
+                .parse()
+                .with_context(|| format!("`{{{key}}}`: write {{day-K}} with a number K"))?;
             let d = as_of
                 .checked_sub_days(chrono::Days::new(k))
                 .with_context(|| format!("`{{{key}}}` is out of range"))?;
@@ -119,7 +121,10 @@ fn cell(v: &toml::Value, n: u32, as_of: NaiveDate) -> anyhow::Result<String> {
         toml::Value::Integer(i) => i.to_string(),
         toml::Value::Float(f) => f.to_string(),
         toml::Value::Boolean(b) => b.to_string(),
-        other => bail!("fixture values are strings or numbers, not {}", other.type_str()),
+        other => bail!(
+            "fixture values are strings or numbers, not {}",
+            other.type_str()
+        ),
     })
 }
 
@@ -127,7 +132,16 @@ fn cell(v: &toml::Value, n: u32, as_of: NaiveDate) -> anyhow::Result<String> {
 pub async fn model_test(files: &[PathBuf]) -> anyhow::Result<()> {
     let mut failed = 0;
     let mut passed = 0;
+    // `models/*.toml` also matches the fixture files: each stands for its model.
+    let mut models = std::collections::BTreeSet::new();
     for file in files {
+        let name = file.to_string_lossy();
+        models.insert(match name.strip_suffix(".test.toml") {
+            Some(stem) => PathBuf::from(format!("{stem}.toml")),
+            None => file.clone(),
+        });
+    }
+    for file in &models {
         let model = Model::load(file).map_err(|errs| {
             for e in &errs {
                 eprintln!("refused {e}");
@@ -136,7 +150,10 @@ pub async fn model_test(files: &[PathBuf]) -> anyhow::Result<()> {
         })?;
         let fixture_file = fixture_path(file);
         let text = std::fs::read_to_string(&fixture_file).with_context(|| {
-            format!("reading {} (each model's test cases sit beside it)", fixture_file.display())
+            format!(
+                "reading {} (each model's test cases sit beside it)",
+                fixture_file.display()
+            )
         })?;
         let fixture: Fixture =
             toml::from_str(&text).with_context(|| format!("parsing {}", fixture_file.display()))?;
@@ -179,18 +196,28 @@ async fn run_case(model: &Model, case: &Case) -> anyhow::Result<()> {
     std::fs::create_dir_all(&outbox)?;
     let mut manifests = Vec::new();
     for (table, rows) in &tables {
-        let contract = contracts.get(table).with_context(|| format!("fixture table `{table}`"))?;
+        let contract = contracts
+            .get(table)
+            .with_context(|| format!("fixture table `{table}`"))?;
         let mut csv = csv::Writer::from_path(exports.join(format!("{table}.csv")))?;
         csv.write_record(contract.columns.iter().map(|c| c.name.as_str()))?;
         for r in rows {
-            for unknown in r.values.keys().filter(|k| !contract.columns.iter().any(|c| &c.name == *k)) {
+            for unknown in r
+                .values
+                .keys()
+                .filter(|k| !contract.columns.iter().any(|c| &c.name == *k))
+            {
                 bail!("fixture table `{table}` has no column `{unknown}`");
             }
             for n in 1..=r.times {
                 let record = contract
                     .columns
                     .iter()
-                    .map(|c| r.values.get(&c.name).map_or(Ok(String::new()), |v| cell(v, n, case.as_of)))
+                    .map(|c| {
+                        r.values
+                            .get(&c.name)
+                            .map_or(Ok(String::new()), |v| cell(v, n, case.as_of))
+                    })
                     .collect::<anyhow::Result<Vec<String>>>()?;
                 csv.write_record(&record)?;
             }
@@ -205,12 +232,12 @@ async fn run_case(model: &Model, case: &Case) -> anyhow::Result<()> {
                 .filter(|t| t.split('.').next() == Some(partner.as_str()))
                 .map(|t| t.to_string())
                 .collect();
-            catalog.register_partner(&partner, &key.verifying_key(), &datasets).await?;
+            catalog
+                .register_partner(&partner, &key.verifying_key(), &datasets)
+                .await?;
             partner_keys.insert(partner.clone(), key);
         }
-        let signing_key = partner_keys
-            .get(&partner)
-            .with_context(|| "partner key")?;
+        let signing_key = partner_keys.get(&partner).with_context(|| "partner key")?;
         let outcome = blindwatch_partner::seal(&SealOptions {
             contract,
             input: &exports.join(format!("{table}.csv")),
@@ -225,7 +252,9 @@ async fn run_case(model: &Model, case: &Case) -> anyhow::Result<()> {
             progress: false,
         })?;
         if let Some((reason, n)) = outcome.manifest.rejected_rows.iter().next() {
-            bail!("{n} fixture row(s) of {table} were rejected by the sealer ({reason}): fix the fixture");
+            bail!(
+                "{n} fixture row(s) of {table} were rejected by the sealer ({reason}): fix the fixture"
+            );
         }
         manifests.push(outcome.package.manifest);
     }
@@ -241,7 +270,12 @@ async fn run_case(model: &Model, case: &Case) -> anyhow::Result<()> {
     let now = run_time(Some(case.as_of));
     engine.set_clock(Some(now));
     let checked = check(model.clone(), &engine).await.map_err(|errs| {
-        anyhow::anyhow!(errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        anyhow::anyhow!(
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
     })?;
     let pseudonyms = Pseudonymizer::read(&dir.deployment_key())?;
     let evaluation = evaluate(&engine, &checked, &pseudonyms, now).await?;
@@ -253,8 +287,13 @@ async fn run_case(model: &Model, case: &Case) -> anyhow::Result<()> {
         .collect();
     let mut problems = Vec::new();
     for (i, e) in case.expect.iter().enumerate() {
-        let raw = normalise(model.subject, &e.subject)
-            .map_err(|err| anyhow::anyhow!("expect[{i}].subject is not a valid {} ({})", model.subject, err.reason_code()))?;
+        let raw = normalise(model.subject, &e.subject).map_err(|err| {
+            anyhow::anyhow!(
+                "expect[{i}].subject is not a valid {} ({})",
+                model.subject,
+                err.reason_code()
+            )
+        })?;
         let token = tokenizer.tokenize_one(&raw);
         let (subject, _) = pseudonyms.subject(model.subject.as_str(), token.as_bytes());
         let Some(f) = found.remove(subject.as_str()) else {
@@ -262,12 +301,19 @@ async fn run_case(model: &Model, case: &Case) -> anyhow::Result<()> {
             continue;
         };
         if tier_name(f.tier) != e.tier {
-            problems.push(format!("expect[{i}]: tier {} (expected {})", tier_name(f.tier), e.tier));
+            problems.push(format!(
+                "expect[{i}]: tier {} (expected {})",
+                tier_name(f.tier),
+                e.tier
+            ));
         }
         if let Some(s) = &e.station
             && f.station.as_str() != s
         {
-            problems.push(format!("expect[{i}]: station {} (expected {s})", f.station.as_str()));
+            problems.push(format!(
+                "expect[{i}]: station {} (expected {s})",
+                f.station.as_str()
+            ));
         }
         for (name, want) in &e.evidence {
             let got = f.evidence.get(name).cloned().flatten();
@@ -278,14 +324,20 @@ async fn run_case(model: &Model, case: &Case) -> anyhow::Result<()> {
                 _ => got == want_json,
             };
             if !same {
-                problems.push(format!("expect[{i}]: evidence {name} = {got} (expected {want_json})"));
+                problems.push(format!(
+                    "expect[{i}]: evidence {name} = {got} (expected {want_json})"
+                ));
             }
         }
     }
     if !found.is_empty() {
         let mut tiers: Vec<&str> = found.values().map(|f| tier_name(f.tier)).collect();
         tiers.sort_unstable();
-        problems.push(format!("{} unexpected alert(s) (tiers {})", found.len(), tiers.join(", ")));
+        problems.push(format!(
+            "{} unexpected alert(s) (tiers {})",
+            found.len(),
+            tiers.join(", ")
+        ));
     }
     if problems.is_empty() {
         Ok(())

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use blindwatch_alerts::{AlertFilter, AlertStore, Change, Pseudonymizer, RunOutcome, Status, TIERS, tier_name};
+use blindwatch_alerts::{
+    AlertFilter, AlertStore, Change, Pseudonymizer, RunOutcome, Status, TIERS, tier_name,
+};
 use blindwatch_audit::{AuditEvent, AuditRecord, ModelId, Principal};
 use blindwatch_common::fsutil;
 use blindwatch_engine::Engine;
@@ -56,7 +58,10 @@ pub async fn open_engine(dir: &DataDir) -> anyhow::Result<Engine> {
     Ok(Engine::open(dir).await?)
 }
 
-async fn check_files(engine: &Engine, files: &[PathBuf]) -> Result<Vec<CheckedModel>, Vec<ModelError>> {
+async fn check_files(
+    engine: &Engine,
+    files: &[PathBuf],
+) -> Result<Vec<CheckedModel>, Vec<ModelError>> {
     let mut checked = Vec::new();
     let mut errors = Vec::new();
     for f in files {
@@ -68,7 +73,11 @@ async fn check_files(engine: &Engine, files: &[PathBuf]) -> Result<Vec<CheckedMo
             },
         }
     }
-    if errors.is_empty() { Ok(checked) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(checked)
+    } else {
+        Err(errors)
+    }
 }
 
 fn describe(c: &CheckedModel) -> String {
@@ -83,7 +92,12 @@ fn describe(c: &CheckedModel) -> String {
         m.title.zh,
         m.title.en,
         m.purpose,
-        c.plan.released().keys().cloned().collect::<Vec<_>>().join(", "),
+        c.plan
+            .released()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
         released,
         m.tiers.len(),
         m.evidence.join(", ")
@@ -138,17 +152,30 @@ pub struct RunReport {
 }
 
 /// Evaluates the registered models (or one) and records their alerts.
-pub async fn run(data_dir: &Path, only: Option<&str>, as_of: Option<NaiveDate>) -> anyhow::Result<Vec<RunReport>> {
+pub async fn run(
+    data_dir: &Path,
+    only: Option<&str>,
+    as_of: Option<NaiveDate>,
+) -> anyhow::Result<Vec<RunReport>> {
     let dir = DataDir::new(data_dir);
     let mut engine = open_engine(&dir).await?;
     let now = run_time(as_of);
     engine.set_clock(Some(now));
     let models = load_dir(&dir.models_dir()).map_err(|e| report(&e))?;
-    let models: Vec<Model> = models.into_iter().filter(|m| only.is_none_or(|id| m.id == id)).collect();
+    let models: Vec<Model> = models
+        .into_iter()
+        .filter(|m| only.is_none_or(|id| m.id == id))
+        .collect();
     if models.is_empty() {
         match only {
-            Some(id) => bail!("no registered model `{id}`: register it with `blindwatch model register --data-dir {} FILE`", data_dir.display()),
-            None => bail!("no registered models in {}: register some with `blindwatch model register`", dir.models_dir().display()),
+            Some(id) => bail!(
+                "no registered model `{id}`: register it with `blindwatch model register --data-dir {} FILE`",
+                data_dir.display()
+            ),
+            None => bail!(
+                "no registered models in {}: register some with `blindwatch model register`",
+                dir.models_dir().display()
+            ),
         }
     }
     let pseudonyms = Pseudonymizer::read(&dir.deployment_key())?;
@@ -160,8 +187,13 @@ pub async fn run(data_dir: &Path, only: Option<&str>, as_of: Option<NaiveDate>) 
         let started = std::time::Instant::now();
         let checked = check(model, &engine).await.map_err(|e| report(&e))?;
         let evaluation = evaluate(&engine, &checked, &pseudonyms, now).await?;
-        let (rows, without_subject, unroutable) = (evaluation.rows, evaluation.without_subject, evaluation.unroutable);
-        let outcome = record_run(&store, &mut audit, &actor, &checked.model, evaluation, now).await?;
+        let (rows, without_subject, unroutable) = (
+            evaluation.rows,
+            evaluation.without_subject,
+            evaluation.unroutable,
+        );
+        let outcome =
+            record_run(&store, &mut audit, &actor, &checked.model, evaluation, now).await?;
         reports.push(RunReport {
             model: checked.model,
             outcome,
@@ -190,6 +222,12 @@ pub fn print_runs(reports: &[RunReport]) {
             o.unchanged,
             r.elapsed.as_secs_f64()
         );
+        if r.without_subject > 0 {
+            eprintln!(
+                "warning: {}: {} result rows had no subject (a null token) and were skipped",
+                r.model.id, r.without_subject
+            );
+        }
         if r.unroutable > 0 {
             eprintln!(
                 "warning: {}: {} alerting subjects name no valid station and were not routed; fix the route column",
@@ -217,11 +255,18 @@ pub struct AlertsQuery<'a> {
 pub async fn alerts(data_dir: &Path, q: &AlertsQuery<'_>) -> anyhow::Result<()> {
     let dir = DataDir::new(data_dir);
     if !dir.alerts_path().is_file() {
-        bail!("{} has no alerts yet: run the models with `blindwatch run --data-dir {}`", data_dir.display(), data_dir.display());
+        bail!(
+            "{} has no alerts yet: run the models with `blindwatch run --data-dir {}`",
+            data_dir.display(),
+            data_dir.display()
+        );
     }
     let tier = match q.tier {
         None => None,
-        Some(t) => Some(blindwatch_alerts::parse_tier(t).with_context(|| format!("tier `{t}` is not one of red, orange, yellow, blue"))?),
+        Some(t) => Some(
+            blindwatch_alerts::parse_tier(t)
+                .with_context(|| format!("tier `{t}` is not one of red, orange, yellow, blue"))?,
+        ),
     };
     let store = AlertStore::open(&dir.alerts_path()).await?;
     let mut list = store
@@ -247,7 +292,12 @@ pub async fn alerts(data_dir: &Path, q: &AlertsQuery<'_>) -> anyhow::Result<()> 
                 let evidence: Vec<String> = a
                     .evidence
                     .iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_ref().map_or("-".to_owned(), |v| v.to_string())))
+                    .map(|(k, v)| {
+                        format!(
+                            "{k}={}",
+                            v.as_ref().map_or("-".to_owned(), |v| v.to_string())
+                        )
+                    })
                     .collect();
                 println!(
                     "{:<10} {:<7} {:<19} {:<14} {:<7} {:<6} {}",
@@ -256,7 +306,11 @@ pub async fn alerts(data_dir: &Path, q: &AlertsQuery<'_>) -> anyhow::Result<()> 
                     a.model,
                     a.subject,
                     a.station,
-                    if a.status == Status::Open { "open" } else { "closed" },
+                    if a.status == Status::Open {
+                        "open"
+                    } else {
+                        "closed"
+                    },
                     evidence.join(" ")
                 );
             }
@@ -281,13 +335,24 @@ pub async fn summary(data_dir: &Path) -> anyhow::Result<()> {
         let i = TIERS.iter().position(|t| *t == a.tier).unwrap_or(3);
         counts.entry(a.station.clone()).or_default()[i] += 1;
     }
-    println!("  {:<8} {:>7} {:>7} {:>7} {:>7} {:>7}", "station", "红 red", "橙 orng", "黄 yell", "蓝 blue", "total");
+    println!(
+        "  {:<8} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "station", "红 red", "橙 orng", "黄 yell", "蓝 blue", "total"
+    );
     let mut totals = [0usize; 4];
     for (station, c) in &counts {
         for (t, n) in totals.iter_mut().zip(c) {
             *t += n;
         }
-        println!("  {:<8} {:>7} {:>7} {:>7} {:>7} {:>7}", station, c[0], c[1], c[2], c[3], c.iter().sum::<usize>());
+        println!(
+            "  {:<8} {:>7} {:>7} {:>7} {:>7} {:>7}",
+            station,
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c.iter().sum::<usize>()
+        );
     }
     println!(
         "  {:<8} {:>7} {:>7} {:>7} {:>7} {:>7}",

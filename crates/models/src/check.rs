@@ -26,15 +26,25 @@ pub struct CheckedModel {
 
 /// Evidence values are numbers, dates and times: alerts hold no text.
 pub(crate) fn evidence_type(dt: &DataType) -> bool {
-    dt.is_numeric() || matches!(dt, DataType::Date32 | DataType::Date64 | DataType::Timestamp(..))
+    dt.is_numeric()
+        || matches!(
+            dt,
+            DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
+        )
 }
 
 fn is_text(dt: &DataType) -> bool {
-    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
 }
 
 /// A session that knows only the result table `m` (no sealed table), for tier conditions.
-pub(crate) fn result_session(schema: SchemaRef, batches: Vec<arrow_array::RecordBatch>) -> Result<SessionContext, String> {
+pub(crate) fn result_session(
+    schema: SchemaRef,
+    batches: Vec<arrow_array::RecordBatch>,
+) -> Result<SessionContext, String> {
     let ctx = SessionContext::new();
     let table = MemTable::try_new(schema, vec![batches]).map_err(|e| e.strip_backtrace())?;
     ctx.register_table(RESULT_TABLE, Arc::new(table))
@@ -67,7 +77,10 @@ pub async fn check(model: Model, engine: &Engine) -> Result<CheckedModel, Vec<Mo
     let mut seen = std::collections::BTreeSet::new();
     for n in &names {
         if !seen.insert(*n) {
-            errors.push(err("query", format!("the result has two columns named `{n}`: alias them apart")));
+            errors.push(err(
+                "query",
+                format!("the result has two columns named `{n}`: alias them apart"),
+            ));
         }
     }
     match schema.field_with_name(SUBJECT_COLUMN) {
@@ -84,11 +97,17 @@ pub async fn check(model: Model, engine: &Engine) -> Result<CheckedModel, Vec<Mo
     match schema.field_with_name(&model.route) {
         Err(_) => errors.push(err(
             "route",
-            format!("the query's result has no column `{}`: select the responsible station AS {}", model.route, model.route),
+            format!(
+                "the query's result has no column `{}`: select the responsible station AS {}",
+                model.route, model.route
+            ),
         )),
         Ok(f) if !is_text(f.data_type()) => errors.push(err(
             "route",
-            format!("`{}` must be a text column holding a station code", model.route),
+            format!(
+                "`{}` must be a text column holding a station code",
+                model.route
+            ),
         )),
         Ok(_) => {}
     }
@@ -111,7 +130,10 @@ pub async fn check(model: Model, engine: &Engine) -> Result<CheckedModel, Vec<Mo
 
     for e in &model.evidence {
         let Some(out) = analysis.outputs.iter().find(|o| o.name == *e) else {
-            errors.push(err("evidence", format!("`{e}` is not a column of the query's result")));
+            errors.push(err(
+                "evidence",
+                format!("`{e}` is not a column of the query's result"),
+            ));
             continue;
         };
         if !out.aggregated || !out.raw_from.is_empty() {
@@ -125,7 +147,10 @@ pub async fn check(model: Model, engine: &Engine) -> Result<CheckedModel, Vec<Mo
         {
             errors.push(err(
                 "evidence",
-                format!("`{e}` is {}: evidence is a number, a date or a time, never text", f.data_type()),
+                format!(
+                    "`{e}` is {}: evidence is a number, a date or a time, never text",
+                    f.data_type()
+                ),
             ));
         }
     }
@@ -139,12 +164,19 @@ pub async fn check(model: Model, engine: &Engine) -> Result<CheckedModel, Vec<Mo
                 match ctx.sql_with_options(&sql, query_only()).await {
                     Err(e) => errors.push(err(
                         &format!("tiers[{i}].when"),
-                        format!("does not plan over the result's columns ({}): {}", names.join(", "), e.strip_backtrace()),
+                        format!(
+                            "does not plan over the result's columns ({}): {}",
+                            names.join(", "),
+                            e.strip_backtrace()
+                        ),
                     )),
                     Ok(df) => {
                         let dt = df.schema().field(0).data_type();
                         if *dt != DataType::Boolean {
-                            errors.push(err(&format!("tiers[{i}].when"), format!("is {dt}, not a boolean condition")));
+                            errors.push(err(
+                                &format!("tiers[{i}].when"),
+                                format!("is {dt}, not a boolean condition"),
+                            ));
                         }
                     }
                 }

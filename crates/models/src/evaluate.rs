@@ -27,8 +27,14 @@ pub enum EvaluateError {
         "model {model}: its query returned more than one row for a subject; group by the subject so each subject has one row (nothing was recorded)"
     )]
     DuplicateSubject { model: String },
-    #[error("model {model}: evaluating the tier conditions failed ({0}); nothing was recorded", model = .model)]
-    Tiers { model: String, #[source] source: TierFailure },
+    #[error(
+        "model {model}: evaluating the tier conditions failed ({source}); nothing was recorded"
+    )]
+    Tiers {
+        model: String,
+        #[source]
+        source: TierFailure,
+    },
 }
 
 /// Why tier evaluation failed (its text never quotes values).
@@ -92,10 +98,12 @@ pub async fn evaluate(
     let (state, plan) = df.into_parts();
     let mut state = state;
     state.execution_props_mut().query_execution_start_time = Some(now);
-    let tiered = DataFrame::new(state, plan)
-        .collect()
-        .await
-        .map_err(|_| tier_failure(&model.id, "a tier condition failed to evaluate (check casts and arithmetic)".into()))?;
+    let tiered = DataFrame::new(state, plan).collect().await.map_err(|_| {
+        tier_failure(
+            &model.id,
+            "a tier condition failed to evaluate (check casts and arithmetic)".into(),
+        )
+    })?;
 
     let mut out = Evaluation {
         rows: rows as u64,
@@ -105,9 +113,9 @@ pub async fn evaluate(
     let kind = model.subject.as_str();
     for batch in &tiered {
         let column = |name: &str| -> Result<&ArrayRef, EvaluateError> {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| tier_failure(&model.id, format!("the result lost its `{name}` column")))
+            batch.column_by_name(name).ok_or_else(|| {
+                tier_failure(&model.id, format!("the result lost its `{name}` column"))
+            })
         };
         let subject = column(SUBJECT_COLUMN)?
             .as_fixed_size_binary_opt()
@@ -118,9 +126,9 @@ pub async fn evaluate(
         let holds: Vec<_> = (0..model.tiers.len())
             .map(|i| {
                 column(&format!("__tier_{i}")).and_then(|c| {
-                    c.as_boolean_opt()
-                        .cloned()
-                        .ok_or_else(|| tier_failure(&model.id, "a tier condition is not boolean".into()))
+                    c.as_boolean_opt().cloned().ok_or_else(|| {
+                        tier_failure(&model.id, "a tier condition is not boolean".into())
+                    })
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -207,7 +215,9 @@ fn evidence_value(col: &ArrayRef, row: usize) -> Option<EvidenceValue> {
         }
         _ => {
             let v = arrow_cast::cast(&one, &DataType::Float64).ok()?;
-            Some(EvidenceValue::Float(v.as_primitive::<Float64Type>().value(0)))
+            Some(EvidenceValue::Float(
+                v.as_primitive::<Float64Type>().value(0),
+            ))
         }
     }
 }

@@ -196,7 +196,8 @@ impl Model {
             vec![ModelError::new(file, field, e.message().to_owned())]
         })?;
         let mut errors = Vec::new();
-        let mut err = |field: &str, reason: String| errors.push(ModelError::new(file, field, reason));
+        let mut err =
+            |field: &str, reason: String| errors.push(ModelError::new(file, field, reason));
 
         if ModelId::new(&raw.id).is_err()
             || !raw
@@ -214,17 +215,29 @@ impl Model {
         {
             err(
                 "id",
-                format!("the file is named `{stem}.toml` but the id is `{}`: name the file after the id", raw.id),
+                format!(
+                    "the file is named `{stem}.toml` but the id is `{}`: name the file after the id",
+                    raw.id
+                ),
             );
         }
         if raw.version == 0 {
-            err("version", "versions start at 1; raise it with every change".into());
+            err(
+                "version",
+                "versions start at 1; raise it with every change".into(),
+            );
         }
         if raw.title.zh.trim().is_empty() || raw.title.en.trim().is_empty() {
-            err("title", "give both a Chinese (`zh`) and an English (`en`) title".into());
+            err(
+                "title",
+                "give both a Chinese (`zh`) and an English (`en`) title".into(),
+            );
         }
         if raw.purpose.trim().is_empty() {
-            err("purpose", "name the purpose the model serves, as the dataset contracts list it".into());
+            err(
+                "purpose",
+                "name the purpose the model serves, as the dataset contracts list it".into(),
+            );
         }
         if !is_column_name(&raw.route) || raw.route == SUBJECT_COLUMN {
             err(
@@ -234,13 +247,22 @@ impl Model {
         }
         let schedule = parse_schedule(&raw.schedule);
         if schedule.is_none() {
-            err("schedule", "write a positive period such as `15m`, `1h` or `1d`".into());
+            err(
+                "schedule",
+                "write a positive period such as `15m`, `1h` or `1d`".into(),
+            );
         }
         if raw.keep_for == 0 {
-            err("keep_for", "at least 1 (a lower tier takes effect after that many runs)".into());
+            err(
+                "keep_for",
+                "at least 1 (a lower tier takes effect after that many runs)".into(),
+            );
         }
         if raw.evidence.is_empty() {
-            err("evidence", "declare at least one feature an officer sees on the alert".into());
+            err(
+                "evidence",
+                "declare at least one feature an officer sees on the alert".into(),
+            );
         }
         let mut seen = BTreeSet::new();
         for e in &raw.evidence {
@@ -248,21 +270,36 @@ impl Model {
                 err("evidence", format!("`{e}` is listed twice"));
             }
             if e == SUBJECT_COLUMN || *e == raw.route {
-                err("evidence", format!("`{e}` is the subject or the route, not a feature"));
+                err(
+                    "evidence",
+                    format!("`{e}` is the subject or the route, not a feature"),
+                );
             }
         }
         if raw.query.trim().is_empty() {
-            err("query", "write one SQL query that yields one row per subject".into());
+            err(
+                "query",
+                "write one SQL query that yields one row per subject".into(),
+            );
         }
         let mut tiers = Vec::new();
         if raw.tiers.is_empty() {
-            err("tiers", "define at least one tier (red, orange, yellow, blue)".into());
+            err(
+                "tiers",
+                "define at least one tier (red, orange, yellow, blue)".into(),
+            );
         }
         let mut last_rank = u8::MAX;
         for (i, t) in raw.tiers.iter().enumerate() {
             let field = format!("tiers[{i}]");
             match parse_tier(&t.level) {
-                None => err(&field, format!("level `{}` is not one of red, orange, yellow, blue", t.level)),
+                None => err(
+                    &field,
+                    format!(
+                        "level `{}` is not one of red, orange, yellow, blue",
+                        t.level
+                    ),
+                ),
                 Some(level) => {
                     if tier_rank(level) >= last_rank {
                         err(
@@ -272,7 +309,10 @@ impl Model {
                     }
                     last_rank = tier_rank(level);
                     if t.when.trim().is_empty() {
-                        err(&format!("{field}.when"), "write a SQL boolean condition".into());
+                        err(
+                            &format!("{field}.when"),
+                            "write a SQL boolean condition".into(),
+                        );
                     }
                     tiers.push(TierRule {
                         level,
@@ -305,8 +345,13 @@ impl Model {
 
     /// Reads and parses a model file.
     pub fn load(path: &Path) -> Result<Model, Vec<ModelError>> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| vec![ModelError::new(path, "file", format!("cannot read it: {e}"))])?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ModelError::new(
+                path,
+                "file",
+                format!("cannot read it: {e}"),
+            )]
+        })?;
         Model::parse(&text, path)
     }
 }
@@ -314,7 +359,11 @@ impl Model {
 /// Every `*.toml` model in `dir` (not the `*.test.toml` fixtures), sorted by id.
 pub fn load_dir(dir: &Path) -> Result<Vec<Model>, Vec<ModelError>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        vec![ModelError::new(dir, "directory", format!("cannot read it: {e}"))]
+        vec![ModelError::new(
+            dir,
+            "directory",
+            format!("cannot read it: {e}"),
+        )]
     })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(Result::ok)
@@ -368,7 +417,10 @@ tiers = [ { level = "red", when = "n > 2" }, { level = "blue", when = "n > 0" } 
         let bad = GOOD
             .replace("version = 1", "version = 0")
             .replace("\"1h\"", "\"soon\"")
-            .replace("level = \"blue\"", "level = \"orange\", when = \"x\" }, { level = \"red\"");
+            .replace(
+                "level = \"blue\"",
+                "level = \"orange\", when = \"x\" }, { level = \"red\"",
+            );
         let errs = Model::parse(&bad, Path::new("models/m.toml")).unwrap_err();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert!(fields.contains(&"version"), "{errs:?}");
@@ -379,7 +431,8 @@ tiers = [ { level = "red", when = "n > 2" }, { level = "blue", when = "n > 0" } 
         assert_eq!(errs[0].field, "id");
         assert!(errs[0].to_string().starts_with("models/other.toml: id: "));
 
-        let errs = Model::parse(&GOOD.replace("purpose", "porpose"), Path::new("m.toml")).unwrap_err();
+        let errs =
+            Model::parse(&GOOD.replace("purpose", "porpose"), Path::new("m.toml")).unwrap_err();
         assert!(errs[0].reason.contains("porpose"), "{errs:?}");
     }
 }

@@ -11,7 +11,9 @@ use crate::model::Model;
 pub enum RecordError {
     #[error(transparent)]
     Store(#[from] AlertStoreError),
-    #[error("model id `{0}` cannot be written to the audit log; use lowercase letters, digits and `-`")]
+    #[error(
+        "model id `{0}` cannot be written to the audit log; use lowercase letters, digits and `-`"
+    )]
     ModelId(String),
 }
 

@@ -14,7 +14,7 @@
 //! | aggregate: `sum`, `avg`, `stddev`, `var`, ... | `aggregate` (never on a token) |
 //! | aggregate that copies a value out: `min`, `max`, `first_value`, `array_agg`, ... | `aggregate` and `reveal` (never on a token) |
 //! | window function argument | refused: its result is per row |
-//! | a result column's unaggregated value | `reveal` |
+//! | a result column's unaggregated value | `reveal` (a query's group key: `group`, its groups being k-anonymous) |
 //!
 //! Tokens are never revealed and never summed: only joined and counted — except the one
 //! result column a model names as its subject, which the platform turns into a pseudonym
@@ -85,7 +85,11 @@ pub struct UseRefusal {
 
 impl fmt::Display for UseRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} used as {}: {}", self.column, self.used_as, self.reason)
+        write!(
+            f,
+            "{} used as {}: {}",
+            self.column, self.used_as, self.reason
+        )
     }
 }
 
@@ -217,6 +221,9 @@ pub fn check_column_uses(
         }
     }
 
+    // A query's groups are released only when they cover k subjects, so a group key's label
+    // needs `group`, not `reveal`; a model's rows are per subject, so there it reveals.
+    let group_labels = outputs.subject.is_none();
     for output in &analysis.outputs {
         let is_subject = outputs.subject.is_some_and(|(name, _)| name == output.name);
         if is_subject {
@@ -224,7 +231,9 @@ pub fn check_column_uses(
                 continue;
             };
             for column in &output.derived_from {
-                let token = allowed(contracts, column, purpose).ok().and_then(|a| a.token);
+                let token = allowed(contracts, column, purpose)
+                    .ok()
+                    .and_then(|a| a.token);
                 if token != Some(kind) {
                     refuse(
                         column,
@@ -253,8 +262,14 @@ pub fn check_column_uses(
                 Ok(a) if a.token.is_some() || a.raw_identifier => refuse(
                     column,
                     used_as,
-                    "tokens and identifiers never reach a result; count them or join on them".into(),
+                    "tokens and identifiers never reach a result; count them or join on them"
+                        .into(),
                 ),
+                Ok(_)
+                    if group_labels
+                        && analysis
+                            .uses_of(&column.table, &column.column)
+                            .contains(&ColumnUse::Group) => {}
                 Ok(a) => {
                     if let Err(reason) = a.require(Use::Reveal, purpose) {
                         refuse(column, used_as, reason);
@@ -359,24 +374,47 @@ mod tests {
         );
         assert!(r[0].reason.contains("per row"), "{r:?}");
         // A use allowed, but not for this purpose.
-        let r = check(ColumnUse::Filter, col("hospital.visits", "department"), "public-order");
-        assert!(r[0].reason.contains("not for purpose `public-order`"), "{r:?}");
+        let r = check(
+            ColumnUse::Filter,
+            col("hospital.visits", "department"),
+            "public-order",
+        );
+        assert!(
+            r[0].reason.contains("not for purpose `public-order`"),
+            "{r:?}"
+        );
         assert_eq!(r[0].column, col("hospital.visits", "department"));
         // A use not allowed at all.
-        let r = check(ColumnUse::Group, col("hospital.visits", "visit_id"), "analysis");
+        let r = check(
+            ColumnUse::Group,
+            col("hospital.visits", "visit_id"),
+            "analysis",
+        );
         assert!(r[0].reason.contains("does not allow `group`"), "{r:?}");
         // Grouping by a token outside a model.
-        let r = check(ColumnUse::Group, col("hospital.visits", "person"), "analysis");
+        let r = check(
+            ColumnUse::Group,
+            col("hospital.visits", "person"),
+            "analysis",
+        );
         assert_eq!(r.len(), 1, "{r:?}");
         // A copying aggregate needs reveal.
         let r = check(agg("max"), col("insurance.claims", "amount"), "analysis");
         assert!(r[0].reason.contains("needs `reveal`"), "{r:?}");
         assert!(check(agg("sum"), col("insurance.claims", "amount"), "analysis").is_empty());
         // An unknown aggregate.
-        let r = check(agg("my_udaf"), col("insurance.claims", "amount"), "analysis");
+        let r = check(
+            agg("my_udaf"),
+            col("insurance.claims", "amount"),
+            "analysis",
+        );
         assert!(r[0].reason.contains("not one the checker knows"), "{r:?}");
         // The revealable raw identifier column is not for queries.
-        let r = check(agg("count"), col("police.wanted", "id_number"), "fugitive-tracking");
+        let r = check(
+            agg("count"),
+            col("police.wanted", "id_number"),
+            "fugitive-tracking",
+        );
         assert!(r[0].reason.contains("reveal workflow"), "{r:?}");
         // A table without a contract.
         let r = check(ColumnUse::Filter, col("bank.accounts", "iban"), "analysis");
@@ -392,7 +430,10 @@ mod tests {
                 (person.clone(), ColumnUse::Output),
                 (phone.clone(), ColumnUse::Output),
             ],
-            vec![out("subject", &[person.clone()], &[]), out("other", &[phone.clone()], &[])],
+            vec![
+                out("subject", &[person.clone()], &[]),
+                out("other", &[phone.clone()], &[]),
+            ],
         );
         let r = check_column_uses(&a, &contracts(), "fugitive-tracking", &MODEL);
         assert_eq!(r.len(), 1, "{r:?}");
