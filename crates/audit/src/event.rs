@@ -350,6 +350,17 @@ pub enum AuditEvent {
         /// Groups suppressed by the minimum group size.
         groups_suppressed: u64,
     },
+    /// A query was refused, by the access policies or the privacy gate.
+    QueryRefused {
+        /// SHA-256 of the query text (the text is not logged).
+        query_sha256: Sha256Digest,
+        /// Who asked.
+        principal: Principal,
+        /// Declared purpose.
+        purpose: Purpose,
+        /// The rule it broke (`access-policy`, `column-use`, `aggregate-only`, ...).
+        rule: ReasonCode,
+    },
     /// An alert was opened.
     AlertOpened {
         /// Alert id.
@@ -565,6 +576,12 @@ mod tests {
                 purpose: Purpose::new("fugitive-tracking").unwrap(),
                 groups_released: 4,
                 groups_suppressed: 1,
+            },
+            AuditEvent::QueryRefused {
+                query_sha256: Sha256Digest::of(b"SELECT * FROM t"),
+                principal: p(),
+                purpose: Purpose::new("analysis").unwrap(),
+                rule: ReasonCode::new("aggregate-only").unwrap(),
             },
             AuditEvent::AlertOpened {
                 alert: a(),

@@ -6,6 +6,7 @@ mod demo;
 mod model_test;
 mod models;
 mod policies;
+mod query;
 
 use std::path::PathBuf;
 
@@ -49,6 +50,11 @@ enum Command {
     Model(ModelCommand),
     /// Evaluate the registered models and record their alerts.
     Run(RunArgs),
+    /// An aggregate question through the access policies and the privacy gate.
+    Query(QueryArgs),
+    /// The access policies (Cedar).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// List alerts (open ones unless --all).
     Alerts(AlertsArgs),
 }
@@ -74,6 +80,31 @@ enum ModelCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Parse the Cedar schema and policies of DIR and validate them; errors as file:line:column.
+    Check {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Who asks: specialist, specialist:NAME, auditor:NAME, partner:NAME, officer:NAME@STATION.
+    #[arg(long = "as")]
+    principal: String,
+    /// The declared purpose (e.g. analysis); every column use must be allowed for it.
+    #[arg(long)]
+    purpose: String,
+    #[arg(long, value_enum, default_value = "table")]
+    format: FormatArg,
+    /// One SELECT whose result is the groups of one aggregate.
+    sql: String,
 }
 
 #[derive(Args)]
@@ -460,6 +491,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             models::print_runs(&reports);
             Ok(())
         }
+        Command::Query(a) => {
+            query::query(&query::QueryArgs {
+                data_dir: &a.data_dir,
+                principal: &a.principal,
+                purpose: &a.purpose,
+                sql: &a.sql,
+                format: match a.format {
+                    FormatArg::Table => models::Format::Table,
+                    FormatArg::Json => models::Format::Json,
+                },
+            })
+            .await
+        }
+        Command::Policy(PolicyCommand::Check { dir }) => query::policy_check(&dir),
         Command::Alerts(a) => {
             models::alerts(
                 &a.data_dir,

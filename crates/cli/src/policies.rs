@@ -21,6 +21,15 @@ pub const SHIPPED: &[(&str, &str)] = shipped![
     "datasets/police.wanted.toml",
     "datasets/tax.employment.toml",
     "privacy.toml",
+    "org.toml",
+    "schema.cedarschema",
+    "auditor-read-audit.cedar",
+    "duty-officer-county-red.cedar",
+    "forbid-reveal-without-justification.cedar",
+    "officer-own-station.cedar",
+    "officer-reveal.cedar",
+    "partner-own-dataset.cedar",
+    "specialist-models.cedar",
 ];
 
 /// Writes every shipped policy file that `dir` does not have yet; never overwrites.

@@ -149,6 +149,35 @@ impl CheckedPlan {
         self
     }
 
+    /// The analysis of another plan over the same tables: a part of this plan (the input of
+    /// one of its nodes, say) or a rewrite of it.
+    pub fn lineage_of(&self, plan: &LogicalPlan) -> Result<PlanAnalysis, EngineError> {
+        Ok(analysis::analyze(plan, &|c| self.snapshot.token_domain(c))?)
+    }
+
+    /// Whether `column` holds identifier tokens.
+    pub fn is_token_column(&self, column: &ColumnRef) -> bool {
+        self.snapshot
+            .tables
+            .get(&column.table)
+            .is_some_and(|t| t.token_columns.contains(&column.column))
+    }
+
+    /// A plan the platform derived from this one (the query gate adds its subject counts):
+    /// analysed again over the same tables, releasing exactly the columns it reads. Only the
+    /// platform's code calls this, after checking the original plan.
+    pub fn derive(&self, plan: LogicalPlan) -> Result<CheckedPlan, EngineError> {
+        let analysis = self.lineage_of(&plan)?;
+        let release = analysis.columns_by_table();
+        Ok(CheckedPlan {
+            engine: self.engine,
+            snapshot: self.snapshot.clone(),
+            plan,
+            analysis,
+            release,
+        })
+    }
+
     fn files(&self) -> impl Iterator<Item = &Arc<StoredFile>> {
         self.release
             .keys()
@@ -242,14 +271,7 @@ impl Engine {
             .statement_to_plan(statement)
             .await
             .map_err(plan_error)?;
-        let tokens = |c: &ColumnRef| {
-            let t = snapshot.tables.get(&c.table)?;
-            t.token_columns
-                .contains(&c.column)
-                .then(|| t.token_domain.clone())
-                .flatten()
-        };
-        let analysis = analysis::analyze(&plan, &tokens)?;
+        let analysis = analysis::analyze(&plan, &|c| snapshot.token_domain(c))?;
         for t in &analysis.tables {
             snapshot.check_table(t)?;
         }
@@ -372,6 +394,14 @@ async fn load_snapshot(
 }
 
 impl Snapshot {
+    fn token_domain(&self, c: &ColumnRef) -> Option<TokenDomain> {
+        let t = self.tables.get(&c.table)?;
+        t.token_columns
+            .contains(&c.column)
+            .then(|| t.token_domain.clone())
+            .flatten()
+    }
+
     fn check_table(&self, name: &str) -> Result<(), EngineError> {
         if let Some(reason) = self.orphans.get(name) {
             return Err(EngineError::TableUnavailable {

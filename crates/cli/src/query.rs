@@ -1,0 +1,213 @@
+//! `blindwatch query` and `blindwatch policy check`: the access policies (Cedar) and the
+//! aggregate-only privacy gate, audited.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use blindwatch_access::{AccessPolicies, Action, Context as AccessContext, Principal, Resource};
+use blindwatch_audit::{
+    AuditEvent, AuditRecord, Principal as AuditPrincipal, Purpose, ReasonCode, Sha256Digest,
+};
+use blindwatch_query::{GateSettings, QueryResult};
+use blindwatch_store::DataDir;
+
+use crate::models::{Format, open_engine};
+
+/// Stations and their counties: `policies/org.toml`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Org {
+    stations: BTreeMap<String, String>,
+}
+
+fn load_org(dir: &DataDir) -> anyhow::Result<Org> {
+    let path = dir.policies_dir().join("org.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected [stations] with STATION = \"COUNTY\" lines",
+            path.display()
+        )
+    })
+}
+
+/// `ROLE[:NAME]`, officers as `officer:NAME@STATION` (`+duty` for a county duty officer).
+pub struct Acting {
+    pub principal: Principal,
+    /// As written to the audit log (role and name, never more).
+    pub audit: AuditPrincipal,
+}
+
+pub fn parse_principal(text: &str, dir: &DataDir) -> anyhow::Result<Acting> {
+    let usage = "write the principal as ROLE or ROLE:NAME — specialist, specialist:wang, auditor:zhao, partner:hospital, officer:li@S03 (officer:li@S03+duty for a county duty officer)";
+    let (role, rest) = text.split_once(':').unwrap_or((text, ""));
+    let name = |default: &str| -> anyhow::Result<String> {
+        let n = if rest.is_empty() { default } else { rest };
+        if n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !n.is_empty()
+        {
+            Ok(n.to_owned())
+        } else {
+            bail!(
+                "`{text}` is not a principal: names are ASCII letters, digits, `-` and `_`; {usage}"
+            )
+        }
+    };
+    let principal = match role {
+        "specialist" => Principal::Specialist {
+            name: name("specialist")?,
+        },
+        "auditor" => Principal::Auditor {
+            name: name("auditor")?,
+        },
+        "partner" => Principal::Partner { name: name("")? },
+        "officer" => {
+            let (who, station) = rest
+                .split_once('@')
+                .with_context(|| format!("`{text}`: an officer needs a station; {usage}"))?;
+            let (station, duty) = match station.strip_suffix("+duty") {
+                Some(s) => (s, true),
+                None => (station, false),
+            };
+            let org = load_org(dir)?;
+            let county = org
+                .stations
+                .get(station)
+                .with_context(|| format!("station `{station}` is not in policies/org.toml"))?;
+            Principal::Officer {
+                name: who.to_owned(),
+                station: station.to_owned(),
+                county: county.clone(),
+                duty,
+            }
+        }
+        _ => bail!("unknown role `{role}`; {usage}"),
+    };
+    let audit = AuditPrincipal::new(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Acting { principal, audit })
+}
+
+/// `policy check`: the Cedar schema and policies of a directory.
+pub fn policy_check(dir: &Path) -> anyhow::Result<()> {
+    match blindwatch_access::check(dir) {
+        Ok(report) => {
+            for f in &report.files {
+                println!("{}: {}", f.file, f.policy_ids.join(", "));
+            }
+            for w in &report.warnings {
+                println!("warning: {w}");
+            }
+            println!(
+                "ok: {} policies in {} files, valid against the schema",
+                report.policy_count(),
+                report.files.len()
+            );
+            Ok(())
+        }
+        Err(diagnostics) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            bail!(
+                "{} problem(s) in the policies of {}",
+                diagnostics.len(),
+                dir.display()
+            )
+        }
+    }
+}
+
+pub struct QueryArgs<'a> {
+    pub data_dir: &'a Path,
+    pub principal: &'a str,
+    pub purpose: &'a str,
+    pub sql: &'a str,
+    pub format: Format,
+}
+
+/// `query`: an aggregate question through the access policies and the privacy gate. Every
+/// outcome — refused by policy, refused by the gate, or run — is audited with the query's
+/// digest, never its text.
+pub async fn query(a: &QueryArgs<'_>) -> anyhow::Result<()> {
+    let dir = DataDir::new(a.data_dir);
+    let engine = open_engine(&dir).await?;
+    let acting = parse_principal(a.principal, &dir)?;
+    let purpose = Purpose::new(a.purpose).map_err(|e| anyhow::anyhow!("--purpose: {e}"))?;
+    let digest = Sha256Digest::of(a.sql.as_bytes());
+    let mut audit = dir.open_audit_log()?;
+    let mut refuse = |rule: &str| -> anyhow::Result<()> {
+        audit.append(&AuditRecord::now(
+            acting.audit.clone(),
+            AuditEvent::QueryRefused {
+                query_sha256: digest,
+                principal: acting.audit.clone(),
+                purpose: purpose.clone(),
+                rule: ReasonCode::new(rule)?,
+            },
+        ))?;
+        Ok(())
+    };
+
+    let access = AccessPolicies::load(&dir.policies_dir())?;
+    let decision = access.decide(
+        &acting.principal,
+        Action::Query,
+        &Resource::Platform,
+        &AccessContext::default(),
+    );
+    if !decision.allowed {
+        refuse("access-policy")?;
+        bail!(
+            "refused (rule access-policy): the access policies do not let `{}` run queries; ask for the specialist role",
+            a.principal
+        );
+    }
+
+    let settings = GateSettings::load(&dir.policies_dir().join("privacy.toml"))?;
+    let checked = blindwatch_query::check(&engine, engine.contracts(), a.sql, a.purpose).await;
+    let result = match checked {
+        Ok(q) => blindwatch_query::run(&engine, &q, settings).await,
+        Err(e) => Err(e),
+    };
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(rule) = e.rule() {
+                refuse(rule.code())?;
+            }
+            return Err(e.into());
+        }
+    };
+    audit.append(&AuditRecord::now(
+        acting.audit.clone(),
+        AuditEvent::QueryRun {
+            query_sha256: digest,
+            principal: acting.audit.clone(),
+            purpose,
+            groups_released: result.groups_released(),
+            groups_suppressed: result.groups_suppressed,
+        },
+    ))?;
+    audit.checkpoint()?;
+    print_result(&result, a.format)?;
+    Ok(())
+}
+
+fn print_result(result: &QueryResult, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(result)?),
+        Format::Table => {
+            print!("{}", blindwatch_query::render_table(result));
+            println!(
+                "({} group(s) released; {} suppressed with fewer than {} subjects)",
+                result.groups_released(),
+                result.groups_suppressed,
+                result.min_group_size
+            );
+        }
+    }
+    Ok(())
+}
