@@ -202,10 +202,10 @@ async fn run_case(model: &Model, case: &Case) -> anyhow::Result<()> {
         let mut csv = csv::Writer::from_path(exports.join(format!("{table}.csv")))?;
         csv.write_record(contract.columns.iter().map(|c| c.name.as_str()))?;
         for r in rows {
-            for unknown in r
+            if let Some(unknown) = r
                 .values
                 .keys()
-                .filter(|k| !contract.columns.iter().any(|c| &c.name == *k))
+                .find(|k| !contract.columns.iter().any(|c| &c.name == *k))
             {
                 bail!("fixture table `{table}` has no column `{unknown}`");
             }
