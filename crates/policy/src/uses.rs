@@ -431,8 +431,8 @@ mod tests {
                 (phone.clone(), ColumnUse::Output),
             ],
             vec![
-                out("subject", &[person.clone()], &[]),
-                out("other", &[phone.clone()], &[]),
+                out("subject", std::slice::from_ref(&person), &[]),
+                out("other", std::slice::from_ref(&phone), &[]),
             ],
         );
         let r = check_column_uses(&a, &contracts(), "fugitive-tracking", &MODEL);
@@ -441,7 +441,7 @@ mod tests {
         assert!(r[0].reason.contains("never reach a result"));
 
         // A subject of the wrong kind.
-        let a = analysis(&[], vec![out("subject", &[phone.clone()], &[])]);
+        let a = analysis(&[], vec![out("subject", std::slice::from_ref(&phone), &[])]);
         let r = check_column_uses(&a, &contracts(), "fugitive-tracking", &MODEL);
         assert!(r[0].reason.contains("kind `person`"), "{r:?}");
     }
