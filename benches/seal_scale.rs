@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use blindwatch_bench::peak_rss_mib;
 use std::time::Instant;
 
 use blindwatch_crypto::sign::SigningKey;
@@ -13,17 +14,6 @@ use blindwatch_crypto::wrap::PlatformPrivateKey;
 #[path = "seal.rs"]
 #[allow(dead_code)]
 mod seal_bench;
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 fn one(rows: u64) {
     let dir = tempfile::tempdir().unwrap();

@@ -6,23 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+use support::{bw, s};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
 const K: usize = 10;
-
-fn bw(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_blindwatch"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// One demo city for every test of this binary: consortium tokens (quicker), no messy
 /// input, so the raw exports are exactly what was sealed.

@@ -9,9 +9,12 @@
     clippy::too_many_arguments
 )]
 
+mod support;
+use support::{bw, ok, s, files_under};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 
 use arrow_array::{Array, Date32Array, FixedSizeBinaryArray, StringArray};
@@ -20,24 +23,6 @@ use blindwatch_crypto::sealing::{PlatformKeyRetriever, Release};
 use blindwatch_crypto::token::{ConsortiumTokenizer, LinkageKey};
 use blindwatch_crypto::wrap::PlatformPrivateKey;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
-
-fn bw(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_blindwatch"))
-        .args(args)
-        .env("BLINDWATCH_LOG", "debug")
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = bw(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 struct Demo {
     _tmp: tempfile::TempDir,
@@ -109,10 +94,6 @@ impl Demo {
             .join("policies/datasets")
             .join(format!("{table}.toml"))
     }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// Every file under `dir` with its bytes, except the audit log (refusals are audited).
@@ -490,20 +471,6 @@ fn valid_id(first17: &str) -> String {
     format!("{first17}{check}")
 }
 
-fn files_under(dir: &Path, skip: &dyn Fn(&Path) -> bool, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if skip(&p) {
-            continue;
-        }
-        if p.is_dir() {
-            files_under(&p, skip, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn canary_identifiers_appear_nowhere_but_in_the_partners_exports() {
     let demo = Demo::new();
@@ -612,12 +579,9 @@ fn canary_identifiers_appear_nowhere_but_in_the_partners_exports() {
         needles.push(digest.as_ref().to_vec());
         needles.push(hex::encode(digest).into_bytes());
     }
-    let mut files = Vec::new();
-    files_under(
-        &demo.root,
-        &|p: &Path| p.ends_with("exports") || p.ends_with("keys") && !p.starts_with(&platform),
-        &mut files,
-    );
+    let files = files_under(&demo.root, &|p: &Path| {
+        p.ends_with("exports") || p.ends_with("keys") && !p.starts_with(&platform)
+    });
     assert!(files.iter().any(|f| f.starts_with(&platform)));
     let mut scanned = 0;
     for f in files {

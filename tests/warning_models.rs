@@ -5,40 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+use support::{bw, ok, s, repo, files_under};
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use blindwatch_alerts::Pseudonymizer;
 use blindwatch_common::{IdentifierKind, normalise};
 use blindwatch_crypto::blind::AuthorityKey;
 use blindwatch_crypto::keys::{KeyFileKind, read_fixed};
-
-fn bw(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_blindwatch"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = bw(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// (model, pseudonym, tier, station, evidence as JSON) of every open alert.
 type AlertKey = (String, String, String, String, String);
@@ -112,9 +88,8 @@ fn demo_alerts_equal_the_planted_ground_truth() {
     );
 
     // Neither the platform nor the token authority holds a planted subject's identifier.
-    let mut files = Vec::new();
-    files_under(&platform, &mut files);
-    files_under(&root.join("authority"), &mut files);
+    let mut files = files_under(&platform, &|_| false);
+    files.extend(files_under(&root.join("authority"), &|_| false));
     assert!(files.len() > 10);
     for file in &files {
         let bytes = std::fs::read(file).unwrap();
@@ -178,17 +153,6 @@ fn demo_alerts_equal_the_planted_ground_truth() {
         later.iter().map(|k| (k.0.clone(), k.1.clone())).collect();
     assert_eq!(pairs.len(), later.len());
     ok(&["audit", "verify", "--data-dir", s(&platform)]);
-}
-
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files_under(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
 }
 
 #[test]

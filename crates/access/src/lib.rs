@@ -4,9 +4,10 @@
 //! has `duty`), a data `Specialist`, an `Auditor`, a `Partner` agency.
 //! **Actions**: `read_alert`, `act_on_alert` (acknowledge, assign, comment, close), `reveal`
 //! (context: whether a justification was given), `check_model`, `register_model`,
-//! `run_model`, `query`, `contribute`, `read_audit`.
+//! `run_model`, `query`, `contribute`, `read_audit`, `manage_silence`.
 //! **Resources**: an `Alert` (station, county, tier 4 red .. 1 blue, model), a `Model`, a
-//! `Dataset` (owned by a partner), and the `Platform` singleton for queries and the audit log.
+//! `Dataset` (owned by a partner), a `Station` (for silences), and the `Platform` singleton
+//! for queries and the audit log.
 //!
 //! The policies live in `policies/*.cedar`, checked against `policies/schema.cedarschema` in
 //! strict mode when loaded: a policy that names an unknown attribute or compares the wrong
@@ -23,6 +24,7 @@
 //! and the outcome only.
 
 mod check;
+mod org;
 mod request;
 
 use std::path::Path;
@@ -30,6 +32,7 @@ use std::path::Path;
 use cedar_policy::{Authorizer, PolicySet, Schema};
 
 pub use check::{CheckReport, FileReport, PolicyDiagnostic, SCHEMA_FILE};
+pub use org::{ORG_FILE, Org, OrgError};
 pub use request::{Action, Context, Principal, Resource};
 
 /// The policy files shipped in the repository's `policies/`, for embedding in the binary.
@@ -50,6 +53,7 @@ pub mod shipped {
         "forbid-reveal-without-justification.cedar",
         "officer-own-station.cedar",
         "officer-reveal.cedar",
+        "officer-silence-own-station.cedar",
         "partner-own-dataset.cedar",
         "specialist-models.cedar",
     ];

@@ -45,10 +45,12 @@ pub enum Action {
     Query,
     Contribute,
     ReadAudit,
+    /// Create or expire alert silences for a station.
+    ManageSilence,
 }
 
 impl Action {
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::ReadAlert,
         Action::ActOnAlert,
         Action::Reveal,
@@ -58,6 +60,7 @@ impl Action {
         Action::Query,
         Action::Contribute,
         Action::ReadAudit,
+        Action::ManageSilence,
     ];
 
     /// The Cedar action id, as in `Blindwatch::Action::"read_alert"`.
@@ -72,6 +75,7 @@ impl Action {
             Action::Query => "query",
             Action::Contribute => "contribute",
             Action::ReadAudit => "read_audit",
+            Action::ManageSilence => "manage_silence",
         }
     }
 }
@@ -94,6 +98,8 @@ pub enum Resource {
         name: String,
         partner: String,
     },
+    /// A police station (silences are per station).
+    Station { id: String, county: String },
     /// The platform itself: aggregate queries, the audit log.
     Platform,
 }
@@ -223,6 +229,10 @@ fn resource_entity(resource: &Resource) -> Result<(EntityUid, Entity), BuildErro
             uid("Dataset", name)?,
             vec![("partner", reference("Partner", partner)?)],
         ),
+        Resource::Station { id, county } => (
+            uid("Station", id)?,
+            vec![("county", reference("County", county)?)],
+        ),
         Resource::Platform => (uid("Platform", PLATFORM_ID)?, Vec::new()),
     };
     Ok((u.clone(), entity(u, attrs, [])?))
@@ -239,7 +249,11 @@ pub(crate) fn build(
 ) -> Result<(Request, Entities), BuildError> {
     let (principal_uid, mut entities) = principal_entities(principal)?;
     let (resource_uid, resource) = resource_entity(resource)?;
-    entities.push(resource);
+    // An officer's own station is already among the principal's entities; a second
+    // copy would be refused as a duplicate (and could contradict the first).
+    if !entities.iter().any(|e| e.uid() == resource_uid) {
+        entities.push(resource);
+    }
     let entities =
         Entities::from_entities(entities, Some(schema)).map_err(|_| BuildError::Entities)?;
 

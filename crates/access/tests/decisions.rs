@@ -541,3 +541,26 @@ fn the_shipped_set_loads_cleanly_and_the_embedded_copy_matches_the_files() {
         }
     );
 }
+
+fn station(id: &str) -> Resource {
+    Resource::Station {
+        id: id.into(),
+        county: county_of(id).into(),
+    }
+}
+
+#[test]
+fn officers_silence_only_their_own_station() {
+    use Action::ManageSilence;
+    let own = (true, &["officer-silence-own-station"][..]);
+    run(
+        &shipped_policies(),
+        &[
+            case("own", officer("li", "S03"), ManageSilence, station("S03"), NONE, own),
+            case("same county", officer("li", "S03"), ManageSilence, station("S01"), NONE, DENY),
+            case("duty, same county", duty_officer("li", "S03"), ManageSilence, station("S01"), NONE, DENY),
+            case("other county", officer("li", "S03"), ManageSilence, station("S05"), NONE, DENY),
+            case("specialist", specialist(), ManageSilence, station("S03"), NONE, DENY),
+        ],
+    );
+}

@@ -28,6 +28,7 @@ pub const SHIPPED: &[(&str, &str)] = shipped![
     "forbid-reveal-without-justification.cedar",
     "officer-own-station.cedar",
     "officer-reveal.cedar",
+    "officer-silence-own-station.cedar",
     "partner-own-dataset.cedar",
     "specialist-models.cedar",
 ];

@@ -1,37 +1,17 @@
 //! `blindwatch query` and `blindwatch policy check`: the access policies (Cedar) and the
 //! aggregate-only privacy gate, audited.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use blindwatch_access::{AccessPolicies, Action, Context as AccessContext, Principal, Resource};
-use blindwatch_audit::{
-    AuditEvent, AuditRecord, Principal as AuditPrincipal, Purpose, ReasonCode, Sha256Digest,
+use blindwatch_access::{
+    AccessPolicies, Action, Context as AccessContext, Org, Principal, Resource,
 };
+use blindwatch_audit::{Principal as AuditPrincipal, Purpose};
 use blindwatch_query::{GateSettings, QueryResult};
 use blindwatch_store::DataDir;
 
 use crate::models::{Format, open_engine};
-
-/// Stations and their counties: `policies/org.toml`.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Org {
-    stations: BTreeMap<String, String>,
-}
-
-fn load_org(dir: &DataDir) -> anyhow::Result<Org> {
-    let path = dir.policies_dir().join("org.toml");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| {
-        format!(
-            "{}: expected [stations] with STATION = \"COUNTY\" lines",
-            path.display()
-        )
-    })
-}
 
 /// `ROLE[:NAME]`, officers as `officer:NAME@STATION` (`+duty` for a county duty officer).
 pub struct Acting {
@@ -72,15 +52,14 @@ pub fn parse_principal(text: &str, dir: &DataDir) -> anyhow::Result<Acting> {
                 Some(s) => (s, true),
                 None => (station, false),
             };
-            let org = load_org(dir)?;
+            let org = Org::load(&dir.policies_dir())?;
             let county = org
-                .stations
-                .get(station)
+                .county_of(station)
                 .with_context(|| format!("station `{station}` is not in policies/org.toml"))?;
             Principal::Officer {
                 name: who.to_owned(),
                 station: station.to_owned(),
-                county: county.clone(),
+                county: county.to_owned(),
                 duty,
             }
         }
@@ -136,20 +115,7 @@ pub async fn query(a: &QueryArgs<'_>) -> anyhow::Result<()> {
     let engine = open_engine(&dir).await?;
     let acting = parse_principal(a.principal, &dir)?;
     let purpose = Purpose::new(a.purpose).map_err(|e| anyhow::anyhow!("--purpose: {e}"))?;
-    let digest = Sha256Digest::of(a.sql.as_bytes());
     let mut audit = dir.open_audit_log()?;
-    let mut refuse = |rule: &str| -> anyhow::Result<()> {
-        audit.append(&AuditRecord::now(
-            acting.audit.clone(),
-            AuditEvent::QueryRefused {
-                query_sha256: digest,
-                principal: acting.audit.clone(),
-                purpose: purpose.clone(),
-                rule: ReasonCode::new(rule)?,
-            },
-        ))?;
-        Ok(())
-    };
 
     let access = AccessPolicies::load(&dir.policies_dir())?;
     let decision = access.decide(
@@ -159,39 +125,16 @@ pub async fn query(a: &QueryArgs<'_>) -> anyhow::Result<()> {
         &AccessContext::default(),
     );
     if !decision.allowed {
-        refuse("access-policy")?;
+        blindwatch_query::audit_refusal(a.sql, &purpose, &acting.audit, "access-policy", &mut audit)?;
         bail!(
             "refused (rule access-policy): the access policies do not let `{}` run queries; ask for the specialist role",
             a.principal
         );
     }
-
     let settings = GateSettings::load(&dir.policies_dir().join("privacy.toml"))?;
-    let checked = blindwatch_query::check(&engine, engine.contracts(), a.sql, a.purpose).await;
-    let result = match checked {
-        Ok(q) => blindwatch_query::run(&engine, &q, settings).await,
-        Err(e) => Err(e),
-    };
-    let result = match result {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some(rule) = e.rule() {
-                refuse(rule.code())?;
-            }
-            return Err(e.into());
-        }
-    };
-    audit.append(&AuditRecord::now(
-        acting.audit.clone(),
-        AuditEvent::QueryRun {
-            query_sha256: digest,
-            principal: acting.audit.clone(),
-            purpose,
-            groups_released: result.groups_released(),
-            groups_suppressed: result.groups_suppressed,
-        },
-    ))?;
-    audit.checkpoint()?;
+    let result =
+        blindwatch_query::run_audited(&engine, a.sql, &purpose, settings, &acting.audit, &mut audit)
+            .await?;
     print_result(&result, a.format)?;
     Ok(())
 }

@@ -27,6 +27,10 @@ use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::DataType;
+use blindwatch_audit::{
+    AuditEvent, AuditLog, AuditRecord, Principal as AuditPrincipal, Purpose, ReasonCode,
+    Sha256Digest,
+};
 use blindwatch_contract::ContractSet;
 use blindwatch_engine::{CheckedPlan, ColumnRef, Engine, EngineError};
 use blindwatch_policy::{OutputRule, UseRefusal, check_column_uses};
@@ -144,6 +148,8 @@ pub enum QueryError {
     Execution(#[source] EngineError),
     #[error("the result column `{0}` has a type the gate does not release ({1}); aggregate it")]
     ResultType(String, String),
+    #[error("the query was not answered because the audit log refused it: {0}")]
+    Audit(String),
 }
 
 impl QueryError {
@@ -154,9 +160,10 @@ impl QueryError {
             QueryError::NotAggregate(_) => Some(Rule::AggregateOnly),
             QueryError::ColumnUse(_) => Some(Rule::ColumnUse),
             QueryError::NoSubjects => Some(Rule::NoSubjects),
-            QueryError::Settings { .. } | QueryError::Execution(_) | QueryError::ResultType(..) => {
-                None
-            }
+            QueryError::Settings { .. }
+            | QueryError::Execution(_)
+            | QueryError::ResultType(..)
+            | QueryError::Audit(_) => None,
         }
     }
 }
@@ -225,6 +232,71 @@ impl QueryResult {
     pub fn groups_released(&self) -> u64 {
         self.rows.len() as u64
     }
+}
+
+/// Checks and runs `sql` for `principal`, and audits the outcome by the query's digest (never
+/// its text): `QueryRun` with the released and suppressed group counts, or `QueryRefused`
+/// with the rule. The access policies are the caller's to ask first (see
+/// [`audit_refusal`] for their refusals).
+pub async fn run_audited(
+    engine: &Engine,
+    sql: &str,
+    purpose: &Purpose,
+    settings: GateSettings,
+    principal: &AuditPrincipal,
+    audit: &mut AuditLog,
+) -> Result<QueryResult, QueryError> {
+    let outcome = match check(engine, engine.contracts(), sql, purpose.as_str()).await {
+        Ok(q) => run(engine, &q, settings).await,
+        Err(e) => Err(e),
+    };
+    let event = match &outcome {
+        Ok(r) => AuditEvent::QueryRun {
+            query_sha256: Sha256Digest::of(sql.as_bytes()),
+            principal: principal.clone(),
+            purpose: purpose.clone(),
+            groups_released: r.groups_released(),
+            groups_suppressed: r.groups_suppressed,
+        },
+        Err(e) => match e.rule() {
+            Some(rule) => refusal(sql, purpose, principal, rule.code())?,
+            None => return outcome,
+        },
+    };
+    audit
+        .append(&AuditRecord::now(principal.clone(), event))
+        .and_then(|_| audit.checkpoint().map(|_| ()))
+        .map_err(|e| QueryError::Audit(e.to_string()))?;
+    outcome
+}
+
+/// Audits a query refused before the gate saw it (by the access policies, say).
+pub fn audit_refusal(
+    sql: &str,
+    purpose: &Purpose,
+    principal: &AuditPrincipal,
+    rule: &str,
+    audit: &mut AuditLog,
+) -> Result<(), QueryError> {
+    let event = refusal(sql, purpose, principal, rule)?;
+    audit
+        .append(&AuditRecord::now(principal.clone(), event))
+        .and_then(|_| audit.checkpoint().map(|_| ()))
+        .map_err(|e| QueryError::Audit(e.to_string()))
+}
+
+fn refusal(
+    sql: &str,
+    purpose: &Purpose,
+    principal: &AuditPrincipal,
+    rule: &str,
+) -> Result<AuditEvent, QueryError> {
+    Ok(AuditEvent::QueryRefused {
+        query_sha256: Sha256Digest::of(sql.as_bytes()),
+        principal: principal.clone(),
+        purpose: purpose.clone(),
+        rule: ReasonCode::new(rule).map_err(|e| QueryError::Audit(e.to_string()))?,
+    })
 }
 
 /// Plans `sql` and checks it against the gate's rules and the contracts for `purpose`.
