@@ -39,6 +39,23 @@ impl Pseudonym {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// Reads a pseudonym an officer typed or a client sent, e.g. `P-7K3Q9-XD2MB` (lowercase
+    /// is accepted). None unless it has the shape this crate gives out: a kind letter and
+    /// two groups of five Crockford base32 characters.
+    pub fn parse(s: &str) -> Option<Pseudonym> {
+        let s = s.trim().to_ascii_uppercase();
+        let b = s.as_bytes();
+        let shaped = b.len() == 13
+            && b"PTAVNX".contains(&b[0])
+            && b[1] == b'-'
+            && b[7] == b'-'
+            && b[2..7]
+                .iter()
+                .chain(&b[8..13])
+                .all(|c| ALPHABET.contains(c));
+        shaped.then_some(Pseudonym(s))
+    }
+
     /// Only this crate derives pseudonyms; stored ones are read back through here.
     pub(crate) fn from_stored(s: String) -> Pseudonym {
         Pseudonym(s)
@@ -116,5 +133,27 @@ mod tests {
         assert_eq!(p1.as_str().len(), 13);
         assert!(a.subject("address", &token).1.as_str().starts_with("A-"));
         assert_eq!(format!("{k1:?}"), "SubjectKey(..)");
+    }
+
+    #[test]
+    fn parse_accepts_only_pseudonym_shapes() {
+        let (_, p) = Pseudonymizer::new(&[1; 32]).subject("person", &[7u8; 16]);
+        assert_eq!(Pseudonym::parse(p.as_str()), Some(p.clone()));
+        assert_eq!(
+            Pseudonym::parse(&p.as_str().to_ascii_lowercase()),
+            Some(p.clone())
+        );
+        for bad in [
+            "",
+            "P-7K3Q9-XD2M",
+            "P-7K3Q9-XD2MBB",
+            "Q-7K3Q9-XD2MB",
+            "P_7K3Q9-XD2MB",
+            "P-7K3Q9-XD2MU",
+            "13800138000",
+            "P-7K3Q9-XD2M\u{e9}",
+        ] {
+            assert_eq!(Pseudonym::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! The alert store (SQLite through sqlx).
+//! The alert store (SQLite through sqlx): alerts, model runs, history.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,8 +25,57 @@ pub enum AlertStoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the alert store holds a damaged record ({0}); restore alerts.sqlite from a backup")]
     Damaged(&'static str),
-    #[error("the run was not recorded: {0}")]
+    #[error("the change was not recorded: {0}")]
     Aborted(String),
+    #[error("there is no alert {0}; check the id against the alert list")]
+    UnknownAlert(AlertId),
+    #[error(
+        "alert {alert} is closed ({outcome}), so it cannot be {action}; work on the subject's open alerts instead (a model run opens a new alert if the risk returns)"
+    )]
+    AlertClosed {
+        alert: AlertId,
+        outcome: String,
+        action: &'static str,
+    },
+    #[error("alert {alert} was already acknowledged by {by}; nothing to do")]
+    AlreadyAcknowledged { alert: AlertId, by: String },
+    #[error("alert {alert} is already assigned to {assignee}; name another officer to reassign it")]
+    AlreadyAssigned { alert: AlertId, assignee: String },
+    #[error("the {field} is empty; write it, or leave it out where it is optional")]
+    EmptyText { field: &'static str },
+    #[error("the {field} has {chars} characters, more than the {max} allowed; shorten it")]
+    TextTooLong {
+        field: &'static str,
+        chars: usize,
+        max: usize,
+    },
+    #[error(
+        "the {field} contains 11 or more digits in a row, which looks like a phone or ID-card number; alerts hold pseudonyms only: refer to the subject by its pseudonym and leave identifiers out"
+    )]
+    TextLooksLikeIdentifier { field: &'static str },
+    #[error(
+        "a silence needs at least one matcher (model, station, tier, category or subject); a silence of everything would mute every notification"
+    )]
+    SilenceWithoutMatcher,
+    #[error("the silence's {0} matcher is empty; give a value or leave the matcher out")]
+    EmptyMatcher(&'static str),
+    #[error(
+        "the silence ends ({ends_at}) at or before it starts ({starts_at}); give an end after the start"
+    )]
+    SilenceEndsBeforeStart { starts_at: String, ends_at: String },
+    #[error("there is no silence {0}; list the silences to find its id")]
+    UnknownSilence(blindwatch_audit::SilenceId),
+    #[error("silence {id} already ended at {at}; there is nothing to expire")]
+    SilenceEnded {
+        id: blindwatch_audit::SilenceId,
+        at: String,
+    },
+    #[error(
+        "pseudonym {0} belongs to more than one subject (a rare pseudonym collision); open the subject from one of its alerts instead"
+    )]
+    AmbiguousPseudonym(Pseudonym),
+    #[error("the page cursor is not one this listing gave out; list again from the first page")]
+    InvalidCursor,
 }
 
 /// What a model found about one subject in one run.
@@ -46,9 +95,11 @@ pub struct RunInput<'a> {
     pub version: u32,
     pub category: &'a str,
     pub subject_kind: &'a str,
-    /// Runs a lower tier (or no finding) must hold before the alert follows it (≥ 1).
+    /// Runs a lower tier (or no finding) must hold before the alert follows it (≥ 1). Also
+    /// the runs a subject must be absent before an officer's close stops holding back new
+    /// alerts for it.
     pub keep_for: u32,
-    /// The time the run evaluates as of (first/last seen).
+    /// The time the run evaluates as of (first/last seen, the time of its changes).
     pub as_of: DateTime<Utc>,
 }
 
@@ -56,21 +107,12 @@ pub struct RunInput<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
+    /// A new alert (also when reopened from an officer-closed one: see
+    /// [`AlertChange::reopened_from`]).
     Opened,
     Raised,
     Lowered,
     Resolved,
-}
-
-impl Change {
-    fn as_str(self) -> &'static str {
-        match self {
-            Change::Opened => "opened",
-            Change::Raised => "raised",
-            Change::Lowered => "lowered",
-            Change::Resolved => "resolved",
-        }
-    }
 }
 
 /// One change, for the audit log and the caller's report.
@@ -81,6 +123,9 @@ pub struct AlertChange {
     pub from: Option<Tier>,
     pub to: Tier,
     pub station: StationId,
+    /// For [`Change::Opened`]: the officer-closed alert of the same subject and model whose
+    /// tier the finding rose above.
+    pub reopened_from: Option<AlertId>,
 }
 
 /// What a run did.
@@ -91,6 +136,12 @@ pub struct RunOutcome {
     pub changes: Vec<AlertChange>,
     /// Open alerts the run confirmed at their tier (evidence refreshed).
     pub unchanged: u64,
+    /// Findings that opened nothing because an officer closed the subject's alert and the
+    /// finding is at the same or a lower tier.
+    pub suppressed: u64,
+    /// Officer-closed alerts whose subject was absent for `keep_for` runs: their subject may
+    /// alert again.
+    pub suppressions_lifted: u64,
 }
 
 impl RunOutcome {
@@ -99,6 +150,7 @@ impl RunOutcome {
     }
 }
 
+/// The stored status. Readers usually want the workflow [`State`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -107,10 +159,30 @@ pub enum Status {
 }
 
 impl Status {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Open => "open",
             Status::Closed => "closed",
+        }
+    }
+}
+
+/// The workflow state officers see, derived from the stored status and acknowledgement:
+/// `open` (nobody has acknowledged it), `acknowledged`, `closed` (by a run or an officer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Open,
+    Acknowledged,
+    Closed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Open => "open",
+            State::Acknowledged => "acknowledged",
+            State::Closed => "closed",
         }
     }
 }
@@ -124,6 +196,8 @@ pub struct Alert {
     pub category: String,
     pub tier: Tier,
     pub status: Status,
+    /// Derived from `status` and `acknowledged_at`.
+    pub state: State,
     pub subject_kind: String,
     pub subject: Pseudonym,
     pub station: String,
@@ -131,12 +205,30 @@ pub struct Alert {
     pub first_seen: String,
     pub last_seen: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub closed_at: Option<String>,
+    /// `resolved` (a model run: the condition ended), or an officer's close: `handled`,
+    /// `false_positive`, `duplicate` (see [`crate::Outcome`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// The officer who closed it (None when a run resolved it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<String>,
+    /// The officer-closed alert this one reopened (the subject's tier rose above it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reopened_from: Option<String>,
+    /// Closed by an officer and still holding back new alerts for the subject under this
+    /// model (until the subject is absent `keep_for` runs or its tier rises above this one).
+    pub suppressing: bool,
 }
 
-/// Which alerts to list (all when empty).
+/// Which alerts to list (all when empty). For the server's scoped, paginated listing see
+/// [`crate::AlertQuery`].
 #[derive(Debug, Clone, Default)]
 pub struct AlertFilter {
     pub station: Option<String>,
@@ -145,20 +237,172 @@ pub struct AlertFilter {
     pub status: Option<Status>,
 }
 
-#[derive(Clone)]
-pub struct AlertStore {
-    pool: SqlitePool,
+/// What one history row (one event) records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A run opened the alert.
+    Opened,
+    /// A run opened the alert for a subject whose officer-closed alert it rose above.
+    Reopened,
+    Raised,
+    Lowered,
+    /// A run closed the alert: the condition ended.
+    Resolved,
+    /// On an officer-closed alert: it no longer holds back new alerts for its subject.
+    SuppressionLifted,
+    Acknowledged,
+    Assigned,
+    Commented,
+    /// An officer closed the alert.
+    Closed,
 }
 
-fn ts(t: DateTime<Utc>) -> String {
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Opened => "opened",
+            EventKind::Reopened => "reopened",
+            EventKind::Raised => "raised",
+            EventKind::Lowered => "lowered",
+            EventKind::Resolved => "resolved",
+            EventKind::SuppressionLifted => "suppression_lifted",
+            EventKind::Acknowledged => "acknowledged",
+            EventKind::Assigned => "assigned",
+            EventKind::Commented => "commented",
+            EventKind::Closed => "closed",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<EventKind> {
+        [
+            EventKind::Opened,
+            EventKind::Reopened,
+            EventKind::Raised,
+            EventKind::Lowered,
+            EventKind::Resolved,
+            EventKind::SuppressionLifted,
+            EventKind::Acknowledged,
+            EventKind::Assigned,
+            EventKind::Commented,
+            EventKind::Closed,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// Acknowledge, assign, comment, close: done by an officer, never notified.
+    pub fn is_officer_action(self) -> bool {
+        matches!(
+            self,
+            EventKind::Acknowledged
+                | EventKind::Assigned
+                | EventKind::Commented
+                | EventKind::Closed
+        )
+    }
+
+    /// A change of an alert by a model run that may notify: opened, reopened, raised,
+    /// lowered, resolved. (A lifted suppression is bookkeeping and never notifies.)
+    pub fn is_run_change(self) -> bool {
+        matches!(
+            self,
+            EventKind::Opened
+                | EventKind::Reopened
+                | EventKind::Raised
+                | EventKind::Lowered
+                | EventKind::Resolved
+        )
+    }
+
+    fn of(c: Change) -> EventKind {
+        match c {
+            Change::Opened => EventKind::Opened,
+            Change::Raised => EventKind::Raised,
+            Change::Lowered => EventKind::Lowered,
+            Change::Resolved => EventKind::Resolved,
+        }
+    }
+}
+
+/// One row of an alert's history. `id` is also the event id (increasing over the store).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HistoryEntry {
+    pub id: i64,
+    pub at: String,
+    pub change: EventKind,
+    /// The tier before the change (runs' opened rows have none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<Tier>,
+    /// The alert's tier after the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Tier>,
+    /// The officer's principal; None for model runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// A short description; a comment's text; a close note.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<i64>,
+}
+
+#[derive(Clone)]
+pub struct AlertStore {
+    pub(crate) pool: SqlitePool,
+}
+
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
+
+/// The columns [`alert_from_row`] reads.
+pub(crate) const ALERT_COLUMNS: &str = "id, model, model_version, category, tier, status, subject_kind, pseudonym,
+    station, evidence, first_seen, last_seen, closed_at, outcome, acknowledged_by, acknowledged_at, assignee,
+    closed_by, reopened_from, suppressing";
+
+/// SQL ordering rank of a tier column (red 4 … blue 1), as [`tier_rank`].
+pub(crate) const TIER_RANK_SQL: &str =
+    "CASE tier WHEN 'red' THEN 4 WHEN 'orange' THEN 3 WHEN 'yellow' THEN 2 ELSE 1 END";
 
 struct OpenAlert {
     id: String,
     tier: Tier,
     station: String,
     below_runs: u32,
+}
+
+struct SuppressingAlert {
+    id: String,
+    tier: Tier,
+    station: String,
+    outcome: String,
+    absent_runs: u32,
+}
+
+/// A history row to write.
+pub(crate) struct NewHistory<'a> {
+    pub alert: &'a str,
+    pub run_id: Option<i64>,
+    pub at: &'a str,
+    pub change: EventKind,
+    pub from: Option<Tier>,
+    pub to: Tier,
+    pub station: &'a str,
+    pub actor: Option<&'a str>,
+    pub detail: Option<&'a str>,
+}
+
+fn alert_id(id: &str) -> Result<AlertId, AlertStoreError> {
+    AlertId::new(id).map_err(|_| AlertStoreError::Damaged("an alert id"))
+}
+
+fn station_id(s: &str) -> Result<StationId, AlertStoreError> {
+    StationId::new(s).map_err(|_| AlertStoreError::Damaged("an alert's station"))
+}
+
+fn count(n: i64) -> u32 {
+    n.try_into().unwrap_or(0)
 }
 
 impl AlertStore {
@@ -179,13 +423,28 @@ impl AlertStore {
         Ok(AlertStore { pool })
     }
 
+    /// Closes the database (not an alert: see [`AlertStore::close_alert`]).
     pub async fn close(self) {
         self.pool.close().await;
+    }
+
+    /// A write transaction. `BEGIN IMMEDIATE` takes the write lock first, so a run and an
+    /// officer's action (or two processes) queue on the busy timeout instead of failing when
+    /// a read lock cannot be upgraded.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, AlertStoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// Applies one model run's findings in one transaction. `before_commit` sees the outcome
     /// before it is committed (the caller writes the audit records there); if it fails,
     /// nothing of the run is stored.
+    ///
+    /// A subject whose alert an officer closed opens no new alert while the run finds it at
+    /// the closed alert's tier or lower ([`RunOutcome::suppressed`]); after `keep_for`
+    /// consecutive runs without it the suppression is lifted; a finding above the closed
+    /// alert's tier opens a new alert reopened from it.
     pub async fn apply_run<E: std::fmt::Display>(
         &self,
         run: &RunInput<'_>,
@@ -195,7 +454,7 @@ impl AlertStore {
         let keep_for = run.keep_for.max(1);
         let now = ts(run.as_of);
         let started = ts(Utc::now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
 
         let mut open: HashMap<String, OpenAlert> = HashMap::new();
         let rows = sqlx::query(
@@ -213,7 +472,30 @@ impl AlertStore {
                     id: r.try_get("id")?,
                     tier,
                     station: r.try_get("station")?,
-                    below_runs: r.try_get::<i64, _>("below_runs")?.try_into().unwrap_or(0),
+                    below_runs: count(r.try_get("below_runs")?),
+                },
+            );
+        }
+        let mut suppressing: HashMap<String, SuppressingAlert> = HashMap::new();
+        let rows = sqlx::query(
+            "SELECT id, subject_key, tier, station, outcome, absent_runs FROM alerts WHERE model = ? AND suppressing = 1",
+        )
+        .bind(run.model)
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in rows {
+            let tier = parse_tier(r.try_get::<&str, _>("tier")?)
+                .ok_or(AlertStoreError::Damaged("an alert's tier"))?;
+            suppressing.insert(
+                r.try_get("subject_key")?,
+                SuppressingAlert {
+                    id: r.try_get("id")?,
+                    tier,
+                    station: r.try_get("station")?,
+                    outcome: r
+                        .try_get::<Option<String>, _>("outcome")?
+                        .unwrap_or_default(),
+                    absent_runs: count(r.try_get("absent_runs")?),
                 },
             );
         }
@@ -236,88 +518,156 @@ impl AlertStore {
             subjects: findings.len() as u64,
             ..RunOutcome::default()
         };
-        let station_id =
-            |s: &str| StationId::new(s).map_err(|_| AlertStoreError::Damaged("an alert's station"));
 
         for f in findings {
             let evidence = serde_json::to_string(&f.evidence)
                 .map_err(|_| AlertStoreError::Damaged("evidence"))?;
-            match open.remove(f.subject.as_str()) {
-                None => {
-                    let seq: i64 = sqlx::query(
-                        "INSERT INTO alerts (id, model, model_version, category, subject_kind, subject_key, pseudonym,
-                                             station, tier, status, evidence, first_seen, last_seen)
-                         VALUES ('', ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?) RETURNING seq",
-                    )
-                    .bind(run.model)
-                    .bind(run.version)
-                    .bind(run.category)
-                    .bind(run.subject_kind)
-                    .bind(f.subject.as_str())
-                    .bind(f.pseudonym.as_str())
-                    .bind(f.station.as_str())
-                    .bind(tier_name(f.tier))
-                    .bind(&evidence)
-                    .bind(&now)
-                    .bind(&now)
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("seq")?;
-                    let id = format!("A-{seq:07}");
-                    sqlx::query("UPDATE alerts SET id = ? WHERE seq = ?")
-                        .bind(&id)
-                        .bind(seq)
-                        .execute(&mut *tx)
-                        .await?;
-                    history(&mut tx, &id, run_id, &now, Change::Opened, None, f.tier).await?;
-                    outcome.changes.push(AlertChange {
-                        alert: AlertId::new(&id)
-                            .map_err(|_| AlertStoreError::Damaged("an alert id"))?,
-                        change: Change::Opened,
-                        from: None,
-                        to: f.tier,
-                        station: f.station.clone(),
-                    });
-                }
-                Some(a) => {
-                    let (tier, below, change) = if tier_rank(f.tier) > tier_rank(a.tier) {
-                        (f.tier, 0, Some(Change::Raised))
-                    } else if tier_rank(f.tier) == tier_rank(a.tier) {
-                        (a.tier, 0, None)
-                    } else if a.below_runs + 1 >= keep_for {
-                        (f.tier, 0, Some(Change::Lowered))
-                    } else {
-                        (a.tier, a.below_runs + 1, None)
-                    };
-                    sqlx::query(
-                        "UPDATE alerts SET tier = ?, below_runs = ?, evidence = ?, last_seen = ?, station = ?,
-                                           model_version = ? WHERE id = ?",
-                    )
-                    .bind(tier_name(tier))
-                    .bind(below)
-                    .bind(&evidence)
-                    .bind(&now)
-                    .bind(f.station.as_str())
-                    .bind(run.version)
-                    .bind(&a.id)
-                    .execute(&mut *tx)
-                    .await?;
-                    match change {
-                        Some(c) => {
-                            history(&mut tx, &a.id, run_id, &now, c, Some(a.tier), tier).await?;
-                            outcome.changes.push(AlertChange {
-                                alert: AlertId::new(&a.id)
-                                    .map_err(|_| AlertStoreError::Damaged("an alert id"))?,
-                                change: c,
+            let key = f.subject.as_str();
+            if let Some(a) = open.remove(key) {
+                let (tier, below, change) = if tier_rank(f.tier) > tier_rank(a.tier) {
+                    (f.tier, 0, Some(Change::Raised))
+                } else if tier_rank(f.tier) == tier_rank(a.tier) {
+                    (a.tier, 0, None)
+                } else if a.below_runs + 1 >= keep_for {
+                    (f.tier, 0, Some(Change::Lowered))
+                } else {
+                    (a.tier, a.below_runs + 1, None)
+                };
+                sqlx::query(
+                    "UPDATE alerts SET tier = ?, below_runs = ?, evidence = ?, last_seen = ?, station = ?,
+                                       model_version = ? WHERE id = ?",
+                )
+                .bind(tier_name(tier))
+                .bind(below)
+                .bind(&evidence)
+                .bind(&now)
+                .bind(f.station.as_str())
+                .bind(run.version)
+                .bind(&a.id)
+                .execute(&mut *tx)
+                .await?;
+                match change {
+                    Some(c) => {
+                        write_history(
+                            &mut tx,
+                            &NewHistory {
+                                alert: &a.id,
+                                run_id: Some(run_id),
+                                at: &now,
+                                change: EventKind::of(c),
                                 from: Some(a.tier),
                                 to: tier,
-                                station: f.station.clone(),
-                            });
-                        }
-                        None => outcome.unchanged += 1,
+                                station: f.station.as_str(),
+                                actor: None,
+                                detail: None,
+                            },
+                        )
+                        .await?;
+                        outcome.changes.push(AlertChange {
+                            alert: alert_id(&a.id)?,
+                            change: c,
+                            from: Some(a.tier),
+                            to: tier,
+                            station: f.station.clone(),
+                            reopened_from: None,
+                        });
                     }
+                    None => outcome.unchanged += 1,
                 }
+                continue;
             }
+
+            let reopened_from = match suppressing.remove(key) {
+                None => None,
+                Some(s) if tier_rank(f.tier) <= tier_rank(s.tier) => {
+                    // Still the condition the officer closed: remember it was seen.
+                    sqlx::query("UPDATE alerts SET absent_runs = 0 WHERE id = ?")
+                        .bind(&s.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    outcome.suppressed += 1;
+                    continue;
+                }
+                Some(s) => Some(s),
+            };
+
+            let id =
+                insert_alert(&mut tx, run, &f, &evidence, &now, reopened_from.as_ref()).await?;
+            if let Some(s) = &reopened_from {
+                sqlx::query("UPDATE alerts SET suppressing = 0, absent_runs = 0 WHERE id = ?")
+                    .bind(&s.id)
+                    .execute(&mut *tx)
+                    .await?;
+                let lifted = format!(
+                    "a run found the subject at {} (above {}): reopened as {id}",
+                    tier_name(f.tier),
+                    tier_name(s.tier)
+                );
+                write_history(
+                    &mut tx,
+                    &NewHistory {
+                        alert: &s.id,
+                        run_id: Some(run_id),
+                        at: &now,
+                        change: EventKind::SuppressionLifted,
+                        from: Some(s.tier),
+                        to: s.tier,
+                        station: &s.station,
+                        actor: None,
+                        detail: Some(&lifted),
+                    },
+                )
+                .await?;
+                let reopened = format!(
+                    "reopened from {} (closed as {} at {}): the subject rose to {}",
+                    s.id,
+                    s.outcome,
+                    tier_name(s.tier),
+                    tier_name(f.tier)
+                );
+                write_history(
+                    &mut tx,
+                    &NewHistory {
+                        alert: &id,
+                        run_id: Some(run_id),
+                        at: &now,
+                        change: EventKind::Reopened,
+                        from: Some(s.tier),
+                        to: f.tier,
+                        station: f.station.as_str(),
+                        actor: None,
+                        detail: Some(&reopened),
+                    },
+                )
+                .await?;
+            } else {
+                write_history(
+                    &mut tx,
+                    &NewHistory {
+                        alert: &id,
+                        run_id: Some(run_id),
+                        at: &now,
+                        change: EventKind::Opened,
+                        from: None,
+                        to: f.tier,
+                        station: f.station.as_str(),
+                        actor: None,
+                        detail: None,
+                    },
+                )
+                .await?;
+            }
+            outcome.changes.push(AlertChange {
+                alert: alert_id(&id)?,
+                change: Change::Opened,
+                from: reopened_from.as_ref().map(|s| s.tier),
+                to: f.tier,
+                station: f.station.clone(),
+                reopened_from: reopened_from
+                    .as_ref()
+                    .map(|s| alert_id(&s.id))
+                    .transpose()?,
+            });
         }
 
         // Open alerts the run did not find: the condition no longer holds.
@@ -332,23 +682,28 @@ impl AlertStore {
                 .bind(&a.id)
                 .execute(&mut *tx)
                 .await?;
-                history(
+                write_history(
                     &mut tx,
-                    &a.id,
-                    run_id,
-                    &now,
-                    Change::Resolved,
-                    Some(a.tier),
-                    a.tier,
+                    &NewHistory {
+                        alert: &a.id,
+                        run_id: Some(run_id),
+                        at: &now,
+                        change: EventKind::Resolved,
+                        from: Some(a.tier),
+                        to: a.tier,
+                        station: &a.station,
+                        actor: None,
+                        detail: None,
+                    },
                 )
                 .await?;
                 outcome.changes.push(AlertChange {
-                    alert: AlertId::new(&a.id)
-                        .map_err(|_| AlertStoreError::Damaged("an alert id"))?,
+                    alert: alert_id(&a.id)?,
                     change: Change::Resolved,
                     from: Some(a.tier),
                     to: a.tier,
                     station: station_id(&a.station)?,
+                    reopened_from: None,
                 });
             } else {
                 sqlx::query("UPDATE alerts SET below_runs = below_runs + 1 WHERE id = ?")
@@ -359,13 +714,52 @@ impl AlertStore {
             }
         }
 
+        // Officer-closed subjects the run did not find: after keep_for runs the condition
+        // has ended and the subject may alert again.
+        let mut rest: Vec<SuppressingAlert> = suppressing.into_values().collect();
+        rest.sort_by(|a, b| a.id.cmp(&b.id));
+        for s in rest {
+            if s.absent_runs + 1 >= keep_for {
+                sqlx::query("UPDATE alerts SET suppressing = 0, absent_runs = 0 WHERE id = ?")
+                    .bind(&s.id)
+                    .execute(&mut *tx)
+                    .await?;
+                let detail = format!(
+                    "the subject was absent from {} consecutive runs: a new finding opens a new alert",
+                    s.absent_runs + 1
+                );
+                write_history(
+                    &mut tx,
+                    &NewHistory {
+                        alert: &s.id,
+                        run_id: Some(run_id),
+                        at: &now,
+                        change: EventKind::SuppressionLifted,
+                        from: Some(s.tier),
+                        to: s.tier,
+                        station: &s.station,
+                        actor: None,
+                        detail: Some(&detail),
+                    },
+                )
+                .await?;
+                outcome.suppressions_lifted += 1;
+            } else {
+                sqlx::query("UPDATE alerts SET absent_runs = absent_runs + 1 WHERE id = ?")
+                    .bind(&s.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+
         sqlx::query(
-            "UPDATE runs SET opened = ?, raised = ?, lowered = ?, resolved = ? WHERE id = ?",
+            "UPDATE runs SET opened = ?, raised = ?, lowered = ?, resolved = ?, suppressed = ? WHERE id = ?",
         )
         .bind(outcome.count(Change::Opened) as i64)
         .bind(outcome.count(Change::Raised) as i64)
         .bind(outcome.count(Change::Lowered) as i64)
         .bind(outcome.count(Change::Resolved) as i64)
+        .bind(outcome.suppressed as i64)
         .bind(run_id)
         .execute(&mut *tx)
         .await?;
@@ -377,10 +771,7 @@ impl AlertStore {
 
     /// Alerts matching `filter`, highest tier first, then most recently seen.
     pub async fn list(&self, filter: &AlertFilter) -> Result<Vec<Alert>, AlertStoreError> {
-        let mut sql = String::from(
-            "SELECT id, model, model_version, category, tier, status, subject_kind, pseudonym, station, evidence,
-                    first_seen, last_seen, closed_at, outcome FROM alerts WHERE 1 = 1",
-        );
+        let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE 1 = 1");
         let mut binds: Vec<String> = Vec::new();
         if let Some(s) = &filter.station {
             sql.push_str(" AND station = ?");
@@ -398,10 +789,9 @@ impl AlertStore {
             sql.push_str(" AND status = ?");
             binds.push(s.as_str().to_owned());
         }
-        sql.push_str(
-            " ORDER BY CASE tier WHEN 'red' THEN 0 WHEN 'orange' THEN 1 WHEN 'yellow' THEN 2 ELSE 3 END,
-                       last_seen DESC, seq",
-        );
+        sql.push_str(&format!(
+            " ORDER BY {TIER_RANK_SQL} DESC, last_seen DESC, seq"
+        ));
         let mut q = sqlx::query(&sql);
         for b in &binds {
             q = q.bind(b);
@@ -410,57 +800,134 @@ impl AlertStore {
         rows.iter().map(alert_from_row).collect()
     }
 
-    /// One alert's history: (time, change, from tier, to tier), oldest first.
-    pub async fn history(
-        &self,
-        alert: &str,
-    ) -> Result<Vec<(String, String, Option<Tier>, Option<Tier>)>, AlertStoreError> {
-        let rows = sqlx::query(
-            "SELECT at, change, from_tier, to_tier FROM alert_history WHERE alert_id = ? ORDER BY id",
-        )
-        .bind(alert)
+    /// One alert.
+    pub async fn get(&self, alert: &AlertId) -> Result<Alert, AlertStoreError> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_alert(&mut conn, alert.as_str())
+            .await?
+            .ok_or_else(|| AlertStoreError::UnknownAlert(alert.clone()))
+    }
+
+    /// One alert's history (run changes, officer actions, comments), oldest first.
+    pub async fn history(&self, alert: &AlertId) -> Result<Vec<HistoryEntry>, AlertStoreError> {
+        let exists = sqlx::query("SELECT 1 FROM alerts WHERE id = ?")
+            .bind(alert.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
+            return Err(AlertStoreError::UnknownAlert(alert.clone()));
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT {HISTORY_COLUMNS} FROM alert_history WHERE alert_id = ? ORDER BY id"
+        ))
+        .bind(alert.as_str())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let tier = |c: &str| -> Result<Option<Tier>, AlertStoreError> {
-                    Ok(r.try_get::<Option<&str>, _>(c)?.and_then(parse_tier))
-                };
-                Ok((
-                    r.try_get("at")?,
-                    r.try_get("change")?,
-                    tier("from_tier")?,
-                    tier("to_tier")?,
-                ))
-            })
-            .collect()
+        rows.iter().map(history_from_row).collect()
     }
 }
 
-async fn history(
+async fn insert_alert(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    alert: &str,
-    run_id: i64,
-    at: &str,
-    change: Change,
-    from: Option<Tier>,
-    to: Tier,
-) -> Result<(), AlertStoreError> {
-    sqlx::query(
-        "INSERT INTO alert_history (alert_id, run_id, at, change, from_tier, to_tier) VALUES (?, ?, ?, ?, ?, ?)",
+    run: &RunInput<'_>,
+    f: &Finding,
+    evidence: &str,
+    now: &str,
+    reopened_from: Option<&SuppressingAlert>,
+) -> Result<String, AlertStoreError> {
+    let seq: i64 = sqlx::query(
+        "INSERT INTO alerts (id, model, model_version, category, subject_kind, subject_key, pseudonym,
+                             station, tier, status, evidence, first_seen, last_seen, reopened_from)
+         VALUES ('', ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?) RETURNING seq",
     )
-    .bind(alert)
-    .bind(run_id)
-    .bind(at)
-    .bind(change.as_str())
-    .bind(from.map(tier_name))
-    .bind(tier_name(to))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .bind(run.model)
+    .bind(run.version)
+    .bind(run.category)
+    .bind(run.subject_kind)
+    .bind(f.subject.as_str())
+    .bind(f.pseudonym.as_str())
+    .bind(f.station.as_str())
+    .bind(tier_name(f.tier))
+    .bind(evidence)
+    .bind(now)
+    .bind(now)
+    .bind(reopened_from.map(|s| s.id.as_str()))
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("seq")?;
+    let id = format!("A-{seq:07}");
+    sqlx::query("UPDATE alerts SET id = ? WHERE seq = ?")
+        .bind(&id)
+        .bind(seq)
+        .execute(&mut **tx)
+        .await?;
+    Ok(id)
 }
 
-fn alert_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Alert, AlertStoreError> {
+/// Writes one history row; returns its id (the event id).
+pub(crate) async fn write_history(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    h: &NewHistory<'_>,
+) -> Result<i64, AlertStoreError> {
+    let id: i64 = sqlx::query(
+        "INSERT INTO alert_history (alert_id, run_id, at, change, from_tier, to_tier, station, actor, detail)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(h.alert)
+    .bind(h.run_id)
+    .bind(h.at)
+    .bind(h.change.as_str())
+    .bind(h.from.map(tier_name))
+    .bind(tier_name(h.to))
+    .bind(h.station)
+    .bind(h.actor)
+    .bind(h.detail)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("id")?;
+    Ok(id)
+}
+
+pub(crate) async fn fetch_alert(
+    conn: &mut sqlx::SqliteConnection,
+    id: &str,
+) -> Result<Option<Alert>, AlertStoreError> {
+    let row = sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(alert_from_row).transpose()
+}
+
+/// The columns [`history_from_row`] reads.
+pub(crate) const HISTORY_COLUMNS: &str =
+    "id, run_id, at, change, from_tier, to_tier, actor, detail";
+
+pub(crate) fn history_from_row(
+    r: &sqlx::sqlite::SqliteRow,
+) -> Result<HistoryEntry, AlertStoreError> {
+    let tier = |c: &str| -> Result<Option<Tier>, AlertStoreError> {
+        match r.try_get::<Option<&str>, _>(c)? {
+            None => Ok(None),
+            Some(t) => parse_tier(t)
+                .map(Some)
+                .ok_or(AlertStoreError::Damaged("a history row's tier")),
+        }
+    };
+    Ok(HistoryEntry {
+        id: r.try_get("id")?,
+        at: r.try_get("at")?,
+        change: EventKind::parse(r.try_get::<&str, _>("change")?)
+            .ok_or(AlertStoreError::Damaged("a history row's change"))?,
+        from: tier("from_tier")?,
+        to: tier("to_tier")?,
+        actor: r.try_get("actor")?,
+        detail: r.try_get("detail")?,
+        run_id: r.try_get("run_id")?,
+    })
+}
+
+pub(crate) fn alert_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Alert, AlertStoreError> {
     let tier = parse_tier(r.try_get::<&str, _>("tier")?)
         .ok_or(AlertStoreError::Damaged("an alert's tier"))?;
     let status = match r.try_get::<&str, _>("status")? {
@@ -470,6 +937,12 @@ fn alert_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Alert, AlertStoreError>
     };
     let evidence: Evidence = serde_json::from_str(r.try_get::<&str, _>("evidence")?)
         .map_err(|_| AlertStoreError::Damaged("an alert's evidence"))?;
+    let acknowledged_at: Option<String> = r.try_get("acknowledged_at")?;
+    let state = match (status, &acknowledged_at) {
+        (Status::Closed, _) => State::Closed,
+        (Status::Open, Some(_)) => State::Acknowledged,
+        (Status::Open, None) => State::Open,
+    };
     Ok(Alert {
         id: r.try_get("id")?,
         model: r.try_get("model")?,
@@ -480,14 +953,21 @@ fn alert_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Alert, AlertStoreError>
         category: r.try_get("category")?,
         tier,
         status,
+        state,
         subject_kind: r.try_get("subject_kind")?,
         subject: Pseudonym::from_stored(r.try_get("pseudonym")?),
         station: r.try_get("station")?,
         evidence,
         first_seen: r.try_get("first_seen")?,
         last_seen: r.try_get("last_seen")?,
+        acknowledged_by: r.try_get("acknowledged_by")?,
+        acknowledged_at,
+        assignee: r.try_get("assignee")?,
         closed_at: r.try_get("closed_at")?,
         outcome: r.try_get("outcome")?,
+        closed_by: r.try_get("closed_by")?,
+        reopened_from: r.try_get("reopened_from")?,
+        suppressing: r.try_get::<i64, _>("suppressing")? == 1,
     })
 }
 
@@ -555,8 +1035,11 @@ mod tests {
         let all = store.list(&AlertFilter::default()).await.unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].status, Status::Closed);
-        let h = store.history(&all[0].id).await.unwrap();
-        let changes: Vec<&str> = h.iter().map(|x| x.1.as_str()).collect();
+        let h = store
+            .history(&AlertId::new(&all[0].id).unwrap())
+            .await
+            .unwrap();
+        let changes: Vec<&str> = h.iter().map(|x| x.change.as_str()).collect();
         assert_eq!(changes, ["opened", "raised", "lowered", "resolved"]);
 
         // A new finding after resolution opens a new alert.
