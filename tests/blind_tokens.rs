@@ -7,8 +7,7 @@
 mod support;
 use support::{bw, ok, s};
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Server(Child);

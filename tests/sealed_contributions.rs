@@ -10,7 +10,7 @@
 )]
 
 mod support;
-use support::{bw, ok, s, files_under};
+use support::{bw, files_under, ok, s};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

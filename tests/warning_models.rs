@@ -6,10 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
-use support::{bw, ok, s, repo, files_under};
+use support::{bw, files_under, ok, repo, s};
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use blindwatch_alerts::Pseudonymizer;
 use blindwatch_common::{IdentifierKind, normalise};

@@ -99,7 +99,10 @@ pub enum Resource {
         partner: String,
     },
     /// A police station (silences are per station).
-    Station { id: String, county: String },
+    Station {
+        id: String,
+        county: String,
+    },
     /// The platform itself: aggregate queries, the audit log.
     Platform,
 }

@@ -58,6 +58,10 @@ fn the_shipped_directory_checks_clean() {
         ),
         ("officer-own-station.cedar", "officer-own-station"),
         ("officer-reveal.cedar", "officer-reveal"),
+        (
+            "officer-silence-own-station.cedar",
+            "officer-silence-own-station",
+        ),
         ("partner-own-dataset.cedar", "partner-own-dataset"),
         ("specialist-models.cedar", "specialist-models"),
     ]
@@ -65,7 +69,7 @@ fn the_shipped_directory_checks_clean() {
     .map(|(f, id)| (f.to_string(), vec![id.to_string()]))
     .collect();
     assert_eq!(files, want);
-    assert_eq!(report.policy_count(), 7);
+    assert_eq!(report.policy_count(), 8);
 }
 
 const SYNTAX_ERROR: &str = "// A policy with a hole in its condition.\n\

@@ -556,11 +556,46 @@ fn officers_silence_only_their_own_station() {
     run(
         &shipped_policies(),
         &[
-            case("own", officer("li", "S03"), ManageSilence, station("S03"), NONE, own),
-            case("same county", officer("li", "S03"), ManageSilence, station("S01"), NONE, DENY),
-            case("duty, same county", duty_officer("li", "S03"), ManageSilence, station("S01"), NONE, DENY),
-            case("other county", officer("li", "S03"), ManageSilence, station("S05"), NONE, DENY),
-            case("specialist", specialist(), ManageSilence, station("S03"), NONE, DENY),
+            case(
+                "own",
+                officer("li", "S03"),
+                ManageSilence,
+                station("S03"),
+                NONE,
+                own,
+            ),
+            case(
+                "same county",
+                officer("li", "S03"),
+                ManageSilence,
+                station("S01"),
+                NONE,
+                DENY,
+            ),
+            case(
+                "duty, same county",
+                duty_officer("li", "S03"),
+                ManageSilence,
+                station("S01"),
+                NONE,
+                DENY,
+            ),
+            case(
+                "other county",
+                officer("li", "S03"),
+                ManageSilence,
+                station("S05"),
+                NONE,
+                DENY,
+            ),
+            case(
+                "specialist",
+                specialist(),
+                ManageSilence,
+                station("S03"),
+                NONE,
+                DENY,
+            ),
         ],
     );
 }

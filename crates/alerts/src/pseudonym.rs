@@ -22,6 +22,10 @@ impl SubjectKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    pub(crate) fn from_stored(key: String) -> SubjectKey {
+        SubjectKey(key)
+    }
 }
 
 impl fmt::Debug for SubjectKey {

@@ -808,6 +808,23 @@ impl AlertStore {
             .ok_or_else(|| AlertStoreError::UnknownAlert(alert.clone()))
     }
 
+    /// The identifier kind and subject key behind an alert: for the reveal workflow only,
+    /// which matches the police's own tokens against it. Never shown to anyone.
+    pub async fn subject_key_of(
+        &self,
+        alert: &AlertId,
+    ) -> Result<(String, SubjectKey), AlertStoreError> {
+        let row = sqlx::query("SELECT subject_kind, subject_key FROM alerts WHERE id = ?")
+            .bind(alert.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| AlertStoreError::UnknownAlert(alert.clone()))?;
+        Ok((
+            row.try_get("subject_kind")?,
+            SubjectKey::from_stored(row.try_get("subject_key")?),
+        ))
+    }
+
     /// One alert's history (run changes, officer actions, comments), oldest first.
     pub async fn history(&self, alert: &AlertId) -> Result<Vec<HistoryEntry>, AlertStoreError> {
         let exists = sqlx::query("SELECT 1 FROM alerts WHERE id = ?")

@@ -398,6 +398,22 @@ pub enum AuditEvent {
         /// Responsible station.
         station: StationId,
     },
+    /// An officer read an alert or a subject card.
+    AlertRead {
+        /// Alert id.
+        alert: AlertId,
+        /// Who read it.
+        principal: Principal,
+    },
+    /// An officer acted on an alert.
+    AlertActed {
+        /// Alert id.
+        alert: AlertId,
+        /// Who acted.
+        principal: Principal,
+        /// `acknowledge`, `assign`, `comment`, or `close-<outcome>`.
+        action: ReasonCode,
+    },
     /// Someone asked to reveal an alert's revealable fields.
     RevealRequested {
         /// Alert id.
@@ -602,6 +618,15 @@ mod tests {
                 model: m(),
                 tier: Tier::Red,
                 station: s(),
+            },
+            AuditEvent::AlertRead {
+                alert: a(),
+                principal: p(),
+            },
+            AuditEvent::AlertActed {
+                alert: a(),
+                principal: p(),
+                action: ReasonCode::new("close-false-positive").unwrap(),
             },
             AuditEvent::RevealRequested {
                 alert: a(),

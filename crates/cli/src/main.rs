@@ -7,6 +7,7 @@ mod model_test;
 mod models;
 mod policies;
 mod query;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,63 @@ enum Command {
     Policy(PolicyCommand),
     /// List alerts (open ones unless --all).
     Alerts(AlertsArgs),
+    /// Run the platform server (HTTP API, live alert stream, scheduled model runs).
+    Serve(ServeArgs),
+    /// API users of the server and their bearer tokens.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address to listen on (port 0: any free port, printed on start).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// The database (default: SQLite files in the data directory).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Do not run the registered models on their schedules.
+    #[arg(long)]
+    no_scheduler: bool,
+    /// Scheduled runs evaluate as of this day (a replay or a synthetic city); default: now.
+    #[arg(long)]
+    as_of: Option<chrono::NaiveDate>,
+    /// Largest accepted upload, MiB.
+    #[arg(long, default_value_t = 512)]
+    max_upload_mib: usize,
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user; prints its bearer token once, alone on the last line.
+    Add {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// officer, specialist, auditor or partner (a partner's name is the partner's).
+        #[arg(long)]
+        role: String,
+        /// An officer's station (policies/org.toml).
+        #[arg(long)]
+        station: Option<String>,
+        /// A county duty officer (sees the county's red alerts).
+        #[arg(long)]
+        duty: bool,
+    },
+    /// List active users.
+    List(DataDirArg),
+    /// Revoke a user's token.
+    Revoke {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -505,6 +563,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Policy(PolicyCommand::Check { dir }) => query::policy_check(&dir),
+        Command::Serve(a) => {
+            serve::serve(&serve::ServeArgs {
+                data_dir: &a.data_dir,
+                listen: &a.listen,
+                database_url: a.database_url.as_deref(),
+                no_scheduler: a.no_scheduler,
+                as_of: a.as_of,
+                max_upload_mib: a.max_upload_mib,
+            })
+            .await
+        }
+        Command::Users(UsersCommand::Add {
+            data_dir,
+            name,
+            role,
+            station,
+            duty,
+        }) => {
+            serve::users_add(&serve::AddUser {
+                data_dir: &data_dir,
+                name: &name,
+                role: &role,
+                station: station.as_deref(),
+                duty,
+            })
+            .await
+        }
+        Command::Users(UsersCommand::List(a)) => serve::users_list(&a.data_dir).await,
+        Command::Users(UsersCommand::Revoke {
+            data_dir,
+            role,
+            name,
+        }) => serve::users_revoke(&data_dir, &role, &name).await,
         Command::Alerts(a) => {
             models::alerts(
                 &a.data_dir,

@@ -125,16 +125,28 @@ pub async fn query(a: &QueryArgs<'_>) -> anyhow::Result<()> {
         &AccessContext::default(),
     );
     if !decision.allowed {
-        blindwatch_query::audit_refusal(a.sql, &purpose, &acting.audit, "access-policy", &mut audit)?;
+        blindwatch_query::audit_refusal(
+            a.sql,
+            &purpose,
+            &acting.audit,
+            "access-policy",
+            &mut audit,
+        )?;
         bail!(
             "refused (rule access-policy): the access policies do not let `{}` run queries; ask for the specialist role",
             a.principal
         );
     }
     let settings = GateSettings::load(&dir.policies_dir().join("privacy.toml"))?;
-    let result =
-        blindwatch_query::run_audited(&engine, a.sql, &purpose, settings, &acting.audit, &mut audit)
-            .await?;
+    let result = blindwatch_query::run_audited(
+        &engine,
+        a.sql,
+        &purpose,
+        settings,
+        &acting.audit,
+        &mut audit,
+    )
+    .await?;
     print_result(&result, a.format)?;
     Ok(())
 }

@@ -25,7 +25,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
 use blindwatch_audit::{
     AuditEvent, AuditLog, AuditRecord, Principal as AuditPrincipal, Purpose, ReasonCode,
@@ -129,19 +129,17 @@ impl Rule {
 pub enum QueryError {
     #[error("{file}: {reason}")]
     Settings { file: String, reason: String },
-    #[error("refused (rule {}): {0}", Rule::Plan.code())]
+    #[error("refused (rule query-plan): {0}")]
     Plan(#[source] EngineError),
-    #[error("refused (rule {}): {0}", Rule::AggregateOnly.code())]
+    #[error("refused (rule aggregate-only): {0}")]
     NotAggregate(String),
     #[error(
-        "refused (rule {}): {}",
-        Rule::ColumnUse.code(),
+        "refused (rule column-use): {}",
         .0.iter().map(UseRefusal::to_string).collect::<Vec<_>>().join("; ")
     )]
     ColumnUse(Vec<UseRefusal>),
     #[error(
-        "refused (rule {}): the rows this query aggregates carry no identifier token, so the gate cannot count the people behind each group; aggregate the tables directly instead of through a subquery that drops their identifier columns",
-        Rule::NoSubjects.code()
+        "refused (rule no-subjects): the rows this query aggregates carry no identifier token, so the gate cannot count the people behind each group; aggregate the tables directly instead of through a subquery that drops their identifier columns"
     )]
     NoSubjects,
     #[error("the query failed while running: {0}")]

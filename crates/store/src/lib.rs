@@ -69,6 +69,10 @@ impl DataDir {
     pub fn alerts_path(&self) -> PathBuf {
         self.root.join("alerts.sqlite")
     }
+    /// The server's API users (hashed bearer tokens).
+    pub fn users_path(&self) -> PathBuf {
+        self.root.join("users.sqlite")
+    }
     /// Registered warning models (`<id>.toml`).
     pub fn models_dir(&self) -> PathBuf {
         self.root.join("models")

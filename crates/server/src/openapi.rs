@@ -1,0 +1,125 @@
+//! `GET /v1/openapi.json`: the API described as OpenAPI 3.1.
+
+use axum::Json;
+use serde_json::{Value, json};
+
+fn op(summary: &str, tag: &str, ok: &str) -> Value {
+    json!({
+        "summary": summary,
+        "tags": [tag],
+        "security": [{"bearer": []}],
+        "responses": {
+            ok: {"description": "success"},
+            "400": {"$ref": "#/components/responses/Problem"},
+            "401": {"$ref": "#/components/responses/Problem"},
+            "403": {"$ref": "#/components/responses/Problem"},
+            "404": {"$ref": "#/components/responses/Problem"},
+            "422": {"$ref": "#/components/responses/Problem"}
+        }
+    })
+}
+
+fn with_body(mut op: Value, content_type: &str, schema: Value) -> Value {
+    op["requestBody"] = json!({"required": true, "content": {content_type: {"schema": schema}}});
+    op
+}
+
+fn id_param(name: &str) -> Value {
+    json!([{"name": name, "in": "path", "required": true, "schema": {"type": "string"}}])
+}
+
+pub fn spec() -> Value {
+    let action = |summary: &str, body: Value| {
+        let mut o = with_body(op(summary, "alerts", "200"), "application/json", body);
+        o["parameters"] = id_param("id");
+        o
+    };
+    let text = json!({"type": "string"});
+    let mut one = op("One alert with its history and comments", "alerts", "200");
+    one["parameters"] = id_param("id");
+    let mut subject = op(
+        "A subject card: every alert of one pseudonym, highest tier first",
+        "alerts",
+        "200",
+    );
+    subject["parameters"] = id_param("pseudonym");
+    let mut expire = op("Expire a silence", "alerts", "200");
+    expire["parameters"] = id_param("id");
+    let mut list = op(
+        "Alerts the caller may read, highest tier first, paginated",
+        "alerts",
+        "200",
+    );
+    list["parameters"] = json!([
+        {"name": "tier", "in": "query", "schema": {"type": "string", "enum": ["red", "orange", "yellow", "blue"]}},
+        {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["open", "acknowledged", "closed"]}},
+        {"name": "model", "in": "query", "schema": text},
+        {"name": "station", "in": "query", "schema": text},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+        {"name": "after", "in": "query", "description": "the `next` cursor of the previous page", "schema": text}
+    ]);
+    let mut run = op(
+        "Evaluate registered models now and record their alerts",
+        "models",
+        "200",
+    );
+    run["parameters"] = json!([
+        {"name": "model", "in": "query", "schema": text},
+        {"name": "as_of", "in": "query", "schema": {"type": "string", "format": "date"}}
+    ]);
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Blindwatch platform API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Sealed partner contributions, tiered warning alerts for police stations, gated aggregate queries. Every route but /healthz, /metrics and this document needs `Authorization: Bearer <token>` (issued by `blindwatch users add`) and is authorised by the Cedar access policies. Errors are RFC 9457 problem details."
+        },
+        "paths": {
+            "/healthz": {"get": {"summary": "Liveness and store access", "responses": {"200": {"description": "ok"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format 0.0.4"}}}},
+            "/v1/alerts": {"get": list},
+            "/v1/alerts/stream": {"get": op("Server-sent events of new and changed alerts the caller may read (resume with Last-Event-ID)", "alerts", "200")},
+            "/v1/alerts/{id}": {"get": one},
+            "/v1/alerts/{id}/acknowledge": {"post": action("Acknowledge", json!({"type": "object"}))},
+            "/v1/alerts/{id}/assign": {"post": action("Assign to an officer", json!({"type": "object", "required": ["assignee"], "properties": {"assignee": text}}))},
+            "/v1/alerts/{id}/comment": {"post": action("Comment", json!({"type": "object", "required": ["text"], "properties": {"text": text}}))},
+            "/v1/alerts/{id}/close": {"post": action("Close with an outcome", json!({"type": "object", "required": ["outcome"], "properties": {"outcome": {"type": "string", "enum": ["handled", "false_positive", "duplicate"]}, "note": text}}))},
+            "/v1/alerts/{id}/reveal": {"post": action("Ask to reveal the identity behind an alert (justification required; audited)", json!({"type": "object", "required": ["justification"], "properties": {"justification": text}}))},
+            "/v1/subjects/{pseudonym}": {"get": subject},
+            "/v1/silences": {
+                "get": op("Silences (active and expired)", "alerts", "200"),
+                "post": with_body(op("Create a silence: matchers, start, end, reason", "alerts", "201"), "application/json", json!({"type": "object", "required": ["matchers", "ends_at", "reason"]}))
+            },
+            "/v1/silences/{id}/expire": {"post": expire},
+            "/v1/models": {"get": op("Registered models", "models", "200")},
+            "/v1/models/check": {"post": with_body(op("Check a model file against the catalog and contracts", "models", "200"), "application/toml", text.clone())},
+            "/v1/models/register": {"post": with_body(op("Check and register a model file (audited)", "models", "201"), "application/toml", text.clone())},
+            "/v1/models/run": {"post": run},
+            "/v1/query": {"post": with_body(op("An aggregate query through the privacy gate (audited by digest)", "query", "200"), "application/json", json!({"type": "object", "required": ["sql", "purpose"], "properties": {"sql": text, "purpose": text}}))},
+            "/v1/contributions": {"post": with_body(op("Upload a sealed contribution (partners; same checks as `blindwatch ingest`)", "partners", "201"), "multipart/form-data", json!({"type": "object", "required": ["manifest", "package"], "properties": {"manifest": {"type": "string", "format": "binary"}, "package": {"type": "string", "format": "binary"}}}))}
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {
+                "Problem": {
+                    "description": "RFC 9457 problem details",
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                }
+            },
+            "schemas": {
+                "Problem": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail"],
+                    "properties": {
+                        "type": text, "title": text, "status": {"type": "integer"}, "detail": text,
+                        "rule": {"type": "string", "description": "the policy or gate rule that refused"}
+                    }
+                }
+            }
+        }
+    })
+}
+
+pub async fn document() -> Json<Value> {
+    Json(spec())
+}

@@ -1,0 +1,103 @@
+//! Errors as RFC 9457 problem details (`application/problem+json`). A problem says what was
+//! wrong and what to do; it never carries a token, an identifier, a value of a sealed
+//! column, or anything of a resource the caller may not see.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    /// A URI naming the kind of problem (relative: `/problems/<code>`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// For gate and policy refusals: the rule that refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: format!("/problems/{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            rule: None,
+        }
+    }
+
+    pub fn with_rule(mut self, rule: impl Into<String>) -> Problem {
+        self.rule = Some(rule.into());
+        self
+    }
+
+    pub fn unauthorized() -> Problem {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send `Authorization: Bearer <token>` with a token issued by `blindwatch users add`",
+        )
+    }
+
+    /// Deliberately the same for "exists but not yours" and "not allowed": the body tells
+    /// nothing about the resource.
+    pub fn forbidden() -> Problem {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the access policies do not allow this for your role and station",
+        )
+        .with_rule("access-policy")
+    }
+
+    pub fn not_found(what: &str) -> Problem {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no such {what}"),
+        )
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::CONFLICT, "conflict", detail)
+    }
+
+    pub fn unprocessable(code: &str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+    }
+
+    /// A failure of the server itself; the cause goes to the log (it holds no personal data:
+    /// our errors never do), the caller gets a generic message.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Problem {
+        tracing::error!(error = %cause, "request failed");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed to handle the request; it was logged, try again later",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(&self)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

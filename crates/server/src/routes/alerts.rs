@@ -1,0 +1,669 @@
+//! Officers' alert routes: list, one alert, the workflow actions, subject cards, silences
+//! and reveal. Every alert is checked against the access policies before anything of it is
+//! returned; a refusal's body says nothing about the alert.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use blindwatch_access::{Action, Context, Resource};
+use blindwatch_alerts::{
+    Alert, AlertOrder, AlertPage, AlertQuery, AlertStoreError, HistoryEntry, Outcome, Pseudonym,
+    Silence, SilenceMatchers, State as AlertState, StationScope, StoredSilence, SubjectCard,
+    parse_tier, tier_rank,
+};
+use blindwatch_audit::{AlertId, AuditEvent, AuditRecord, ReasonCode, SilenceId, StationId};
+use chrono::{DateTime, Utc};
+
+use crate::auth::{Caller, audit_principal};
+use crate::problem::Problem;
+use crate::reveal::{RevealedField, reveal as reveal_fields};
+use crate::state::AppState;
+use crate::users::User;
+
+fn store_problem(e: AlertStoreError) -> Problem {
+    match e {
+        AlertStoreError::UnknownAlert(_) => Problem::not_found("alert"),
+        AlertStoreError::UnknownSilence(_) => Problem::not_found("silence"),
+        AlertStoreError::Db(_)
+        | AlertStoreError::Migrate(_)
+        | AlertStoreError::Damaged(_)
+        | AlertStoreError::Aborted(_) => Problem::internal(&e),
+        AlertStoreError::AlertClosed { .. }
+        | AlertStoreError::AlreadyAcknowledged { .. }
+        | AlertStoreError::AlreadyAssigned { .. }
+        | AlertStoreError::SilenceEnded { .. } => Problem::conflict(e.to_string()),
+        other => Problem::unprocessable("invalid", other.to_string()),
+    }
+}
+
+fn alert_id(id: &str) -> Result<AlertId, Problem> {
+    AlertId::new(id).map_err(|_| Problem::not_found("alert"))
+}
+
+fn alert_resource(state: &AppState, alert: &Alert) -> Option<Resource> {
+    let county = state.org.county_of(&alert.station)?;
+    Some(Resource::Alert {
+        id: alert.id.clone(),
+        station: alert.station.clone(),
+        county: county.to_owned(),
+        tier: tier_rank(alert.tier),
+        model: alert.model.clone(),
+    })
+}
+
+/// The alert, if the policies let `user` do `action` on it; 403 otherwise.
+async fn authorized_alert(
+    state: &AppState,
+    user: &User,
+    id: &str,
+    action: Action,
+    context: &Context,
+) -> Result<(AlertId, Alert), Problem> {
+    let id = alert_id(id)?;
+    let alert = state.alerts.get(&id).await.map_err(store_problem)?;
+    let resource = alert_resource(state, &alert).ok_or_else(Problem::forbidden)?;
+    state.authorize(user, action, &resource, context)?;
+    Ok((id, alert))
+}
+
+/// The stations whose alerts `user` may read some of: their own, and for a county duty
+/// officer the county's (red only, which the policies enforce alert by alert).
+fn scope(state: &AppState, user: &User) -> Result<StationScope, Problem> {
+    let station = user.station.as_deref().ok_or_else(Problem::forbidden)?;
+    let county = state
+        .org
+        .county_of(station)
+        .ok_or_else(Problem::forbidden)?;
+    Ok(StationScope::Only(if user.duty {
+        state.org.stations_in(county)
+    } else {
+        vec![station.to_owned()]
+    }))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    tier: Option<String>,
+    status: Option<String>,
+    model: Option<String>,
+    station: Option<String>,
+    limit: Option<u32>,
+    after: Option<String>,
+    /// `urgency` (tier, then most recently seen; default) or `newest`.
+    order: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+pub struct ListResponse {
+    alerts: Vec<Alert>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+fn csv<T>(
+    value: Option<&str>,
+    parse: impl Fn(&str) -> Option<T>,
+    what: &str,
+) -> Result<Vec<T>, Problem> {
+    value
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .filter(|v| !v.is_empty())
+        .map(|v| parse(v).ok_or_else(|| Problem::bad_request(format!("unknown {what} `{v}`"))))
+        .collect()
+}
+
+/// `GET /v1/alerts`
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Query(p): Query<ListParams>,
+) -> Result<Json<ListResponse>, Problem> {
+    let mut scope = scope(&state, &user)?;
+    if let (Some(only), StationScope::Only(stations)) = (&p.station, &mut scope) {
+        // Narrowing only: a station outside the caller's scope gives an empty list.
+        stations.retain(|s| s == only);
+    }
+    let mut q = AlertQuery::new(scope);
+    q.tiers = csv(
+        p.tier.as_deref(),
+        parse_tier,
+        "tier (use red, orange, yellow, blue)",
+    )?;
+    q.states = csv(
+        p.status.as_deref(),
+        |s| match s {
+            "open" => Some(AlertState::Open),
+            "acknowledged" => Some(AlertState::Acknowledged),
+            "closed" => Some(AlertState::Closed),
+            _ => None,
+        },
+        "status (use open, acknowledged, closed)",
+    )?;
+    q.models = csv(p.model.as_deref(), |m| Some(m.to_owned()), "model")?;
+    q.order = match p.order.as_deref() {
+        None | Some("urgency") => AlertOrder::Urgency,
+        Some("newest") => AlertOrder::Newest,
+        Some(_) => return Err(Problem::bad_request("order is `urgency` or `newest`")),
+    };
+    if let Some(limit) = p.limit {
+        q.limit = limit;
+    }
+    if let Some(after) = &p.after {
+        q.after = Some(after.parse().map_err(|_| {
+            Problem::bad_request(
+                "`after` is not a cursor this listing gave out; start from the first page",
+            )
+        })?);
+    }
+    let AlertPage { alerts, next } = state.alerts.query(&q).await.map_err(store_problem)?;
+    // The policies decide alert by alert (a duty officer's county scope holds only red).
+    let alerts: Vec<Alert> = alerts
+        .into_iter()
+        .filter(|a| {
+            alert_resource(&state, a).is_some_and(|r| {
+                state
+                    .authorize(&user, Action::ReadAlert, &r, &Context::default())
+                    .is_ok()
+            })
+        })
+        .collect();
+    state
+        .metrics
+        .alerts_listed
+        .fetch_add(alerts.len() as u64, Ordering::Relaxed);
+    Ok(Json(ListResponse {
+        alerts,
+        next: next.map(|c| c.to_string()),
+    }))
+}
+
+#[derive(serde::Serialize)]
+pub struct AlertDetail {
+    alert: Alert,
+    history: Vec<HistoryEntry>,
+}
+
+/// `GET /v1/alerts/{id}`: the alert and its history (audited).
+pub async fn one(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<AlertDetail>, Problem> {
+    let (id, alert) =
+        authorized_alert(&state, &user, &id, Action::ReadAlert, &Context::default()).await?;
+    let history = state.alerts.history(&id).await.map_err(store_problem)?;
+    state
+        .audit(vec![AuditRecord::now(
+            audit_principal(&user)?,
+            AuditEvent::AlertRead {
+                alert: id,
+                principal: audit_principal(&user)?,
+            },
+        )])
+        .await?;
+    Ok(Json(AlertDetail { alert, history }))
+}
+
+async fn act(
+    state: &AppState,
+    user: &User,
+    id: &str,
+    action: blindwatch_alerts::Action<'_>,
+    code: &str,
+) -> Result<Json<Alert>, Problem> {
+    let (id, _) =
+        authorized_alert(state, user, id, Action::ActOnAlert, &Context::default()).await?;
+    let principal = audit_principal(user)?;
+    let code = ReasonCode::new(code).map_err(|e| Problem::internal(&e))?;
+    let mut audit = state.audit.lock().await;
+    let updated = state
+        .alerts
+        .act(&id, &principal, action, Utc::now(), |alert| {
+            let mut records = vec![AuditRecord::now(
+                principal.clone(),
+                AuditEvent::AlertActed {
+                    alert: id.clone(),
+                    principal: principal.clone(),
+                    action: code.clone(),
+                },
+            )];
+            if alert.state == AlertState::Closed {
+                let model = blindwatch_audit::ModelId::new(&alert.model);
+                let station = StationId::new(&alert.station);
+                if let (Ok(model), Ok(station)) = (model, station) {
+                    records.push(AuditRecord::now(
+                        principal.clone(),
+                        AuditEvent::AlertClosed {
+                            alert: id.clone(),
+                            model,
+                            tier: alert.tier,
+                            station,
+                        },
+                    ));
+                }
+            }
+            for r in &records {
+                audit.append(r)?;
+            }
+            audit.checkpoint().map(|_| ())
+        })
+        .await
+        .map_err(store_problem)?;
+    drop(audit);
+    state.fanout.publish(&state.alerts).await;
+    Ok(Json(updated))
+}
+
+/// `POST /v1/alerts/{id}/acknowledge`
+pub async fn acknowledge(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Alert>, Problem> {
+    act(
+        &state,
+        &user,
+        &id,
+        blindwatch_alerts::Action::Acknowledge,
+        "acknowledge",
+    )
+    .await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignBody {
+    /// The officer's user name at the alert's station.
+    assignee: String,
+}
+
+/// `POST /v1/alerts/{id}/assign`
+pub async fn assign(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    Json(body): Json<AssignBody>,
+) -> Result<Json<Alert>, Problem> {
+    let station = user.station.clone().unwrap_or_default();
+    let assignee = blindwatch_audit::Principal::new(format!("officer:{}@{station}", body.assignee))
+        .map_err(|_| {
+            Problem::bad_request(
+                "the assignee is an officer's user name: letters, digits, `-`, `_`, `.`",
+            )
+        })?;
+    act(
+        &state,
+        &user,
+        &id,
+        blindwatch_alerts::Action::Assign {
+            assignee: &assignee,
+        },
+        "assign",
+    )
+    .await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommentBody {
+    text: String,
+}
+
+/// `POST /v1/alerts/{id}/comment`
+pub async fn comment(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    Json(body): Json<CommentBody>,
+) -> Result<Json<Alert>, Problem> {
+    act(
+        &state,
+        &user,
+        &id,
+        blindwatch_alerts::Action::Comment { text: &body.text },
+        "comment",
+    )
+    .await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseBody {
+    outcome: Outcome,
+    note: Option<String>,
+}
+
+/// `POST /v1/alerts/{id}/close`
+pub async fn close(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    Json(body): Json<CloseBody>,
+) -> Result<Json<Alert>, Problem> {
+    let code = format!("close-{}", body.outcome.as_str().replace('_', "-"));
+    act(
+        &state,
+        &user,
+        &id,
+        blindwatch_alerts::Action::Close {
+            outcome: body.outcome,
+            note: body.note.as_deref(),
+        },
+        &code,
+    )
+    .await
+}
+
+/// `GET /v1/subjects/{pseudonym}`: one subject's alerts across models — those the caller
+/// may read — with their histories.
+pub async fn subject(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(pseudonym): Path<String>,
+) -> Result<Json<SubjectCard>, Problem> {
+    let pseudonym = Pseudonym::parse(&pseudonym).ok_or_else(|| Problem::not_found("subject"))?;
+    let mut card = state
+        .alerts
+        .subject_card(&pseudonym)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(|| Problem::not_found("subject"))?;
+    card.alerts.retain(|a| {
+        alert_resource(&state, a).is_some_and(|r| {
+            state
+                .authorize(&user, Action::ReadAlert, &r, &Context::default())
+                .is_ok()
+        })
+    });
+    if card.alerts.is_empty() {
+        // Same answer whether the subject exists elsewhere or not at all.
+        return Err(Problem::not_found("subject"));
+    }
+    let visible: Vec<String> = card.alerts.iter().map(|a| a.id.clone()).collect();
+    card.history.retain(|id, _| visible.contains(id));
+    card.stations
+        .retain(|s| card.alerts.iter().any(|a| &a.station == s));
+    card.highest_tier = card
+        .alerts
+        .iter()
+        .filter(|a| a.state != AlertState::Closed)
+        .map(|a| a.tier)
+        .max_by_key(|t| tier_rank(*t));
+    let principal = audit_principal(&user)?;
+    let mut records = Vec::new();
+    for a in &card.alerts {
+        records.push(AuditRecord::now(
+            principal.clone(),
+            AuditEvent::AlertRead {
+                alert: alert_id(&a.id)?,
+                principal: principal.clone(),
+            },
+        ));
+    }
+    state.audit(records).await?;
+    Ok(Json(card))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevealBody {
+    /// Why the officer needs the identity (kept in the alert's history; required).
+    justification: String,
+}
+
+#[derive(serde::Serialize)]
+pub struct RevealResponse {
+    alert: String,
+    /// Revealable fields of the police's own records for this subject; empty when the police
+    /// hold no record of them.
+    fields: Vec<RevealedField>,
+}
+
+/// `POST /v1/alerts/{id}/reveal`: audited whether granted or refused.
+pub async fn reveal(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    Json(body): Json<RevealBody>,
+) -> Result<Json<RevealResponse>, Problem> {
+    let id = alert_id(&id)?;
+    let alert = state.alerts.get(&id).await.map_err(store_problem)?;
+    let principal = audit_principal(&user)?;
+    let justification = body.justification.trim();
+    let context = Context {
+        justification_given: !justification.is_empty(),
+    };
+    let code = |c: &str| ReasonCode::new(c).map_err(|e| Problem::internal(&e));
+    let requested = AuditRecord::now(
+        principal.clone(),
+        AuditEvent::RevealRequested {
+            alert: id.clone(),
+            principal: principal.clone(),
+            reason: code(if context.justification_given {
+                "justified"
+            } else {
+                "no-justification"
+            })?,
+        },
+    );
+    let allowed = alert_resource(&state, &alert)
+        .is_some_and(|r| state.authorize(&user, Action::Reveal, &r, &context).is_ok());
+    if !allowed {
+        state
+            .metrics
+            .reveals_refused
+            .fetch_add(1, Ordering::Relaxed);
+        state
+            .audit(vec![
+                requested,
+                AuditRecord::now(
+                    principal.clone(),
+                    AuditEvent::RevealRefused {
+                        alert: id,
+                        principal,
+                        reason: code("access-policy")?,
+                    },
+                ),
+            ])
+            .await?;
+        return Err(if context.justification_given {
+            Problem::forbidden()
+        } else {
+            Problem::forbidden().with_rule("justification-required")
+        });
+    }
+    // The justification goes into the alert's history (the audit log holds codes only).
+    state
+        .alerts
+        .comment(
+            &id,
+            &principal,
+            &format!("reveal requested: {justification}"),
+            Utc::now(),
+        )
+        .await
+        .map_err(store_problem)?;
+    let (kind, key) = state
+        .alerts
+        .subject_key_of(&id)
+        .await
+        .map_err(store_problem)?;
+    state.audit(vec![requested]).await?;
+    let fields = reveal_fields(
+        &state.dir,
+        state.org.police_partner(),
+        &state.pseudonyms,
+        &kind,
+        key.as_str(),
+    )
+    .await
+    .map_err(|e| Problem::internal(&e))?;
+    state
+        .audit(vec![AuditRecord::now(
+            principal.clone(),
+            AuditEvent::RevealGranted {
+                alert: id,
+                principal,
+                reason: code(if fields.is_empty() {
+                    "no-police-record"
+                } else {
+                    "granted"
+                })?,
+            },
+        )])
+        .await?;
+    state
+        .metrics
+        .reveals_granted
+        .fetch_add(1, Ordering::Relaxed);
+    state.fanout.publish(&state.alerts).await;
+    Ok(Json(RevealResponse {
+        alert: alert.id,
+        fields,
+    }))
+}
+
+fn station_resource(state: &AppState, station: &str) -> Result<Resource, Problem> {
+    let county = state
+        .org
+        .county_of(station)
+        .ok_or_else(Problem::forbidden)?;
+    Ok(Resource::Station {
+        id: station.to_owned(),
+        county: county.to_owned(),
+    })
+}
+
+/// `GET /v1/silences`: the silences of the caller's station.
+pub async fn silences(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+) -> Result<Json<Vec<StoredSilence>>, Problem> {
+    let station = user.station.clone().ok_or_else(Problem::forbidden)?;
+    state.authorize(
+        &user,
+        Action::ManageSilence,
+        &station_resource(&state, &station)?,
+        &Context::default(),
+    )?;
+    let all = state
+        .alerts
+        .list_silences(None)
+        .await
+        .map_err(store_problem)?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|s| s.matchers.station.as_deref() == Some(station.as_str()))
+            .collect(),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceBody {
+    model: Option<String>,
+    tier: Option<String>,
+    category: Option<String>,
+    subject: Option<String>,
+    /// Default: now.
+    starts_at: Option<DateTime<Utc>>,
+    ends_at: DateTime<Utc>,
+    reason: String,
+}
+
+/// `POST /v1/silences`: a silence of the caller's own station (the station matcher is
+/// always set to it), audited.
+pub async fn add_silence(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Json(body): Json<SilenceBody>,
+) -> Result<(StatusCode, Json<StoredSilence>), Problem> {
+    let station = user.station.clone().ok_or_else(Problem::forbidden)?;
+    state.authorize(
+        &user,
+        Action::ManageSilence,
+        &station_resource(&state, &station)?,
+        &Context::default(),
+    )?;
+    let tier = match body.tier.as_deref() {
+        None => None,
+        Some(t) => Some(
+            parse_tier(t)
+                .ok_or_else(|| Problem::bad_request("tier is red, orange, yellow or blue"))?,
+        ),
+    };
+    let subject =
+        match body.subject.as_deref() {
+            None => None,
+            Some(p) => Some(Pseudonym::parse(p).ok_or_else(|| {
+                Problem::bad_request("subject is a pseudonym such as P-7K3Q9-XD2MB")
+            })?),
+        };
+    let principal = audit_principal(&user)?;
+    let stored = state
+        .alerts
+        .add_silence(Silence {
+            matchers: SilenceMatchers {
+                model: body.model,
+                station: Some(station),
+                tier,
+                category: body.category,
+                subject,
+            },
+            starts_at: body.starts_at.unwrap_or_else(Utc::now),
+            ends_at: body.ends_at,
+            created_by: principal.clone(),
+            reason: body.reason,
+        })
+        .await
+        .map_err(store_problem)?;
+    state
+        .audit(vec![AuditRecord::now(
+            principal.clone(),
+            AuditEvent::SilenceCreated {
+                silence: stored.id.clone(),
+                creator: principal,
+            },
+        )])
+        .await?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// `POST /v1/silences/{id}/expire`
+pub async fn expire_silence(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<StoredSilence>, Problem> {
+    let station = user.station.clone().ok_or_else(Problem::forbidden)?;
+    state.authorize(
+        &user,
+        Action::ManageSilence,
+        &station_resource(&state, &station)?,
+        &Context::default(),
+    )?;
+    let id = SilenceId::new(id).map_err(|_| Problem::not_found("silence"))?;
+    let existing = state
+        .alerts
+        .list_silences(None)
+        .await
+        .map_err(store_problem)?;
+    if !existing
+        .iter()
+        .any(|s| s.id == id && s.matchers.station.as_deref() == Some(station.as_str()))
+    {
+        return Err(Problem::not_found("silence"));
+    }
+    let principal = audit_principal(&user)?;
+    let expired = state
+        .alerts
+        .expire_silence(&id, &principal, Utc::now())
+        .await
+        .map_err(store_problem)?;
+    Ok(Json(expired))
+}

@@ -1,0 +1,228 @@
+//! `POST /v1/contributions`: a partner uploads a sealed package (multipart: `manifest`, the
+//! signed manifest JSON, and `package`, the encrypted Parquet file). The same checks and
+//! refusals as `blindwatch ingest`, after the access policies let this partner contribute
+//! to the dataset the manifest names.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use blindwatch_access::{Action, Context, Resource};
+use blindwatch_contract::ContractSet;
+use blindwatch_crypto::manifest::Manifest;
+use blindwatch_crypto::sign::Envelope;
+use blindwatch_ingest::{IngestError, Ingestor};
+use tokio::io::AsyncWriteExt;
+
+use crate::auth::Caller;
+use crate::problem::Problem;
+use crate::state::AppState;
+
+/// Manifests are small; anything bigger is not one.
+const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
+
+#[derive(serde::Serialize)]
+pub struct Accepted {
+    table: String,
+    sequence: u64,
+    rows: u64,
+    contribution: i64,
+}
+
+/// A staging directory under the data directory's `tmp/`, removed whatever happens.
+struct Staging(PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn bad(detail: impl Into<String>) -> Problem {
+    Problem::bad_request(detail)
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    form: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<Accepted>), Problem> {
+    let mut form = form.map_err(|e| {
+        state
+            .metrics
+            .uploads_refused
+            .fetch_add(1, Ordering::Relaxed);
+        Problem::bad_request(format!(
+            "send the package as multipart/form-data with parts `manifest` and `package`: {e}"
+        ))
+    })?;
+    let refuse = |p: Problem| {
+        state
+            .metrics
+            .uploads_refused
+            .fetch_add(1, Ordering::Relaxed);
+        p
+    };
+    let staging = Staging(state.dir.tmp_dir().join(format!("upload-{}", uuid_like())));
+    std::fs::create_dir_all(&staging.0).map_err(|e| Problem::internal(&e))?;
+
+    // The manifest must come first: nothing of the package is written before the caller is
+    // known to be allowed to contribute to the dataset it names.
+    let mut manifest: Option<(Vec<u8>, Manifest)> = None;
+    let mut package: Option<PathBuf> = None;
+    while let Some(mut field) = form.next_field().await.map_err(|e| {
+        refuse(bad(format!(
+            "the upload is not valid multipart/form-data: {e}"
+        )))
+    })? {
+        match field.name() {
+            Some("manifest") => {
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|e| refuse(bad(format!("reading the manifest part: {e}"))))?;
+                if bytes.len() > MAX_MANIFEST_BYTES {
+                    return Err(refuse(bad(
+                        "the manifest part is larger than 1 MiB; it is not a manifest",
+                    )));
+                }
+                let envelope = Envelope::from_json(&bytes).map_err(|e| {
+                    refuse(bad(format!(
+                        "the manifest part is not a signed manifest: {e}"
+                    )))
+                })?;
+                let claimed = Manifest::peek_unverified(&envelope)
+                    .ok_or_else(|| refuse(bad("the manifest part is not a signed manifest")))?;
+                let resource = Resource::Dataset {
+                    name: claimed.table_name(),
+                    partner: claimed.partner.clone(),
+                };
+                state
+                    .authorize(&user, Action::Contribute, &resource, &Context::default())
+                    .map_err(refuse)?;
+                manifest = Some((bytes.to_vec(), claimed));
+            }
+            Some("package") => {
+                let Some((_, claimed)) = &manifest else {
+                    return Err(refuse(bad(
+                        "send the `manifest` part before the `package` part",
+                    )));
+                };
+                let name = &claimed.file_name;
+                if !valid_file_name(name) {
+                    return Err(refuse(bad(
+                        "the manifest's file name is not a plain `.parquet` file name",
+                    )));
+                }
+                let path = staging.0.join(name);
+                let mut file = tokio::fs::File::create(&path)
+                    .await
+                    .map_err(|e| Problem::internal(&e))?;
+                while let Some(chunk) = field
+                    .chunk()
+                    .await
+                    .map_err(|e| refuse(bad(format!("reading the package part: {e}"))))?
+                {
+                    file.write_all(&chunk)
+                        .await
+                        .map_err(|e| Problem::internal(&e))?;
+                }
+                file.sync_all().await.map_err(|e| Problem::internal(&e))?;
+                package = Some(path);
+            }
+            _ => {
+                return Err(refuse(bad(
+                    "unexpected part: send exactly `manifest` (the signed manifest JSON) and `package` (the Parquet file)",
+                )));
+            }
+        }
+    }
+    let (Some((manifest_bytes, claimed)), Some(package)) = (manifest, package) else {
+        return Err(refuse(bad(
+            "an upload has two parts: `manifest` (the signed manifest JSON) and `package` (the Parquet file)",
+        )));
+    };
+    let manifest_path = manifest_path_for(&package, &claimed.file_name);
+    tokio::fs::write(&manifest_path, &manifest_bytes)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+
+    let _writer = state.writer.lock().await;
+    let contracts =
+        ContractSet::load_dir(&state.dir.contracts_dir()).map_err(|e| Problem::internal(&e))?;
+    let ingestor = Ingestor::new(
+        state.dir.clone(),
+        state.catalog.clone(),
+        contracts,
+        state.platform_key.clone(),
+    );
+    let mut audit = state.audit.lock().await;
+    let outcome = ingestor.ingest(&manifest_path, &mut audit).await;
+    let checkpoint = audit.checkpoint();
+    drop(audit);
+    if let Err(e) = checkpoint {
+        tracing::error!(error = %e, "audit checkpoint after an upload failed");
+    }
+    match outcome {
+        Ok(a) => {
+            state
+                .metrics
+                .uploads_accepted
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(table = %a.table, sequence = a.sequence, rows = a.rows, "contribution accepted");
+            Ok((
+                StatusCode::CREATED,
+                Json(Accepted {
+                    table: a.table,
+                    sequence: a.sequence,
+                    rows: a.rows,
+                    contribution: a.contribution_id,
+                }),
+            ))
+        }
+        Err(e) => Err(refuse(ingest_problem(&e))),
+    }
+}
+
+fn ingest_problem(e: &IngestError) -> Problem {
+    let status = match e {
+        IngestError::Storage(_) => return Problem::internal(e),
+        IngestError::Sequence(_) => StatusCode::CONFLICT,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    Problem::new(
+        status,
+        e.reason_code(),
+        format!("refused; nothing was stored: {e}"),
+    )
+    .with_rule(e.reason_code())
+}
+
+fn valid_file_name(name: &str) -> bool {
+    name.ends_with(".parquet")
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        && !name.starts_with('.')
+}
+
+fn manifest_path_for(package: &Path, file_name: &str) -> PathBuf {
+    let stem = file_name.strip_suffix(".parquet").unwrap_or(file_name);
+    package.with_file_name(format!("{stem}.manifest.json"))
+}
+
+/// A unique name for a staging directory (not a secret).
+fn uuid_like() -> String {
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

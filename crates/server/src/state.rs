@@ -1,0 +1,171 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use blindwatch_access::{AccessPolicies, Action, Context, Org, Resource};
+use blindwatch_alerts::{AlertStore, Pseudonymizer};
+use blindwatch_audit::{AuditLog, AuditRecord};
+use blindwatch_crypto::wrap::PlatformPrivateKey;
+use blindwatch_query::GateSettings;
+use blindwatch_store::{Catalog, DataDir};
+use tokio::sync::{Mutex, watch};
+
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+use crate::stream::Fanout;
+use crate::users::{User, UserStore};
+use crate::{ServerConfig, ServerError};
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub dir: DataDir,
+    pub users: UserStore,
+    pub alerts: AlertStore,
+    pub catalog: Catalog,
+    pub access: AccessPolicies,
+    pub org: Org,
+    pub gate: GateSettings,
+    pub pseudonyms: Pseudonymizer,
+    pub platform_key: Arc<PlatformPrivateKey>,
+    /// One writer per process (the log holds a file lock). Appends fsync; they are short, so
+    /// they run inline under the lock rather than on a blocking thread.
+    pub audit: Mutex<AuditLog>,
+    /// Model runs, uploads and model registration change what the engine sees; one at a time.
+    pub writer: Mutex<()>,
+    pub metrics: Metrics,
+    pub fanout: Fanout,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+fn start(what: &str, e: impl std::fmt::Display) -> ServerError {
+    ServerError::Start(format!("{what}: {e}"))
+}
+
+impl AppState {
+    pub async fn open(
+        config: &ServerConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<AppState, ServerError> {
+        let dir = DataDir::new(&config.data_dir);
+        if !dir.is_initialised() {
+            return Err(ServerError::NotInitialised(
+                config.data_dir.display().to_string(),
+            ));
+        }
+        let access =
+            AccessPolicies::load(&dir.policies_dir()).map_err(|e| start("access policies", e))?;
+        let org = Org::load(&dir.policies_dir()).map_err(|e| start("organisation", e))?;
+        let gate = GateSettings::load(&dir.policies_dir().join("privacy.toml"))
+            .map_err(|e| start("privacy settings", e))?;
+        let pseudonyms =
+            Pseudonymizer::read(&dir.deployment_key()).map_err(|e| start("deployment key", e))?;
+        let platform_key = Arc::new(
+            PlatformPrivateKey::read(&dir.platform_private_key())
+                .map_err(|e| start("platform key", e))?,
+        );
+        let audit = dir
+            .open_audit_log()
+            .map_err(|e| start("audit log (is another blindwatch process using it?)", e))?;
+        let users = UserStore::open(&dir.users_path())
+            .await
+            .map_err(|e| start("users", e))?;
+        let alerts = AlertStore::open(&dir.alerts_path())
+            .await
+            .map_err(|e| start("alert store", e))?;
+        let catalog = Catalog::open(&dir.catalog_path(), false)
+            .await
+            .map_err(|e| start("catalog", e))?;
+        let fanout = Fanout::new(&alerts)
+            .await
+            .map_err(|e| start("alert events", e))?;
+        Ok(AppState(Arc::new(Inner {
+            dir,
+            users,
+            alerts,
+            catalog,
+            access,
+            org,
+            gate,
+            pseudonyms,
+            platform_key,
+            audit: Mutex::new(audit),
+            writer: Mutex::new(()),
+            metrics: Metrics::default(),
+            fanout,
+            shutdown,
+        })))
+    }
+
+    pub async fn close(&self) {
+        if let Err(e) = self.audit.lock().await.checkpoint() {
+            tracing::error!(error = %e, "final audit checkpoint failed");
+        }
+        self.alerts.clone().close().await;
+        self.users.clone().close().await;
+        self.catalog.clone().close().await;
+    }
+
+    /// Appends audit records and signs a checkpoint; a failure refuses the request.
+    pub async fn audit(&self, records: Vec<AuditRecord>) -> Result<(), Problem> {
+        let mut log = self.audit.lock().await;
+        for r in &records {
+            log.append(r).map_err(|e| Problem::internal(&e))?;
+        }
+        log.checkpoint().map_err(|e| Problem::internal(&e))?;
+        Ok(())
+    }
+
+    /// Asks the access policies; `Err(403)` when they say no.
+    pub fn authorize(
+        &self,
+        user: &User,
+        action: Action,
+        resource: &Resource,
+        context: &Context,
+    ) -> Result<(), Problem> {
+        let principal = user
+            .access_principal(&self.org)
+            .ok_or_else(Problem::forbidden)?;
+        if self
+            .access
+            .decide(&principal, action, resource, context)
+            .allowed
+        {
+            Ok(())
+        } else {
+            Err(Problem::forbidden())
+        }
+    }
+
+    /// Whether `user` may read an alert (no error body: used to filter lists and streams).
+    pub fn may_read_alert(
+        &self,
+        user: &User,
+        station: &str,
+        tier: u8,
+        id: &str,
+        model: &str,
+    ) -> bool {
+        let Some(county) = self.org.county_of(station) else {
+            return false;
+        };
+        let resource = Resource::Alert {
+            id: id.to_owned(),
+            station: station.to_owned(),
+            county: county.to_owned(),
+            tier,
+            model: model.to_owned(),
+        };
+        self.authorize(user, Action::ReadAlert, &resource, &Context::default())
+            .is_ok()
+    }
+}

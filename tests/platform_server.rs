@@ -1,0 +1,802 @@
+//! The platform server end to end: `blindwatch serve` on loopback over the demo city,
+//! driven with plain HTTP. Authentication (401), authorisation by station and role (403
+//! with nothing of the resource in the body), the live stream (a new alert reaches its own
+//! station's officer and not another's), every workflow transition, uploads and their
+//! refusals, reveal, and a hard kill and restart that loses nothing acknowledged.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+use support::{ok, s};
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use blindwatch_alerts::Pseudonymizer;
+use blindwatch_common::{IdentifierKind, normalise};
+use blindwatch_crypto::keys::{KeyFileKind, read_fixed};
+use blindwatch_crypto::token::{ConsortiumTokenizer, LinkageKey};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------
+// A minimal HTTP/1.1 client: one request per connection, so what is tested is the server.
+
+struct Reply {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &[u8])>,
+) -> Reply {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let bytes: &[u8] = match body {
+        Some((content_type, bytes)) => {
+            head.push_str(&format!("Content-Type: {content_type}\r\n"));
+            bytes
+        }
+        None => b"",
+    };
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", bytes.len()));
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Reply {
+        status,
+        content_type,
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").unwrap();
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+}
+
+fn get(addr: &str, path: &str, token: &str) -> Reply {
+    request(addr, "GET", path, Some(token), None)
+}
+
+fn post_json(addr: &str, path: &str, token: &str, body: Value) -> Reply {
+    let bytes = body.to_string();
+    request(
+        addr,
+        "POST",
+        path,
+        Some(token),
+        Some(("application/json", bytes.as_bytes())),
+    )
+}
+
+/// The live stream: each `alert` event's data, as it arrives.
+fn subscribe(addr: &str, token: &str) -> mpsc::Receiver<Value> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /v1/alerts/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let reader = BufReader::new(stream);
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if let Some(data) = line.strip_prefix("data:") {
+                if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn drain(rx: &mpsc::Receiver<Value>, quiet: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Ok(v) = rx.recv_timeout(quiet) {
+        out.push(v);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// The server process.
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(platform: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_blindwatch"))
+            .args([
+                "serve",
+                "--data-dir",
+                s(platform),
+                "--listen",
+                "127.0.0.1:0",
+                "--no-scheduler",
+            ])
+            .env("BLINDWATCH_LOG", "blindwatch=debug,warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_owned();
+        let started = Instant::now();
+        while request(&addr, "GET", "/healthz", None, None).status != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "server not healthy"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { child, addr }
+    }
+
+    /// SIGKILL: no graceful shutdown, no final checkpoint.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM: graceful shutdown, which must end promptly even with a stream open.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "graceful shutdown took too long"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn add_user(platform: &Path, args: &[&str]) -> String {
+    let mut all = vec!["users", "add", "--data-dir", s(platform)];
+    all.extend_from_slice(args);
+    let out = ok(&all);
+    out.lines().last().unwrap().trim().to_owned()
+}
+
+struct City {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl City {
+    fn platform(&self) -> PathBuf {
+        self.root.join("platform")
+    }
+    fn partner(&self, name: &str) -> PathBuf {
+        self.root.join("partners").join(name)
+    }
+}
+
+/// The demo city with consortium tokens (so the test can compute tokens), and its alert
+/// store removed: a platform whose models are registered but have never run.
+fn city() -> City {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("d");
+    ok(&[
+        "demo",
+        "--data-dir",
+        s(&root),
+        "--persons",
+        "4000",
+        "--seed",
+        "11",
+        "--as-of",
+        "2026-11-30",
+        "--tokens",
+        "consortium",
+    ]);
+    std::fs::remove_file(root.join("platform/alerts.sqlite")).unwrap();
+    City { _tmp: tmp, root }
+}
+
+fn multipart(manifest: &[u8], package: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "blindwatch-test-boundary-7f3a";
+    let mut body = Vec::new();
+    for (name, file, bytes) in [
+        ("manifest", "m.json", manifest),
+        ("package", "p.parquet", package),
+    ] {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn problem(reply: &Reply, status: u16) -> Value {
+    assert_eq!(reply.status, status, "{}", reply.body);
+    assert_eq!(
+        reply.content_type, "application/problem+json",
+        "{}",
+        reply.body
+    );
+    let p = reply.json();
+    assert_eq!(p["status"], status);
+    assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    p
+}
+
+#[test]
+fn the_platform_server_end_to_end() {
+    let city = city();
+    let platform = city.platform();
+    let li = add_user(
+        &platform,
+        &["--name", "li", "--role", "officer", "--station", "S03"],
+    );
+    let wang = add_user(
+        &platform,
+        &["--name", "wang", "--role", "officer", "--station", "S05"],
+    );
+    let duty = add_user(
+        &platform,
+        &[
+            "--name",
+            "zhao",
+            "--role",
+            "officer",
+            "--station",
+            "S01",
+            "--duty",
+        ],
+    );
+    let specialist = add_user(&platform, &["--name", "chen", "--role", "specialist"]);
+    let hospital = add_user(&platform, &["--name", "hospital", "--role", "partner"]);
+    assert!(li.starts_with("bw_") && li.len() > 40);
+    // Only token hashes are stored.
+    let users_db = std::fs::read(platform.join("users.sqlite")).unwrap();
+    assert!(!users_db.windows(li.len()).any(|w| w == li.as_bytes()));
+
+    let server = Server::start(&platform);
+    let addr = server.addr.clone();
+
+    // --- Authentication: 401 without or with a wrong token, as problem details.
+    problem(&request(&addr, "GET", "/v1/alerts", None, None), 401);
+    problem(&get(&addr, "/v1/alerts", "bw_not-a-real-token"), 401);
+    problem(&request(&addr, "GET", "/v1/alerts", Some(""), None), 401);
+    // Public: health, metrics, the API description.
+    assert_eq!(request(&addr, "GET", "/healthz", None, None).status, 200);
+    let spec = request(&addr, "GET", "/v1/openapi.json", None, None).json();
+    assert_eq!(spec["openapi"], "3.1.0");
+    assert!(spec["paths"]["/v1/alerts/{id}/reveal"]["post"].is_object());
+
+    // --- Live streams open before anything is raised.
+    let li_stream = subscribe(&addr, &li);
+    let wang_stream = subscribe(&addr, &wang);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // --- Officers cannot run models; specialists can. The run raises the city's alerts.
+    problem(
+        &request(
+            &addr,
+            "POST",
+            "/v1/models/run?as_of=2026-11-30",
+            Some(&li),
+            None,
+        ),
+        403,
+    );
+    let run = request(
+        &addr,
+        "POST",
+        "/v1/models/run?as_of=2026-11-30",
+        Some(&specialist),
+        None,
+    );
+    assert_eq!(run.status, 200, "{}", run.body);
+    let opened: u64 = run
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["opened"].as_u64().unwrap())
+        .sum();
+    assert!(opened >= 48, "{}", run.body);
+
+    // The stream delivers each station's new alerts to its officer, and nothing else.
+    let li_events = drain(&li_stream, Duration::from_secs(3));
+    let wang_events = drain(&wang_stream, Duration::from_secs(1));
+    assert!(!li_events.is_empty() && !wang_events.is_empty());
+    for e in &li_events {
+        assert_eq!(e["alert"]["station"], "S03", "{e}");
+        assert_eq!(e["change"], "opened");
+    }
+    for e in &wang_events {
+        assert_eq!(e["alert"]["station"], "S05", "{e}");
+    }
+
+    // --- Listing is scoped: li sees exactly S03's alerts, the same ones the stream sent.
+    let mut li_alerts = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(c) => format!("/v1/alerts?limit=7&after={c}"),
+            None => "/v1/alerts?limit=7".to_owned(),
+        };
+        let page = get(&addr, &path, &li).json();
+        li_alerts.extend(page["alerts"].as_array().unwrap().iter().cloned());
+        match page["next"].as_str() {
+            Some(c) => after = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert!(li_alerts.iter().all(|a| a["station"] == "S03"));
+    let listed: BTreeSet<String> = li_alerts
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    let streamed: BTreeSet<String> = li_events
+        .iter()
+        .map(|e| e["alert"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, streamed);
+    let cli: Vec<Value> = serde_json::from_str(&ok(&[
+        "alerts",
+        "--data-dir",
+        s(&platform),
+        "--station",
+        "S03",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(cli.len(), listed.len());
+    // Filters.
+    let reds = get(&addr, "/v1/alerts?tier=red&limit=500", &li).json();
+    assert!(
+        reds["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["tier"] == "red")
+    );
+    problem(&get(&addr, "/v1/alerts?tier=purple", &li), 400);
+    // A county duty officer sees their own station and the county's red alerts only.
+    let duty_list = get(&addr, "/v1/alerts?limit=500", &duty).json();
+    let duty_alerts = duty_list["alerts"].as_array().unwrap();
+    assert!(duty_alerts.iter().any(|a| a["station"] != "S01"));
+    for a in duty_alerts {
+        let station = a["station"].as_str().unwrap();
+        assert!(["S01", "S02", "S03", "S04"].contains(&station), "{a}");
+        assert!(station == "S01" || a["tier"] == "red", "{a}");
+    }
+    // Specialists and partners see no alerts at all.
+    problem(&get(&addr, "/v1/alerts", &specialist), 403);
+    problem(&get(&addr, "/v1/alerts", &hospital), 403);
+
+    // --- Another station's alert: 403, and the body says nothing about it.
+    let target = li_alerts
+        .iter()
+        .find(|a| a["tier"] == "orange" || a["tier"] == "red")
+        .unwrap()
+        .clone();
+    let id = target["id"].as_str().unwrap().to_owned();
+    let pseudonym = target["subject"].as_str().unwrap().to_owned();
+    for reply in [
+        get(&addr, &format!("/v1/alerts/{id}"), &wang),
+        post_json(
+            &addr,
+            &format!("/v1/alerts/{id}/acknowledge"),
+            &wang,
+            json!({}),
+        ),
+        get(&addr, &format!("/v1/subjects/{pseudonym}"), &wang),
+    ] {
+        assert!(reply.status == 403 || reply.status == 404, "{}", reply.body);
+        for leak in [
+            &pseudonym,
+            &id,
+            target["model"].as_str().unwrap(),
+            "S03",
+            "evidence",
+        ] {
+            assert!(!reply.body.contains(leak), "{leak} in {}", reply.body);
+        }
+    }
+    problem(&get(&addr, "/v1/alerts/A-9999999", &li), 404);
+
+    // --- The workflow, each transition visible at once and in the history.
+    let detail = get(&addr, &format!("/v1/alerts/{id}"), &li).json();
+    assert_eq!(detail["alert"]["state"], "open");
+    let acked = post_json(
+        &addr,
+        &format!("/v1/alerts/{id}/acknowledge"),
+        &li,
+        json!({}),
+    );
+    assert_eq!(acked.status, 200, "{}", acked.body);
+    assert_eq!(acked.json()["state"], "acknowledged");
+    assert_eq!(acked.json()["acknowledged_by"], "officer:li@S03");
+    problem(
+        &post_json(
+            &addr,
+            &format!("/v1/alerts/{id}/acknowledge"),
+            &li,
+            json!({}),
+        ),
+        409,
+    );
+    let assigned = post_json(
+        &addr,
+        &format!("/v1/alerts/{id}/assign"),
+        &li,
+        json!({"assignee": "sun"}),
+    );
+    assert_eq!(
+        assigned.json()["assignee"],
+        "officer:sun@S03",
+        "{}",
+        assigned.body
+    );
+    let commented = post_json(
+        &addr,
+        &format!("/v1/alerts/{id}/comment"),
+        &li,
+        json!({"text": "visited, nobody home"}),
+    );
+    assert_eq!(commented.status, 200, "{}", commented.body);
+    problem(
+        &post_json(
+            &addr,
+            &format!("/v1/alerts/{id}/comment"),
+            &li,
+            json!({"text": "  "}),
+        ),
+        422,
+    );
+    // Officer actions stream too (to the station only), marked as not notifying.
+    let action_events = drain(&li_stream, Duration::from_secs(1));
+    assert_eq!(action_events.len(), 3, "{action_events:?}");
+    assert!(action_events.iter().all(|e| e["notify"] == false));
+    assert!(drain(&wang_stream, Duration::from_millis(300)).is_empty());
+
+    // --- Reveal: justified, own station, orange or above; partner data never.
+    problem(
+        &post_json(
+            &addr,
+            &format!("/v1/alerts/{id}/reveal"),
+            &li,
+            json!({"justification": ""}),
+        ),
+        403,
+    );
+    problem(
+        &post_json(
+            &addr,
+            &format!("/v1/alerts/{id}/reveal"),
+            &wang,
+            json!({"justification": "check"}),
+        ),
+        403,
+    );
+    let fugitive = li_alerts.iter().find(|a| {
+        a["model"] == "fugitive-medical" && (a["tier"] == "red" || a["tier"] == "orange")
+    });
+    if let Some(f) = fugitive {
+        let fid = f["id"].as_str().unwrap();
+        let revealed = post_json(
+            &addr,
+            &format!("/v1/alerts/{fid}/reveal"),
+            &li,
+            json!({"justification": "arrest warrant execution, case desk approval"}),
+        );
+        assert_eq!(revealed.status, 200, "{}", revealed.body);
+        let fields = revealed.json()["fields"].as_array().unwrap().clone();
+        assert!(!fields.is_empty());
+        assert!(
+            fields
+                .iter()
+                .all(|f| f["table"].as_str().unwrap().starts_with("police."))
+        );
+        // The revealed ID number is the subject's: its token maps to the alert's pseudonym.
+        let id_number = fields.iter().find(|f| f["column"] == "id_number").unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let linkage = LinkageKey::read(&city.partner("police").join("keys/linkage.key")).unwrap();
+        let tokenizer = ConsortiumTokenizer::new(&linkage);
+        let raw = normalise(IdentifierKind::Person, &id_number).unwrap();
+        let token = tokenizer.tokenize_one(&raw);
+        let secret = read_fixed::<32>(
+            &platform.join("keys/deployment.key"),
+            KeyFileKind::Deployment,
+        )
+        .unwrap();
+        let (_, p) = Pseudonymizer::new(&secret).subject("person", token.as_bytes());
+        assert_eq!(p.as_str(), f["subject"].as_str().unwrap());
+    }
+    let yellow = li_alerts
+        .iter()
+        .find(|a| a["tier"] == "yellow" || a["tier"] == "blue")
+        .unwrap();
+    problem(
+        &post_json(
+            &addr,
+            &format!("/v1/alerts/{}/reveal", yellow["id"].as_str().unwrap()),
+            &li,
+            json!({"justification": "curious"}),
+        ),
+        403,
+    );
+
+    // --- Subject card: all of the subject's alerts the caller may read.
+    let card = get(&addr, &format!("/v1/subjects/{pseudonym}"), &li).json();
+    assert_eq!(card["pseudonym"], pseudonym.as_str());
+    assert!(
+        card["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == id.as_str())
+    );
+
+    // --- Kill -9 and restart: everything acknowledged survives.
+    server.kill();
+    let server = Server::start(&platform);
+    let addr = server.addr.clone();
+    let after_restart = get(&addr, &format!("/v1/alerts/{id}"), &li).json();
+    assert_eq!(after_restart["alert"]["state"], "acknowledged");
+    assert_eq!(after_restart["alert"]["assignee"], "officer:sun@S03");
+    let changes: Vec<&str> = after_restart["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["change"].as_str().unwrap())
+        .collect();
+    for c in ["opened", "acknowledged", "assigned", "commented"] {
+        assert!(changes.contains(&c), "{changes:?}");
+    }
+    let closed = post_json(
+        &addr,
+        &format!("/v1/alerts/{id}/close"),
+        &li,
+        json!({"outcome": "false_positive", "note": "known to the station"}),
+    );
+    assert_eq!(closed.status, 200, "{}", closed.body);
+    assert_eq!(closed.json()["state"], "closed");
+    assert_eq!(closed.json()["outcome"], "false_positive");
+    problem(
+        &post_json(
+            &addr,
+            &format!("/v1/alerts/{id}/comment"),
+            &li,
+            json!({"text": "late"}),
+        ),
+        409,
+    );
+
+    // Closed by an officer: a rerun that still finds the subject opens nothing new for it.
+    let rerun = request(
+        &addr,
+        "POST",
+        &format!(
+            "/v1/models/run?as_of=2026-11-30&model={}",
+            target["model"].as_str().unwrap()
+        ),
+        Some(&specialist),
+        None,
+    );
+    assert_eq!(rerun.status, 200, "{}", rerun.body);
+    let open_again = get(&addr, "/v1/alerts?status=open,acknowledged&limit=500", &li).json();
+    assert!(
+        !open_again["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["subject"] == pseudonym.as_str() && a["model"] == target["model"])
+    );
+
+    // --- Uploads: only to one's own datasets, with a valid signature, never replayed.
+    let outbox = city.partner("hospital").join("outbox");
+    let manifest_path = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".manifest.json"))
+        .unwrap();
+    let manifest = std::fs::read(&manifest_path).unwrap();
+    let package = std::fs::read(
+        manifest_path
+            .to_string_lossy()
+            .replace(".manifest.json", ".parquet"),
+    )
+    .unwrap();
+    let (ct, body) = multipart(&manifest, &package);
+    // An officer may not contribute; a replayed (already ingested) package is refused.
+    problem(
+        &request(
+            &addr,
+            "POST",
+            "/v1/contributions",
+            Some(&li),
+            Some((&ct, &body)),
+        ),
+        403,
+    );
+    let replay = problem(
+        &request(
+            &addr,
+            "POST",
+            "/v1/contributions",
+            Some(&hospital),
+            Some((&ct, &body)),
+        ),
+        409,
+    );
+    assert_eq!(replay["rule"], "stale-sequence");
+    // Another partner's dataset: 403 before anything is read.
+    let police_manifest = std::fs::read_dir(city.partner("police").join("outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".manifest.json"))
+        .unwrap();
+    let (ct2, body2) = multipart(&std::fs::read(&police_manifest).unwrap(), b"not parquet");
+    problem(
+        &request(
+            &addr,
+            "POST",
+            "/v1/contributions",
+            Some(&hospital),
+            Some((&ct2, &body2)),
+        ),
+        403,
+    );
+    // A tampered package: 422, nothing stored.
+    let mut tampered = package.clone();
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 0x40;
+    let (ct3, body3) = multipart(&manifest, &tampered);
+    let refused = problem(
+        &request(
+            &addr,
+            "POST",
+            "/v1/contributions",
+            Some(&hospital),
+            Some((&ct3, &body3)),
+        ),
+        422,
+    );
+    assert_eq!(refused["rule"], "bad-file-hash");
+    // Not multipart at all.
+    problem(
+        &request(
+            &addr,
+            "POST",
+            "/v1/contributions",
+            Some(&hospital),
+            Some(("application/json", b"{}")),
+        ),
+        400,
+    );
+
+    // --- Gated query over the API.
+    let q = post_json(
+        &addr,
+        "/v1/query",
+        &specialist,
+        json!({"purpose": "analysis", "sql": "SELECT station, count(*) AS incidents FROM police.incidents GROUP BY station"}),
+    );
+    assert_eq!(q.status, 200, "{}", q.body);
+    assert!(q.json()["rows"].as_array().unwrap().len() >= 4);
+    let refused = problem(
+        &post_json(
+            &addr,
+            "/v1/query",
+            &specialist,
+            json!({"purpose": "analysis", "sql": "SELECT * FROM police.incidents"}),
+        ),
+        422,
+    );
+    assert!(refused["rule"].is_string());
+    problem(
+        &post_json(
+            &addr,
+            "/v1/query",
+            &li,
+            json!({"purpose": "analysis", "sql": "SELECT count(*) FROM police.incidents"}),
+        ),
+        403,
+    );
+
+    // --- Metrics count requests by route template, never by concrete path.
+    let metrics = request(&addr, "GET", "/metrics", None, None).body;
+    assert!(
+        metrics.contains("blindwatch_http_requests_total{route=\"/v1/alerts/{id}\""),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&pseudonym));
+
+    // --- Graceful shutdown ends promptly with a stream open.
+    let _open = subscribe(&addr, &li);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(server.terminate().success());
+    ok(&["audit", "verify", "--data-dir", s(&platform)]);
+}
