@@ -17,12 +17,12 @@ pub struct ServeArgs<'a> {
 }
 
 pub async fn serve(a: &ServeArgs<'_>) -> anyhow::Result<()> {
-    if let Some(url) = a.database_url {
-        if !url.starts_with("sqlite:") {
-            bail!(
-                "--database-url: only SQLite is supported so far (the stores live in the data directory); PostgreSQL is not built yet"
-            );
-        }
+    if a.database_url
+        .is_some_and(|url| !url.starts_with("sqlite:"))
+    {
+        bail!(
+            "--database-url: only SQLite is supported so far (the stores live in the data directory); PostgreSQL is not built yet"
+        );
     }
     let mut config =
         blindwatch_server::ServerConfig::new(a.data_dir.to_owned(), a.listen.to_owned());

@@ -39,5 +39,5 @@ impl FromRequestParts<AppState> for Caller {
 
 /// The caller as the audit log names them.
 pub fn audit_principal(user: &User) -> Result<blindwatch_audit::Principal, Problem> {
-    blindwatch_audit::Principal::new(&user.principal_name()).map_err(|e| Problem::internal(&e))
+    blindwatch_audit::Principal::new(user.principal_name()).map_err(|e| Problem::internal(&e))
 }
