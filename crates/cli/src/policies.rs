@@ -12,7 +12,7 @@ macro_rules! shipped {
     };
 }
 
-/// (path under `policies/`, contents).
+/// (path under `policies/`, contents) of the contracts and settings.
 pub const SHIPPED: &[(&str, &str)] = shipped![
     "datasets/hospital.visits.toml",
     "datasets/insurance.claims.toml",
@@ -22,21 +22,25 @@ pub const SHIPPED: &[(&str, &str)] = shipped![
     "datasets/tax.employment.toml",
     "privacy.toml",
     "org.toml",
-    "schema.cedarschema",
-    "auditor-read-audit.cedar",
-    "duty-officer-county-red.cedar",
-    "forbid-reveal-without-justification.cedar",
-    "officer-own-station.cedar",
-    "officer-reveal.cedar",
-    "officer-silence-own-station.cedar",
-    "partner-own-dataset.cedar",
-    "specialist-models.cedar",
 ];
+
+/// Every shipped file: the contracts and settings above, and the access crate's Cedar
+/// schema and policies (listed once, there).
+fn shipped() -> impl Iterator<Item = (&'static str, &'static str)> {
+    SHIPPED
+        .iter()
+        .copied()
+        .chain([(
+            blindwatch_access::SCHEMA_FILE,
+            blindwatch_access::shipped::SCHEMA,
+        )])
+        .chain(blindwatch_access::shipped::POLICIES.iter().copied())
+}
 
 /// Writes every shipped policy file that `dir` does not have yet; never overwrites.
 pub fn install(dir: &Path) -> anyhow::Result<usize> {
     let mut written = 0;
-    for (rel, text) in SHIPPED {
+    for (rel, text) in shipped() {
         let path = dir.join(rel);
         if !path.exists() {
             fsutil::write_new(&path, text.as_bytes())

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use blindwatch_access::{AccessPolicies, Action, Context, Org, Resource};
-use blindwatch_alerts::{AlertStore, Pseudonymizer};
+use blindwatch_alerts::{Alert, AlertStore, Pseudonymizer, tier_rank};
 use blindwatch_audit::{AuditLog, AuditRecord};
 use blindwatch_crypto::wrap::PlatformPrivateKey;
 use blindwatch_query::GateSettings;
@@ -146,26 +146,23 @@ impl AppState {
         }
     }
 
-    /// Whether `user` may read an alert (no error body: used to filter lists and streams).
-    pub fn may_read_alert(
-        &self,
-        user: &User,
-        station: &str,
-        tier: u8,
-        id: &str,
-        model: &str,
-    ) -> bool {
-        let Some(county) = self.org.county_of(station) else {
-            return false;
-        };
-        let resource = Resource::Alert {
-            id: id.to_owned(),
-            station: station.to_owned(),
+    /// The access-policy resource of an alert; None for a station the org file lacks.
+    pub fn alert_resource(&self, alert: &Alert) -> Option<Resource> {
+        let county = self.org.county_of(&alert.station)?;
+        Some(Resource::Alert {
+            id: alert.id.clone(),
+            station: alert.station.clone(),
             county: county.to_owned(),
-            tier,
-            model: model.to_owned(),
-        };
-        self.authorize(user, Action::ReadAlert, &resource, &Context::default())
-            .is_ok()
+            tier: tier_rank(alert.tier),
+            model: alert.model.clone(),
+        })
+    }
+
+    /// Whether `user` may read `alert` (no error body: used to filter lists and streams).
+    pub fn may_read_alert(&self, user: &User, alert: &Alert) -> bool {
+        self.alert_resource(alert).is_some_and(|r| {
+            self.authorize(user, Action::ReadAlert, &r, &Context::default())
+                .is_ok()
+        })
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use blindwatch_alerts::{AlertEvent, AlertStore, AlertStoreError, tier_rank};
+use blindwatch_alerts::{AlertEvent, AlertStore, AlertStoreError};
 use futures::Stream;
 use tokio::sync::{Mutex, broadcast};
 
@@ -65,13 +65,7 @@ impl Fanout {
 }
 
 fn visible(state: &AppState, user: &User, e: &AlertEvent) -> bool {
-    state.may_read_alert(
-        user,
-        &e.alert.station,
-        tier_rank(e.alert.tier),
-        &e.alert.id,
-        &e.alert.model,
-    )
+    state.may_read_alert(user, &e.alert)
 }
 
 fn sse(e: &AlertEvent) -> Event {

@@ -42,17 +42,6 @@ fn alert_id(id: &str) -> Result<AlertId, Problem> {
     AlertId::new(id).map_err(|_| Problem::not_found("alert"))
 }
 
-fn alert_resource(state: &AppState, alert: &Alert) -> Option<Resource> {
-    let county = state.org.county_of(&alert.station)?;
-    Some(Resource::Alert {
-        id: alert.id.clone(),
-        station: alert.station.clone(),
-        county: county.to_owned(),
-        tier: tier_rank(alert.tier),
-        model: alert.model.clone(),
-    })
-}
-
 /// The alert, if the policies let `user` do `action` on it; 403 otherwise.
 async fn authorized_alert(
     state: &AppState,
@@ -63,7 +52,9 @@ async fn authorized_alert(
 ) -> Result<(AlertId, Alert), Problem> {
     let id = alert_id(id)?;
     let alert = state.alerts.get(&id).await.map_err(store_problem)?;
-    let resource = alert_resource(state, &alert).ok_or_else(Problem::forbidden)?;
+    let resource = state
+        .alert_resource(&alert)
+        .ok_or_else(Problem::forbidden)?;
     state.authorize(user, action, &resource, context)?;
     Ok((id, alert))
 }
@@ -164,13 +155,7 @@ pub async fn list(
     // The policies decide alert by alert (a duty officer's county scope holds only red).
     let alerts: Vec<Alert> = alerts
         .into_iter()
-        .filter(|a| {
-            alert_resource(&state, a).is_some_and(|r| {
-                state
-                    .authorize(&user, Action::ReadAlert, &r, &Context::default())
-                    .is_ok()
-            })
-        })
+        .filter(|a| state.may_read_alert(&user, a))
         .collect();
     state
         .metrics
@@ -373,13 +358,7 @@ pub async fn subject(
         .await
         .map_err(store_problem)?
         .ok_or_else(|| Problem::not_found("subject"))?;
-    card.alerts.retain(|a| {
-        alert_resource(&state, a).is_some_and(|r| {
-            state
-                .authorize(&user, Action::ReadAlert, &r, &Context::default())
-                .is_ok()
-        })
-    });
+    card.alerts.retain(|a| state.may_read_alert(&user, a));
     if card.alerts.is_empty() {
         // Same answer whether the subject exists elsewhere or not at all.
         return Err(Problem::not_found("subject"));
@@ -451,7 +430,8 @@ pub async fn reveal(
             })?,
         },
     );
-    let allowed = alert_resource(&state, &alert)
+    let allowed = state
+        .alert_resource(&alert)
         .is_some_and(|r| state.authorize(&user, Action::Reveal, &r, &context).is_ok());
     if !allowed {
         state
@@ -528,15 +508,19 @@ pub async fn reveal(
     }))
 }
 
-fn station_resource(state: &AppState, station: &str) -> Result<Resource, Problem> {
+/// The caller's own station, if the policies let them manage its silences.
+fn silence_station(state: &AppState, user: &User) -> Result<String, Problem> {
+    let station = user.station.clone().ok_or_else(Problem::forbidden)?;
     let county = state
         .org
-        .county_of(station)
+        .county_of(&station)
         .ok_or_else(Problem::forbidden)?;
-    Ok(Resource::Station {
-        id: station.to_owned(),
+    let resource = Resource::Station {
+        id: station.clone(),
         county: county.to_owned(),
-    })
+    };
+    state.authorize(user, Action::ManageSilence, &resource, &Context::default())?;
+    Ok(station)
 }
 
 /// `GET /v1/silences`: the silences of the caller's station.
@@ -544,13 +528,7 @@ pub async fn silences(
     State(state): State<AppState>,
     Caller(user): Caller,
 ) -> Result<Json<Vec<StoredSilence>>, Problem> {
-    let station = user.station.clone().ok_or_else(Problem::forbidden)?;
-    state.authorize(
-        &user,
-        Action::ManageSilence,
-        &station_resource(&state, &station)?,
-        &Context::default(),
-    )?;
+    let station = silence_station(&state, &user)?;
     let all = state
         .alerts
         .list_silences(None)
@@ -583,13 +561,7 @@ pub async fn add_silence(
     Caller(user): Caller,
     Json(body): Json<SilenceBody>,
 ) -> Result<(StatusCode, Json<StoredSilence>), Problem> {
-    let station = user.station.clone().ok_or_else(Problem::forbidden)?;
-    state.authorize(
-        &user,
-        Action::ManageSilence,
-        &station_resource(&state, &station)?,
-        &Context::default(),
-    )?;
+    let station = silence_station(&state, &user)?;
     let tier = match body.tier.as_deref() {
         None => None,
         Some(t) => Some(
@@ -640,13 +612,7 @@ pub async fn expire_silence(
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<StoredSilence>, Problem> {
-    let station = user.station.clone().ok_or_else(Problem::forbidden)?;
-    state.authorize(
-        &user,
-        Action::ManageSilence,
-        &station_resource(&state, &station)?,
-        &Context::default(),
-    )?;
+    let station = silence_station(&state, &user)?;
     let id = SilenceId::new(id).map_err(|_| Problem::not_found("silence"))?;
     let existing = state
         .alerts
