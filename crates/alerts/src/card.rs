@@ -35,9 +35,9 @@ impl AlertStore {
         &self,
         pseudonym: &Pseudonym,
     ) -> Result<Option<SubjectCard>, AlertStoreError> {
-        let keys = sqlx::query("SELECT DISTINCT subject_key FROM alerts WHERE pseudonym = ?")
+        let keys = sqlx::query("SELECT DISTINCT subject_key FROM alerts WHERE pseudonym = $1")
             .bind(pseudonym.as_str())
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.pool())
             .await?;
         match keys.as_slice() {
             [] => Ok(None),
@@ -51,9 +51,9 @@ impl AlertStore {
         &self,
         alert: &AlertId,
     ) -> Result<SubjectCard, AlertStoreError> {
-        let key: String = sqlx::query("SELECT subject_key FROM alerts WHERE id = ?")
+        let key: String = sqlx::query("SELECT subject_key FROM alerts WHERE id = $1")
             .bind(alert.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.pool())
             .await?
             .ok_or_else(|| AlertStoreError::UnknownAlert(alert.clone()))?
             .try_get("subject_key")?;
@@ -64,11 +64,11 @@ impl AlertStore {
 
     async fn card(&self, subject_key: &str) -> Result<Option<SubjectCard>, AlertStoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts WHERE subject_key = ?
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE subject_key = $1
              ORDER BY CASE status WHEN 'open' THEN 0 ELSE 1 END, {TIER_RANK_SQL} DESC, last_seen DESC, seq DESC"
         ))
         .bind(subject_key)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.pool())
         .await?;
         let alerts = rows
             .iter()
@@ -91,10 +91,10 @@ impl AlertStore {
             alerts.iter().map(|a| (a.id.clone(), Vec::new())).collect();
         let rows = sqlx::query(&format!(
             "SELECT {HISTORY_COLUMNS}, alert_id FROM alert_history
-             WHERE alert_id IN (SELECT id FROM alerts WHERE subject_key = ?) ORDER BY id"
+             WHERE alert_id IN (SELECT id FROM alerts WHERE subject_key = $1) ORDER BY id"
         ))
         .bind(subject_key)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.pool())
         .await?;
         for r in &rows {
             let alert: String = r.try_get("alert_id")?;

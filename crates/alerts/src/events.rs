@@ -69,7 +69,7 @@ impl AlertStore {
     /// `Last-Event-ID` starts after it).
     pub async fn last_event_id(&self) -> Result<i64, AlertStoreError> {
         let row = sqlx::query("SELECT MAX(id) AS id FROM alert_history")
-            .fetch_one(&self.pool)
+            .fetch_one(self.db.pool())
             .await?;
         Ok(row.try_get::<Option<i64>, _>("id")?.unwrap_or(0))
     }
@@ -102,11 +102,11 @@ impl AlertStore {
             "SELECT h.id, h.run_id, h.at, h.change, h.from_tier, h.to_tier, h.actor, h.detail, h.alert_id,
                     COALESCE(h.station, a.station) AS event_station, a.subject_key, a.model, a.category, a.pseudonym
              FROM alert_history h JOIN alerts a ON a.id = h.alert_id
-             WHERE h.id > ? ORDER BY h.id LIMIT ?",
+             WHERE h.id > $1 ORDER BY h.id LIMIT $2",
         )
         .bind(after)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.pool())
         .await?;
         let mut events = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -131,13 +131,16 @@ impl AlertStore {
         for chunk in ids.chunks(500) {
             let sql = format!(
                 "SELECT {ALERT_COLUMNS} FROM alerts WHERE id IN ({})",
-                vec!["?"; chunk.len()].join(", ")
+                (1..=chunk.len())
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(*id);
             }
-            for row in q.fetch_all(&self.pool).await? {
+            for row in q.fetch_all(self.db.pool()).await? {
                 let a = alert_from_row(&row)?;
                 alerts.insert(a.id.clone(), a);
             }
@@ -189,8 +192,8 @@ impl AlertStore {
     ) -> Result<Option<String>, AlertStoreError> {
         let row = sqlx::query(
             "SELECT b.id FROM alerts b JOIN alert_history h ON h.alert_id = b.id
-             WHERE b.subject_key = ? AND b.id <> ?
-               AND h.id = (SELECT MAX(h2.id) FROM alert_history h2 WHERE h2.alert_id = b.id AND h2.id < ?)
+             WHERE b.subject_key = $1 AND b.id <> $2
+               AND h.id = (SELECT MAX(h2.id) FROM alert_history h2 WHERE h2.alert_id = b.id AND h2.id < $3)
                AND h.to_tier = 'red'
                AND h.change NOT IN ('resolved', 'closed', 'suppression_lifted')
              ORDER BY b.seq LIMIT 1",
@@ -198,7 +201,7 @@ impl AlertStore {
         .bind(subject_key)
         .bind(alert)
         .bind(event)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db.pool())
         .await?;
         Ok(row.map(|r| r.try_get("id")).transpose()?)
     }

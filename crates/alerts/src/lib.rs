@@ -51,8 +51,9 @@
 //! subject's alerts across models with their histories; [`AlertStore::list`] is the CLI's
 //! unpaginated listing.
 //!
-//! The SQL avoids SQLite-only functions so that it can move to PostgreSQL; only the
-//! connection setup, `BEGIN IMMEDIATE` and the `AUTOINCREMENT` keys are SQLite's.
+//! The same SQL runs on SQLite (the default, `alerts.sqlite` in the data directory) and on
+//! PostgreSQL (schema `alerts`), through sqlx `Any` and `$n` placeholders; only the
+//! migrations differ per backend (`migrations/sqlite`, `migrations/postgres`).
 
 mod card;
 mod events;

@@ -166,8 +166,12 @@ enum Bind {
     Int(i64),
 }
 
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
+/// `$k, $k+1, ...` for `n` values bound after the `bound` values already bound.
+fn placeholders(bound: usize, n: usize) -> String {
+    (bound + 1..=bound + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl AlertStore {
@@ -184,12 +188,12 @@ impl AlertStore {
                 });
             }
             StationScope::Only(s) => {
-                sql.push_str(&format!(" AND station IN ({})", placeholders(s.len())));
+                sql.push_str(&format!(" AND station IN ({})", placeholders(binds.len(), s.len())));
                 binds.extend(s.iter().cloned().map(Bind::Text));
             }
         }
         if !q.tiers.is_empty() {
-            sql.push_str(&format!(" AND tier IN ({})", placeholders(q.tiers.len())));
+            sql.push_str(&format!(" AND tier IN ({})", placeholders(binds.len(), q.tiers.len())));
             binds.extend(q.tiers.iter().map(|t| Bind::Text(tier_name(*t).to_owned())));
         }
         if !q.states.is_empty() {
@@ -205,12 +209,12 @@ impl AlertStore {
             sql.push_str(&format!(" AND ({})", states.join(" OR ")));
         }
         if !q.models.is_empty() {
-            sql.push_str(&format!(" AND model IN ({})", placeholders(q.models.len())));
+            sql.push_str(&format!(" AND model IN ({})", placeholders(binds.len(), q.models.len())));
             binds.extend(q.models.iter().cloned().map(Bind::Text));
         }
         if let Some(a) = &q.assignee {
-            sql.push_str(" AND assignee = ?");
             binds.push(Bind::Text(a.clone()));
+            sql.push_str(&format!(" AND assignee = ${}", binds.len()));
         }
         match (q.order, q.after.as_ref().map(Cursor::position).transpose()?) {
             (_, None) => {}
@@ -222,22 +226,16 @@ impl AlertStore {
                     seq,
                 }),
             ) => {
+                let (k, t, s) = (binds.len() + 1, binds.len() + 2, binds.len() + 3);
                 sql.push_str(&format!(
-                    " AND ({r} < ? OR ({r} = ? AND last_seen < ?) OR ({r} = ? AND last_seen = ? AND seq > ?))",
+                    " AND ({r} < ${k} OR ({r} = ${k} AND last_seen < ${t}) OR ({r} = ${k} AND last_seen = ${t} AND seq > ${s}))",
                     r = TIER_RANK_SQL
                 ));
-                binds.extend([
-                    Bind::Int(rank),
-                    Bind::Int(rank),
-                    Bind::Text(last_seen.clone()),
-                    Bind::Int(rank),
-                    Bind::Text(last_seen),
-                    Bind::Int(seq),
-                ]);
+                binds.extend([Bind::Int(rank), Bind::Text(last_seen), Bind::Int(seq)]);
             }
             (AlertOrder::Newest, Some(Position::Newest { seq })) => {
-                sql.push_str(" AND seq < ?");
                 binds.push(Bind::Int(seq));
+                sql.push_str(&format!(" AND seq < ${}", binds.len()));
             }
             _ => return Err(AlertStoreError::InvalidCursor),
         }
@@ -246,8 +244,8 @@ impl AlertStore {
             AlertOrder::Newest => " ORDER BY seq DESC".to_owned(),
         });
         let limit = q.limit.clamp(1, MAX_PAGE);
-        sql.push_str(" LIMIT ?");
         binds.push(Bind::Int(i64::from(limit) + 1));
+        sql.push_str(&format!(" LIMIT ${}", binds.len()));
 
         let mut query = sqlx::query(&sql);
         for b in binds {
@@ -256,7 +254,7 @@ impl AlertStore {
                 Bind::Int(i) => query.bind(i),
             };
         }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = query.fetch_all(self.db.pool()).await?;
         let more = rows.len() > limit as usize;
         let mut alerts = Vec::with_capacity(rows.len().min(limit as usize));
         let mut last = None;

@@ -99,7 +99,7 @@ const SILENCE_COLUMNS: &str =
     "id, model, station, tier, category, pseudonym, starts_at, ends_at, created_by,
     created_at, reason, expired_by, expired_at";
 
-fn silence_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredSilence, AlertStoreError> {
+fn silence_from_row(r: &sqlx::any::AnyRow) -> Result<StoredSilence, AlertStoreError> {
     let tier = match r.try_get::<Option<&str>, _>("tier")? {
         None => None,
         Some(t) => Some(parse_tier(t).ok_or(AlertStoreError::Damaged("a silence's tier"))?),
@@ -153,7 +153,7 @@ impl AlertStore {
         let seq: i64 = sqlx::query(
             "INSERT INTO silences (id, model, station, tier, category, pseudonym, starts_at, ends_at, created_by,
                                    created_at, reason)
-             VALUES ('', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+             VALUES ('', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq",
         )
         .bind(m.model.as_deref())
         .bind(m.station.as_deref())
@@ -169,13 +169,13 @@ impl AlertStore {
         .await?
         .try_get("seq")?;
         let id = format!("SIL-{seq:07}");
-        sqlx::query("UPDATE silences SET id = ? WHERE seq = ?")
+        sqlx::query("UPDATE silences SET id = $1 WHERE seq = $2")
             .bind(&id)
             .bind(seq)
             .execute(&mut *tx)
             .await?;
         let row = sqlx::query(&format!(
-            "SELECT {SILENCE_COLUMNS} FROM silences WHERE seq = ?"
+            "SELECT {SILENCE_COLUMNS} FROM silences WHERE seq = $1"
         ))
         .bind(seq)
         .fetch_one(&mut *tx)
@@ -195,20 +195,18 @@ impl AlertStore {
                 sqlx::query(&format!(
                     "SELECT {SILENCE_COLUMNS} FROM silences ORDER BY seq"
                 ))
-                .fetch_all(&self.pool)
+                .fetch_all(self.db.pool())
                 .await?
             }
             Some(t) => {
                 let t = ts(t);
                 sqlx::query(&format!(
                     "SELECT {SILENCE_COLUMNS} FROM silences
-                     WHERE starts_at <= ? AND ends_at > ? AND (expired_at IS NULL OR expired_at > ?)
+                     WHERE starts_at <= $1 AND ends_at > $1 AND (expired_at IS NULL OR expired_at > $1)
                      ORDER BY seq"
                 ))
                 .bind(&t)
-                .bind(&t)
-                .bind(&t)
-                .fetch_all(&self.pool)
+                .fetch_all(self.db.pool())
                 .await?
             }
         };
@@ -225,7 +223,7 @@ impl AlertStore {
     ) -> Result<StoredSilence, AlertStoreError> {
         let at = ts(at);
         let mut tx = self.begin_write().await?;
-        let select = format!("SELECT {SILENCE_COLUMNS} FROM silences WHERE id = ?");
+        let select = format!("SELECT {SILENCE_COLUMNS} FROM silences WHERE id = $1");
         let row = sqlx::query(&select)
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
@@ -243,7 +241,7 @@ impl AlertStore {
                 at: ended,
             });
         }
-        sqlx::query("UPDATE silences SET expired_at = ?, expired_by = ? WHERE id = ?")
+        sqlx::query("UPDATE silences SET expired_at = $1, expired_by = $2 WHERE id = $3")
             .bind(&at)
             .bind(actor.as_str())
             .bind(id.as_str())

@@ -1,15 +1,13 @@
-//! The alert store (SQLite through sqlx): alerts, model runs, history.
+//! The alert store (SQLite or PostgreSQL through sqlx `Any`): alerts, model runs, history.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::str::FromStr;
 
 use blindwatch_audit::{AlertId, StationId, Tier};
 use chrono::{DateTime, SecondsFormat, Utc};
+use blindwatch_store::database::{Database, DatabaseError, DatabaseTarget, Migrations};
 use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::migrate::Migrator;
 
 use crate::evidence::Evidence;
 use crate::pseudonym::{Pseudonym, SubjectKey};
@@ -21,8 +19,8 @@ pub enum AlertStoreError {
         "alert store database error: {0}; check that the data directory is writable and not damaged"
     )]
     Db(#[from] sqlx::Error),
-    #[error("alert store migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
     #[error("the alert store holds a damaged record ({0}); restore alerts.sqlite from a backup")]
     Damaged(&'static str),
     #[error("the change was not recorded: {0}")]
@@ -349,7 +347,7 @@ pub struct HistoryEntry {
 
 #[derive(Clone)]
 pub struct AlertStore {
-    pub(crate) pool: SqlitePool,
+    pub(crate) db: Database,
 }
 
 pub(crate) fn ts(t: DateTime<Utc>) -> String {
@@ -406,35 +404,36 @@ fn count(n: i64) -> u32 {
 }
 
 impl AlertStore {
-    /// Opens (creating if needed) the alert store at `path`.
+    /// Opens (creating if needed) the alert store in the SQLite file at `path`.
     pub async fn open(path: &Path) -> Result<AlertStore, AlertStoreError> {
-        // Rollback journal, as the catalog: between commands only alerts.sqlite exists.
-        let options = SqliteConnectOptions::from_str("sqlite:")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Delete)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(AlertStore { pool })
+        AlertStore::connect(&DatabaseTarget::SqliteFile(path.to_path_buf())).await
+    }
+
+    /// Opens (creating if needed) the alert store: a SQLite file or a PostgreSQL schema.
+    pub async fn connect(target: &DatabaseTarget) -> Result<AlertStore, AlertStoreError> {
+        static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+        static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+        let migrations = Migrations {
+            store: "alert",
+            sqlite: &SQLITE,
+            postgres: &POSTGRES,
+        };
+        Ok(AlertStore {
+            db: Database::connect(target, &migrations).await?,
+        })
     }
 
     /// Closes the database (not an alert: see [`AlertStore::close_alert`]).
     pub async fn close(self) {
-        self.pool.close().await;
+        self.db.close().await;
     }
 
-    /// A write transaction. `BEGIN IMMEDIATE` takes the write lock first, so a run and an
-    /// officer's action (or two processes) queue on the busy timeout instead of failing when
-    /// a read lock cannot be upgraded.
+    /// A write transaction that takes the store's write lock first, so a run and an
+    /// officer's action (or two processes) queue instead of failing on a lock upgrade.
     pub(crate) async fn begin_write(
         &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, AlertStoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, AlertStoreError> {
+        Ok(self.db.begin_write().await?)
     }
 
     /// Applies one model run's findings in one transaction. `before_commit` sees the outcome
@@ -458,7 +457,7 @@ impl AlertStore {
 
         let mut open: HashMap<String, OpenAlert> = HashMap::new();
         let rows = sqlx::query(
-            "SELECT id, subject_key, tier, station, below_runs FROM alerts WHERE model = ? AND status = 'open'",
+            "SELECT id, subject_key, tier, station, below_runs FROM alerts WHERE model = $1 AND status = 'open'",
         )
         .bind(run.model)
         .fetch_all(&mut *tx)
@@ -478,7 +477,7 @@ impl AlertStore {
         }
         let mut suppressing: HashMap<String, SuppressingAlert> = HashMap::new();
         let rows = sqlx::query(
-            "SELECT id, subject_key, tier, station, outcome, absent_runs FROM alerts WHERE model = ? AND suppressing = 1",
+            "SELECT id, subject_key, tier, station, outcome, absent_runs FROM alerts WHERE model = $1 AND suppressing = 1",
         )
         .bind(run.model)
         .fetch_all(&mut *tx)
@@ -502,10 +501,10 @@ impl AlertStore {
 
         let run_id: i64 = sqlx::query(
             "INSERT INTO runs (model, model_version, as_of, started_at, subjects, opened, raised, lowered, resolved)
-             VALUES (?, ?, ?, ?, ?, 0, 0, 0, 0) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, 0, 0, 0, 0) RETURNING id",
         )
         .bind(run.model)
-        .bind(run.version)
+        .bind(i64::from(run.version))
         .bind(&now)
         .bind(&started)
         .bind(findings.len() as i64)
@@ -534,15 +533,15 @@ impl AlertStore {
                     (a.tier, a.below_runs + 1, None)
                 };
                 sqlx::query(
-                    "UPDATE alerts SET tier = ?, below_runs = ?, evidence = ?, last_seen = ?, station = ?,
-                                       model_version = ? WHERE id = ?",
+                    "UPDATE alerts SET tier = $1, below_runs = $2, evidence = $3, last_seen = $4, station = $5,
+                                       model_version = $6 WHERE id = $7",
                 )
                 .bind(tier_name(tier))
-                .bind(below)
+                .bind(i64::from(below))
                 .bind(&evidence)
                 .bind(&now)
                 .bind(f.station.as_str())
-                .bind(run.version)
+                .bind(i64::from(run.version))
                 .bind(&a.id)
                 .execute(&mut *tx)
                 .await?;
@@ -581,7 +580,7 @@ impl AlertStore {
                 None => None,
                 Some(s) if tier_rank(f.tier) <= tier_rank(s.tier) => {
                     // Still the condition the officer closed: remember it was seen.
-                    sqlx::query("UPDATE alerts SET absent_runs = 0 WHERE id = ?")
+                    sqlx::query("UPDATE alerts SET absent_runs = 0 WHERE id = $1")
                         .bind(&s.id)
                         .execute(&mut *tx)
                         .await?;
@@ -594,7 +593,7 @@ impl AlertStore {
             let id =
                 insert_alert(&mut tx, run, &f, &evidence, &now, reopened_from.as_ref()).await?;
             if let Some(s) = &reopened_from {
-                sqlx::query("UPDATE alerts SET suppressing = 0, absent_runs = 0 WHERE id = ?")
+                sqlx::query("UPDATE alerts SET suppressing = 0, absent_runs = 0 WHERE id = $1")
                     .bind(&s.id)
                     .execute(&mut *tx)
                     .await?;
@@ -676,7 +675,7 @@ impl AlertStore {
         for a in rest {
             if a.below_runs + 1 >= keep_for {
                 sqlx::query(
-                    "UPDATE alerts SET status = 'closed', closed_at = ?, outcome = 'resolved', below_runs = 0 WHERE id = ?",
+                    "UPDATE alerts SET status = 'closed', closed_at = $1, outcome = 'resolved', below_runs = 0 WHERE id = $2",
                 )
                 .bind(&now)
                 .bind(&a.id)
@@ -706,7 +705,7 @@ impl AlertStore {
                     reopened_from: None,
                 });
             } else {
-                sqlx::query("UPDATE alerts SET below_runs = below_runs + 1 WHERE id = ?")
+                sqlx::query("UPDATE alerts SET below_runs = below_runs + 1 WHERE id = $1")
                     .bind(&a.id)
                     .execute(&mut *tx)
                     .await?;
@@ -720,7 +719,7 @@ impl AlertStore {
         rest.sort_by(|a, b| a.id.cmp(&b.id));
         for s in rest {
             if s.absent_runs + 1 >= keep_for {
-                sqlx::query("UPDATE alerts SET suppressing = 0, absent_runs = 0 WHERE id = ?")
+                sqlx::query("UPDATE alerts SET suppressing = 0, absent_runs = 0 WHERE id = $1")
                     .bind(&s.id)
                     .execute(&mut *tx)
                     .await?;
@@ -745,7 +744,7 @@ impl AlertStore {
                 .await?;
                 outcome.suppressions_lifted += 1;
             } else {
-                sqlx::query("UPDATE alerts SET absent_runs = absent_runs + 1 WHERE id = ?")
+                sqlx::query("UPDATE alerts SET absent_runs = absent_runs + 1 WHERE id = $1")
                     .bind(&s.id)
                     .execute(&mut *tx)
                     .await?;
@@ -753,7 +752,7 @@ impl AlertStore {
         }
 
         sqlx::query(
-            "UPDATE runs SET opened = ?, raised = ?, lowered = ?, resolved = ?, suppressed = ? WHERE id = ?",
+            "UPDATE runs SET opened = $1, raised = $2, lowered = $3, resolved = $4, suppressed = $5 WHERE id = $6",
         )
         .bind(outcome.count(Change::Opened) as i64)
         .bind(outcome.count(Change::Raised) as i64)
@@ -773,21 +772,17 @@ impl AlertStore {
     pub async fn list(&self, filter: &AlertFilter) -> Result<Vec<Alert>, AlertStoreError> {
         let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE 1 = 1");
         let mut binds: Vec<String> = Vec::new();
-        if let Some(s) = &filter.station {
-            sql.push_str(" AND station = ?");
-            binds.push(s.clone());
-        }
-        if let Some(t) = filter.tier {
-            sql.push_str(" AND tier = ?");
-            binds.push(tier_name(t).to_owned());
-        }
-        if let Some(m) = &filter.model {
-            sql.push_str(" AND model = ?");
-            binds.push(m.clone());
-        }
-        if let Some(s) = filter.status {
-            sql.push_str(" AND status = ?");
-            binds.push(s.as_str().to_owned());
+        let conditions = [
+            ("station", filter.station.clone()),
+            ("tier", filter.tier.map(|t| tier_name(t).to_owned())),
+            ("model", filter.model.clone()),
+            ("status", filter.status.map(|s| s.as_str().to_owned())),
+        ];
+        for (column, value) in conditions {
+            if let Some(value) = value {
+                binds.push(value);
+                sql.push_str(&format!(" AND {column} = ${}", binds.len()));
+            }
         }
         sql.push_str(&format!(
             " ORDER BY {TIER_RANK_SQL} DESC, last_seen DESC, seq"
@@ -796,13 +791,13 @@ impl AlertStore {
         for b in &binds {
             q = q.bind(b);
         }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = q.fetch_all(self.db.pool()).await?;
         rows.iter().map(alert_from_row).collect()
     }
 
     /// One alert.
     pub async fn get(&self, alert: &AlertId) -> Result<Alert, AlertStoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.pool().acquire().await?;
         fetch_alert(&mut conn, alert.as_str())
             .await?
             .ok_or_else(|| AlertStoreError::UnknownAlert(alert.clone()))
@@ -814,9 +809,9 @@ impl AlertStore {
         &self,
         alert: &AlertId,
     ) -> Result<(String, SubjectKey), AlertStoreError> {
-        let row = sqlx::query("SELECT subject_kind, subject_key FROM alerts WHERE id = ?")
+        let row = sqlx::query("SELECT subject_kind, subject_key FROM alerts WHERE id = $1")
             .bind(alert.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.pool())
             .await?
             .ok_or_else(|| AlertStoreError::UnknownAlert(alert.clone()))?;
         Ok((
@@ -827,25 +822,25 @@ impl AlertStore {
 
     /// One alert's history (run changes, officer actions, comments), oldest first.
     pub async fn history(&self, alert: &AlertId) -> Result<Vec<HistoryEntry>, AlertStoreError> {
-        let exists = sqlx::query("SELECT 1 FROM alerts WHERE id = ?")
+        let exists = sqlx::query("SELECT 1 FROM alerts WHERE id = $1")
             .bind(alert.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.pool())
             .await?;
         if exists.is_none() {
             return Err(AlertStoreError::UnknownAlert(alert.clone()));
         }
         let rows = sqlx::query(&format!(
-            "SELECT {HISTORY_COLUMNS} FROM alert_history WHERE alert_id = ? ORDER BY id"
+            "SELECT {HISTORY_COLUMNS} FROM alert_history WHERE alert_id = $1 ORDER BY id"
         ))
         .bind(alert.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(history_from_row).collect()
     }
 }
 
 async fn insert_alert(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     run: &RunInput<'_>,
     f: &Finding,
     evidence: &str,
@@ -855,10 +850,10 @@ async fn insert_alert(
     let seq: i64 = sqlx::query(
         "INSERT INTO alerts (id, model, model_version, category, subject_kind, subject_key, pseudonym,
                              station, tier, status, evidence, first_seen, last_seen, reopened_from)
-         VALUES ('', ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?) RETURNING seq",
+         VALUES ('', $1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10, $11, $12) RETURNING seq",
     )
     .bind(run.model)
-    .bind(run.version)
+    .bind(i64::from(run.version))
     .bind(run.category)
     .bind(run.subject_kind)
     .bind(f.subject.as_str())
@@ -873,7 +868,7 @@ async fn insert_alert(
     .await?
     .try_get("seq")?;
     let id = format!("A-{seq:07}");
-    sqlx::query("UPDATE alerts SET id = ? WHERE seq = ?")
+    sqlx::query("UPDATE alerts SET id = $1 WHERE seq = $2")
         .bind(&id)
         .bind(seq)
         .execute(&mut **tx)
@@ -883,12 +878,12 @@ async fn insert_alert(
 
 /// Writes one history row; returns its id (the event id).
 pub(crate) async fn write_history(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     h: &NewHistory<'_>,
 ) -> Result<i64, AlertStoreError> {
     let id: i64 = sqlx::query(
         "INSERT INTO alert_history (alert_id, run_id, at, change, from_tier, to_tier, station, actor, detail)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
     )
     .bind(h.alert)
     .bind(h.run_id)
@@ -906,10 +901,10 @@ pub(crate) async fn write_history(
 }
 
 pub(crate) async fn fetch_alert(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     id: &str,
 ) -> Result<Option<Alert>, AlertStoreError> {
-    let row = sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?"))
+    let row = sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1"))
         .bind(id)
         .fetch_optional(conn)
         .await?;
@@ -921,7 +916,7 @@ pub(crate) const HISTORY_COLUMNS: &str =
     "id, run_id, at, change, from_tier, to_tier, actor, detail";
 
 pub(crate) fn history_from_row(
-    r: &sqlx::sqlite::SqliteRow,
+    r: &sqlx::any::AnyRow,
 ) -> Result<HistoryEntry, AlertStoreError> {
     let tier = |c: &str| -> Result<Option<Tier>, AlertStoreError> {
         match r.try_get::<Option<&str>, _>(c)? {
@@ -944,7 +939,7 @@ pub(crate) fn history_from_row(
     })
 }
 
-pub(crate) fn alert_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Alert, AlertStoreError> {
+pub(crate) fn alert_from_row(r: &sqlx::any::AnyRow) -> Result<Alert, AlertStoreError> {
     let tier = parse_tier(r.try_get::<&str, _>("tier")?)
         .ok_or(AlertStoreError::Damaged("an alert's tier"))?;
     let status = match r.try_get::<&str, _>("status")? {

@@ -195,7 +195,7 @@ impl AlertStore {
                     });
                 }
                 sqlx::query(
-                    "UPDATE alerts SET acknowledged_by = ?, acknowledged_at = ? WHERE id = ?",
+                    "UPDATE alerts SET acknowledged_by = $1, acknowledged_at = $2 WHERE id = $3",
                 )
                 .bind(actor.as_str())
                 .bind(&now)
@@ -218,7 +218,7 @@ impl AlertStore {
                     Some(a) => format!("reassigned from {a} to {assignee}"),
                     None => format!("assigned to {assignee}"),
                 };
-                sqlx::query("UPDATE alerts SET assignee = ? WHERE id = ?")
+                sqlx::query("UPDATE alerts SET assignee = $1 WHERE id = $2")
                     .bind(assignee.as_str())
                     .bind(alert.as_str())
                     .execute(&mut *tx)
@@ -229,8 +229,8 @@ impl AlertStore {
             Action::Close { outcome, .. } => {
                 // Officer-closed alerts hold back new alerts for the subject (suppressing).
                 sqlx::query(
-                    "UPDATE alerts SET status = 'closed', closed_at = ?, outcome = ?, closed_by = ?, below_runs = 0,
-                                       suppressing = 1, absent_runs = 0 WHERE id = ?",
+                    "UPDATE alerts SET status = 'closed', closed_at = $1, outcome = $2, closed_by = $3, below_runs = 0,
+                                       suppressing = 1, absent_runs = 0 WHERE id = $4",
                 )
                 .bind(&now)
                 .bind(outcome.as_str())

@@ -10,6 +10,7 @@ use blindwatch_alerts::{
 };
 use blindwatch_audit::{AlertId, Principal, SilenceId, StationId};
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use blindwatch_store::{DatabaseTarget, PostgresUrl};
 use tempfile::TempDir;
 
 struct Env {
@@ -18,17 +19,82 @@ struct Env {
     p: Pseudonymizer,
 }
 
-async fn env() -> Env {
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A new, empty store: a SQLite file, or a database of its own on the PostgreSQL server
+/// named by `BLINDWATCH_TEST_POSTGRES_URL` (which `tests/run` starts).
+async fn env(backend: Backend) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = AlertStore::open(&dir.path().join("alerts.sqlite"))
-        .await
-        .unwrap();
+    let target = match backend {
+        Backend::Sqlite => DatabaseTarget::SqliteFile(dir.path().join("alerts.sqlite")),
+        Backend::Postgres => DatabaseTarget::Postgres {
+            url: scratch_postgres_database().await,
+            schema: "alerts",
+        },
+    };
+    let store = AlertStore::connect(&target).await.unwrap();
     Env {
         _dir: dir,
         store,
         p: Pseudonymizer::new(&[9; 32]),
     }
 }
+
+async fn scratch_postgres_database() -> PostgresUrl {
+    use sqlx::{Connection, Executor};
+    let server = std::env::var("BLINDWATCH_TEST_POSTGRES_URL").expect(
+        "BLINDWATCH_TEST_POSTGRES_URL is not set: run the tests with tests/run, which starts a PostgreSQL server, or point it at one (postgres://USER@HOST:PORT, allowed to create databases)",
+    );
+    sqlx::any::install_default_drivers();
+    let name = format!("bw_alerts_{}", hex::encode(rand_bytes()));
+    let mut admin = sqlx::AnyConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    PostgresUrl::parse(&format!("{server}/{name}")).unwrap()
+}
+
+fn rand_bytes() -> [u8; 8] {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now()).to_le_bytes()
+}
+
+/// Each scenario runs on both backends, as two tests: `NAME::sqlite` and `NAME::postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::env(super::Backend::Sqlite).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::env(super::Backend::Postgres).await).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    officer_actions_record_actor_detail_and_state,
+    refused_actions_change_nothing,
+    officer_close_suppresses_findings_at_the_same_or_a_lower_tier,
+    suppression_is_lifted_after_keep_for_runs_without_the_subject,
+    a_higher_tier_reopens_from_the_officer_closed_alert,
+    silences_are_validated_listed_and_expired,
+    events_notify_unless_silenced_inhibited_or_done_by_an_officer,
+    the_subject_card_gathers_alerts_across_models,
+    the_listing_is_scoped_filtered_and_paged,
+    concurrent_actions_and_runs_queue_instead_of_failing,
+);
 
 /// Hour `h` of the test day.
 fn t(h: i64) -> DateTime<Utc> {
@@ -96,9 +162,7 @@ async fn changes(store: &AlertStore, id: &str) -> Vec<&'static str> {
         .collect()
 }
 
-#[tokio::test]
-async fn officer_actions_record_actor_detail_and_state() {
-    let e = env().await;
+async fn officer_actions_record_actor_detail_and_state(e: Env) {
     let li = officer("officer:li@S01");
     let wang = officer("officer:wang@S01");
     let zhao = officer("officer:zhao@S01");
@@ -225,9 +289,7 @@ async fn officer_actions_record_actor_detail_and_state() {
     assert_eq!(h[1].detail.as_deref(), Some("closed as duplicate"));
 }
 
-#[tokio::test]
-async fn refused_actions_change_nothing() {
-    let e = env().await;
+async fn refused_actions_change_nothing(e: Env) {
     let li = officer("officer:li@S01");
     apply(
         &e.store,
@@ -364,9 +426,7 @@ async fn refused_actions_change_nothing() {
     assert_eq!(a1.closed_at.as_deref(), Some("2025-03-01T04:00:00Z"));
 }
 
-#[tokio::test]
-async fn officer_close_suppresses_findings_at_the_same_or_a_lower_tier() {
-    let e = env().await;
+async fn officer_close_suppresses_findings_at_the_same_or_a_lower_tier(e: Env) {
     let li = officer("officer:li@S01");
     apply(
         &e.store,
@@ -414,9 +474,7 @@ async fn officer_close_suppresses_findings_at_the_same_or_a_lower_tier() {
     assert_eq!(changes(&e.store, "A-0000001").await, ["opened", "closed"]);
 }
 
-#[tokio::test]
-async fn suppression_is_lifted_after_keep_for_runs_without_the_subject() {
-    let e = env().await;
+async fn suppression_is_lifted_after_keep_for_runs_without_the_subject(e: Env) {
     let li = officer("officer:li@S01");
     let r = |h| run("m", 2, h);
     apply(&e.store, &r(0), vec![finding(&e.p, 1, Tier::Red, "S01")]).await;
@@ -468,9 +526,7 @@ async fn suppression_is_lifted_after_keep_for_runs_without_the_subject() {
     assert_eq!(changes(&e.store, "A-0000002").await, ["opened"]);
 }
 
-#[tokio::test]
-async fn a_higher_tier_reopens_from_the_officer_closed_alert() {
-    let e = env().await;
+async fn a_higher_tier_reopens_from_the_officer_closed_alert(e: Env) {
     let li = officer("officer:li@S01");
     let r = |h| run("m", 3, h);
     apply(&e.store, &r(0), vec![finding(&e.p, 1, Tier::Orange, "S01")]).await;
@@ -522,9 +578,7 @@ async fn a_higher_tier_reopens_from_the_officer_closed_alert() {
     assert_eq!(all(&e.store).await.len(), 2);
 }
 
-#[tokio::test]
-async fn silences_are_validated_listed_and_expired() {
-    let e = env().await;
+async fn silences_are_validated_listed_and_expired(e: Env) {
     let li = officer("officer:li@S01");
     let silence = |m: SilenceMatchers, s: i64, end: i64, reason: &str| Silence {
         matchers: m,
@@ -668,9 +722,7 @@ fn summary(ev: &[AlertEvent]) -> Vec<(i64, &str, EventKind, bool, Option<Muted>)
         .collect()
 }
 
-#[tokio::test]
-async fn events_notify_unless_silenced_inhibited_or_done_by_an_officer() {
-    let e = env().await;
+async fn events_notify_unless_silenced_inhibited_or_done_by_an_officer(e: Env) {
     let li = officer("officer:li@S01");
     assert_eq!(e.store.last_event_id().await.unwrap(), 0);
     assert!(e.store.events_after(0, 10).await.unwrap().is_empty());
@@ -835,9 +887,7 @@ async fn events_notify_unless_silenced_inhibited_or_done_by_an_officer() {
     assert!(!again[0].notify);
 }
 
-#[tokio::test]
-async fn the_subject_card_gathers_alerts_across_models() {
-    let e = env().await;
+async fn the_subject_card_gathers_alerts_across_models(e: Env) {
     let li = officer("officer:li@S01");
     // Subject 1: m (orange at S01, then closed by an officer), m2 (red at S03), m3 (yellow
     // at S02). Subject 2 only under m.
@@ -939,9 +989,7 @@ async fn page_through(store: &AlertStore, mut q: AlertQuery) -> Vec<Vec<String>>
     }
 }
 
-#[tokio::test]
-async fn the_listing_is_scoped_filtered_and_paged() {
-    let e = env().await;
+async fn the_listing_is_scoped_filtered_and_paged(e: Env) {
     let li = officer("officer:li@S01");
     // A1 red S01, A2 orange S01, A3 red S02, A4 yellow S03, A5 red S03 (model m, hour 0);
     // A6 red S02 (m2, hour 1, seen more recently than A1/A3/A5).
@@ -1087,7 +1135,7 @@ async fn a_store_made_by_0001_is_upgraded_in_place() {
         let migrations = dir.path().join("migrations");
         std::fs::create_dir(&migrations).unwrap();
         std::fs::copy(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0001_alerts.sql"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite/0001_alerts.sql"),
             migrations.join("0001_alerts.sql"),
         )
         .unwrap();
@@ -1134,9 +1182,7 @@ async fn a_store_made_by_0001_is_upgraded_in_place() {
     assert_eq!(store.last_event_id().await.unwrap(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_actions_and_runs_queue_instead_of_failing() {
-    let e = env().await;
+async fn concurrent_actions_and_runs_queue_instead_of_failing(e: Env) {
     let findings: Vec<Finding> = (1..=4)
         .map(|n| finding(&e.p, n, Tier::Orange, "S01"))
         .collect();

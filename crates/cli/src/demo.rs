@@ -197,13 +197,14 @@ pub async fn run(root: &Path, options: &DemoOptions) -> anyhow::Result<()> {
         files.push(file);
     }
     models::model_register(platform.root(), &files, true).await?;
-    let reports = models::run(platform.root(), None, Some(as_of)).await?;
+    let reports = models::run(platform.root(), None, None, Some(as_of)).await?;
     models::print_runs(&reports);
     println!("6. open alerts by station and tier");
     models::summary(platform.root()).await?;
     println!("   top alerts:");
     models::alerts(
         platform.root(),
+        None,
         &models::AlertsQuery {
             station: None,
             tier: None,

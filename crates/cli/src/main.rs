@@ -11,6 +11,7 @@ mod serve;
 
 use std::path::PathBuf;
 
+use blindwatch_store::PostgresUrl;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -72,9 +73,8 @@ struct ServeArgs {
     /// Address to listen on (port 0: any free port, printed on start).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
-    /// The database (default: SQLite files in the data directory).
-    #[arg(long)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    db: DatabaseArg,
     /// Do not run the registered models on their schedules.
     #[arg(long)]
     no_scheduler: bool,
@@ -84,6 +84,26 @@ struct ServeArgs {
     /// Largest accepted upload, MiB.
     #[arg(long, default_value_t = 512)]
     max_upload_mib: usize,
+}
+
+/// Where the alert store and the users live: the data directory's SQLite files by default.
+#[derive(Args)]
+struct DatabaseArg {
+    /// Keep the alert store and the users in PostgreSQL (postgres://USER:PASSWORD@HOST/DB)
+    /// instead of the data directory's SQLite files. Every command of one deployment must
+    /// name the same database.
+    #[arg(long, env = "BLINDWATCH_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+impl DatabaseArg {
+    fn postgres(&self) -> anyhow::Result<Option<PostgresUrl>> {
+        Ok(self
+            .database_url
+            .as_deref()
+            .map(PostgresUrl::parse)
+            .transpose()?)
+    }
 }
 
 #[derive(Subcommand)]
@@ -103,9 +123,16 @@ enum UsersCommand {
         /// A county duty officer (sees the county's red alerts).
         #[arg(long)]
         duty: bool,
+        #[command(flatten)]
+        db: DatabaseArg,
     },
     /// List active users.
-    List(DataDirArg),
+    List {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        db: DatabaseArg,
+    },
     /// Revoke a user's token.
     Revoke {
         #[arg(long)]
@@ -114,6 +141,8 @@ enum UsersCommand {
         role: String,
         #[arg(long)]
         name: String,
+        #[command(flatten)]
+        db: DatabaseArg,
     },
 }
 
@@ -175,6 +204,8 @@ struct RunArgs {
     /// Evaluate as of this day (what `current_date` means); default: now.
     #[arg(long)]
     as_of: Option<chrono::NaiveDate>,
+    #[command(flatten)]
+    db: DatabaseArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -187,6 +218,8 @@ enum FormatArg {
 struct AlertsArgs {
     #[arg(long)]
     data_dir: PathBuf,
+    #[command(flatten)]
+    db: DatabaseArg,
     /// Only this station's alerts (e.g. S03).
     #[arg(long)]
     station: Option<String>,
@@ -545,7 +578,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Model(ModelCommand::Test { files }) => model_test::model_test(&files).await,
         Command::Run(a) => {
-            let reports = models::run(&a.data_dir, a.model.as_deref(), a.as_of).await?;
+            let reports = models::run(
+                &a.data_dir,
+                a.db.postgres()?.as_ref(),
+                a.model.as_deref(),
+                a.as_of,
+            ).await?;
             models::print_runs(&reports);
             Ok(())
         }
@@ -567,7 +605,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve::serve(&serve::ServeArgs {
                 data_dir: &a.data_dir,
                 listen: &a.listen,
-                database_url: a.database_url.as_deref(),
+                postgres: a.db.postgres()?,
                 no_scheduler: a.no_scheduler,
                 as_of: a.as_of,
                 max_upload_mib: a.max_upload_mib,
@@ -580,9 +618,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             role,
             station,
             duty,
+            db,
         }) => {
             serve::users_add(&serve::AddUser {
                 data_dir: &data_dir,
+                postgres: db.postgres()?.as_ref(),
                 name: &name,
                 role: &role,
                 station: station.as_deref(),
@@ -590,15 +630,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Users(UsersCommand::List(a)) => serve::users_list(&a.data_dir).await,
+        Command::Users(UsersCommand::List { data_dir, db }) => {
+            serve::users_list(&data_dir, db.postgres()?.as_ref()).await
+        }
         Command::Users(UsersCommand::Revoke {
             data_dir,
             role,
             name,
-        }) => serve::users_revoke(&data_dir, &role, &name).await,
+            db,
+        }) => serve::users_revoke(&data_dir, db.postgres()?.as_ref(), &role, &name).await,
         Command::Alerts(a) => {
             models::alerts(
                 &a.data_dir,
+                a.db.postgres()?.as_ref(),
                 &models::AlertsQuery {
                     station: a.station.as_deref(),
                     tier: a.tier.as_deref(),

@@ -11,7 +11,7 @@ use blindwatch_audit::{AuditEvent, AuditRecord, ModelId, Principal};
 use blindwatch_common::fsutil;
 use blindwatch_engine::Engine;
 use blindwatch_models::{CheckedModel, Model, ModelError, check, evaluate, load_dir, record_run};
-use blindwatch_store::DataDir;
+use blindwatch_store::{DataDir, PostgresUrl};
 use chrono::{DateTime, NaiveDate, Utc};
 
 macro_rules! shipped_models {
@@ -154,6 +154,7 @@ pub struct RunReport {
 /// Evaluates the registered models (or one) and records their alerts.
 pub async fn run(
     data_dir: &Path,
+    postgres: Option<&PostgresUrl>,
     only: Option<&str>,
     as_of: Option<NaiveDate>,
 ) -> anyhow::Result<Vec<RunReport>> {
@@ -179,7 +180,7 @@ pub async fn run(
         }
     }
     let pseudonyms = Pseudonymizer::read(&dir.deployment_key())?;
-    let store = AlertStore::open(&dir.alerts_path()).await?;
+    let store = AlertStore::connect(&dir.alerts_database(postgres)).await?;
     let mut audit = dir.open_audit_log()?;
     let actor = Principal::new("platform:scheduler")?;
     let mut reports = Vec::new();
@@ -252,9 +253,13 @@ pub struct AlertsQuery<'a> {
     pub limit: Option<usize>,
 }
 
-pub async fn alerts(data_dir: &Path, q: &AlertsQuery<'_>) -> anyhow::Result<()> {
+pub async fn alerts(
+    data_dir: &Path,
+    postgres: Option<&PostgresUrl>,
+    q: &AlertsQuery<'_>,
+) -> anyhow::Result<()> {
     let dir = DataDir::new(data_dir);
-    if !dir.alerts_path().is_file() {
+    if postgres.is_none() && !dir.alerts_path().is_file() {
         bail!(
             "{} has no alerts yet: run the models with `blindwatch run --data-dir {}`",
             data_dir.display(),
@@ -268,7 +273,7 @@ pub async fn alerts(data_dir: &Path, q: &AlertsQuery<'_>) -> anyhow::Result<()> 
                 .with_context(|| format!("tier `{t}` is not one of red, orange, yellow, blue"))?,
         ),
     };
-    let store = AlertStore::open(&dir.alerts_path()).await?;
+    let store = AlertStore::connect(&dir.alerts_database(postgres)).await?;
     let mut list = store
         .list(&AlertFilter {
             station: q.station.map(str::to_owned),

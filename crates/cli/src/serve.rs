@@ -5,30 +5,24 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use blindwatch_access::Org;
 use blindwatch_server::users::{NewUser, Role, UserStore};
-use blindwatch_store::DataDir;
+use blindwatch_store::{DataDir, PostgresUrl};
 
 pub struct ServeArgs<'a> {
     pub data_dir: &'a Path,
     pub listen: &'a str,
-    pub database_url: Option<&'a str>,
+    pub postgres: Option<PostgresUrl>,
     pub no_scheduler: bool,
     pub as_of: Option<chrono::NaiveDate>,
     pub max_upload_mib: usize,
 }
 
 pub async fn serve(a: &ServeArgs<'_>) -> anyhow::Result<()> {
-    if a.database_url
-        .is_some_and(|url| !url.starts_with("sqlite:"))
-    {
-        bail!(
-            "--database-url: only SQLite is supported so far (the stores live in the data directory); PostgreSQL is not built yet"
-        );
-    }
     let mut config =
         blindwatch_server::ServerConfig::new(a.data_dir.to_owned(), a.listen.to_owned());
     config.scheduler = !a.no_scheduler;
     config.as_of = a.as_of;
     config.max_upload_bytes = a.max_upload_mib.saturating_mul(1024 * 1024);
+    config.postgres = a.postgres.clone();
     blindwatch_server::serve(config, shutdown_signal()).await?;
     Ok(())
 }
@@ -52,7 +46,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn open_users(dir: &DataDir) -> anyhow::Result<UserStore> {
+async fn open_users(dir: &DataDir, postgres: Option<&PostgresUrl>) -> anyhow::Result<UserStore> {
     if !dir.is_initialised() {
         bail!(
             "{} is not a platform data directory: run `blindwatch keys init --data-dir {}` first",
@@ -60,11 +54,12 @@ async fn open_users(dir: &DataDir) -> anyhow::Result<UserStore> {
             dir.root().display()
         );
     }
-    Ok(UserStore::open(&dir.users_path()).await?)
+    Ok(UserStore::connect(&dir.users_database(postgres)).await?)
 }
 
 pub struct AddUser<'a> {
     pub data_dir: &'a Path,
+    pub postgres: Option<&'a PostgresUrl>,
     pub name: &'a str,
     pub role: &'a str,
     pub station: Option<&'a str>,
@@ -74,7 +69,7 @@ pub struct AddUser<'a> {
 /// Adds a user; the bearer token is printed once, alone on the last line of standard output.
 pub async fn users_add(a: &AddUser<'_>) -> anyhow::Result<()> {
     let dir = DataDir::new(a.data_dir);
-    let users = open_users(&dir).await?;
+    let users = open_users(&dir, a.postgres).await?;
     let org = Org::load(&dir.policies_dir())?;
     let role: Role = a.role.parse()?;
     let (user, token) = users
@@ -98,8 +93,8 @@ pub async fn users_add(a: &AddUser<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn users_list(data_dir: &Path) -> anyhow::Result<()> {
-    let users = open_users(&DataDir::new(data_dir)).await?;
+pub async fn users_list(data_dir: &Path, postgres: Option<&PostgresUrl>) -> anyhow::Result<()> {
+    let users = open_users(&DataDir::new(data_dir), postgres).await?;
     for u in users.list().await? {
         println!(
             "{:>4}  {}{}",
@@ -111,8 +106,13 @@ pub async fn users_list(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn users_revoke(data_dir: &Path, role: &str, name: &str) -> anyhow::Result<()> {
-    let users = open_users(&DataDir::new(data_dir)).await?;
+pub async fn users_revoke(
+    data_dir: &Path,
+    postgres: Option<&PostgresUrl>,
+    role: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let users = open_users(&DataDir::new(data_dir), postgres).await?;
     let role: Role = role.parse()?;
     let revoked = users
         .revoke(role, name)

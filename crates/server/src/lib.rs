@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub scheduler: bool,
     /// What `current_date` means for scheduled runs (a replay or a synthetic city); None: now.
     pub as_of: Option<chrono::NaiveDate>,
+    /// The alert store and users in PostgreSQL; None: SQLite files in the data directory.
+    pub postgres: Option<blindwatch_store::PostgresUrl>,
 }
 
 impl ServerConfig {
@@ -64,6 +66,7 @@ impl ServerConfig {
             max_upload_bytes: 512 * 1024 * 1024,
             scheduler: true,
             as_of: None,
+            postgres: None,
         }
     }
 }

@@ -75,10 +75,10 @@ impl AppState {
         let audit = dir
             .open_audit_log()
             .map_err(|e| start("audit log (is another blindwatch process using it?)", e))?;
-        let users = UserStore::open(&dir.users_path())
+        let users = UserStore::connect(&dir.users_database(config.postgres.as_ref()))
             .await
             .map_err(|e| start("users", e))?;
-        let alerts = AlertStore::open(&dir.alerts_path())
+        let alerts = AlertStore::connect(&dir.alerts_database(config.postgres.as_ref()))
             .await
             .map_err(|e| start("alert store", e))?;
         let catalog = Catalog::open(&dir.catalog_path(), false)

@@ -10,10 +10,9 @@ use base64::Engine as _;
 use blindwatch_access::{Org, Principal};
 use chrono::{SecondsFormat, Utc};
 use ring::rand::{SecureRandom, SystemRandom};
+use blindwatch_store::database::{Database, DatabaseError, DatabaseTarget, Migrations};
 use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::migrate::Migrator;
 use zeroize::Zeroizing;
 
 const TOKEN_PREFIX: &str = "bw_";
@@ -22,8 +21,8 @@ const TOKEN_PREFIX: &str = "bw_";
 pub enum UserError {
     #[error("user database error: {0}; check that the data directory is writable")]
     Db(#[from] sqlx::Error),
-    #[error("user database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
     #[error("{0}")]
     Invalid(String),
     #[error("an active {role} named `{name}` exists already: revoke it first or pick another name")]
@@ -136,7 +135,7 @@ pub struct NewUser<'a> {
 
 #[derive(Clone)]
 pub struct UserStore {
-    pool: SqlitePool,
+    db: Database,
 }
 
 fn token_hash(token: &str) -> String {
@@ -155,22 +154,27 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl UserStore {
+    /// Opens (creating if needed) the users in the SQLite file at `path`.
     pub async fn open(path: &Path) -> Result<UserStore, UserError> {
-        let options = SqliteConnectOptions::from_str("sqlite:")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(UserStore { pool })
+        UserStore::connect(&DatabaseTarget::SqliteFile(path.to_path_buf())).await
+    }
+
+    /// Opens (creating if needed) the users: a SQLite file or a PostgreSQL schema.
+    pub async fn connect(target: &DatabaseTarget) -> Result<UserStore, UserError> {
+        static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+        static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+        let migrations = Migrations {
+            store: "users",
+            sqlite: &SQLITE,
+            postgres: &POSTGRES,
+        };
+        Ok(UserStore {
+            db: Database::connect(target, &migrations).await?,
+        })
     }
 
     pub async fn close(self) {
-        self.pool.close().await;
+        self.db.close().await;
     }
 
     /// Adds a user and returns its token. Officers need a station the org file knows.
@@ -223,10 +227,10 @@ impl UserStore {
         .bind(new.name)
         .bind(new.role.as_str())
         .bind(new.station)
-        .bind(new.duty)
+        .bind(i64::from(new.duty))
         .bind(token_hash(&token))
         .bind(&now)
-        .fetch_one(&self.pool)
+        .fetch_one(self.db.pool())
         .await;
         let id: i64 = match inserted {
             Ok(row) => row.try_get("id")?,
@@ -257,7 +261,7 @@ impl UserStore {
             "SELECT id, name, role, station, duty FROM users WHERE token_hash = $1 AND revoked_at IS NULL",
         )
         .bind(token_hash(token))
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db.pool())
         .await?;
         row.map(|r| user_from_row(&r)).transpose()
     }
@@ -271,7 +275,7 @@ impl UserStore {
         .bind(&now)
         .bind(role.as_str())
         .bind(name)
-        .execute(&self.pool)
+        .execute(self.db.pool())
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -280,13 +284,13 @@ impl UserStore {
         let rows = sqlx::query(
             "SELECT id, name, role, station, duty FROM users WHERE revoked_at IS NULL ORDER BY id",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(user_from_row).collect()
     }
 }
 
-fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<User, UserError> {
+fn user_from_row(r: &sqlx::any::AnyRow) -> Result<User, UserError> {
     let role: &str = r.try_get("role")?;
     Ok(User {
         id: r.try_get("id")?,
@@ -295,7 +299,7 @@ fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<User, UserError> {
             .parse()
             .map_err(|_| UserError::Damaged("a user's role"))?,
         station: r.try_get("station")?,
-        duty: r.try_get("duty")?,
+        duty: r.try_get::<i64, _>("duty")? != 0,
     })
 }
 

@@ -9,20 +9,26 @@
 //! catalog.sqlite         partners, their datasets, accepted contributions
 //! models/<id>.toml       registered warning models (checked against the contracts)
 //! alerts.sqlite          alerts (pseudonymous subjects only), their history, model runs
+//! users.sqlite           the server's API users (hashed bearer tokens)
 //! packages/<partner>/<dataset>/<partner>.<dataset>.<seq>.{parquet,manifest.json}
 //! audit/                 the tamper-evident audit log
 //! tmp/                   staging for files being received (same filesystem, then renamed)
 //! ```
 //! Packages are stored byte for byte as received. The catalog, not the directory listing,
 //! says what is current: a file without its catalog row (a crash between the two) is ignored.
+//!
+//! With `--database-url postgres://...` the alert store and the users live in PostgreSQL
+//! instead (schemas `alerts` and `users`); see [`database`].
 
 mod catalog;
+pub mod database;
 
 use blindwatch_audit::{AuditLog, LogSigner};
 use blindwatch_crypto::keys::KeyFileKind;
 use blindwatch_crypto::sign::SigningKey;
 
 pub use catalog::{Catalog, CatalogError, Contribution, NewContribution, PartnerRecord};
+pub use database::{Database, DatabaseError, DatabaseTarget, PostgresUrl};
 
 use std::path::{Path, PathBuf};
 
@@ -72,6 +78,14 @@ impl DataDir {
     /// The server's API users (hashed bearer tokens).
     pub fn users_path(&self) -> PathBuf {
         self.root.join("users.sqlite")
+    }
+    /// Where the alert store lives: `alerts.sqlite` here, or PostgreSQL schema `alerts`.
+    pub fn alerts_database(&self, postgres: Option<&PostgresUrl>) -> DatabaseTarget {
+        DatabaseTarget::new(&self.alerts_path(), postgres, "alerts")
+    }
+    /// Where the server's users live: `users.sqlite` here, or PostgreSQL schema `users`.
+    pub fn users_database(&self, postgres: Option<&PostgresUrl>) -> DatabaseTarget {
+        DatabaseTarget::new(&self.users_path(), postgres, "users")
     }
     /// Registered warning models (`<id>.toml`).
     pub fn models_dir(&self) -> PathBuf {

@@ -27,7 +27,7 @@ fn store_problem(e: AlertStoreError) -> Problem {
         AlertStoreError::UnknownAlert(_) => Problem::not_found("alert"),
         AlertStoreError::UnknownSilence(_) => Problem::not_found("silence"),
         AlertStoreError::Db(_)
-        | AlertStoreError::Migrate(_)
+        | AlertStoreError::Database(_)
         | AlertStoreError::Damaged(_)
         | AlertStoreError::Aborted(_) => Problem::internal(&e),
         AlertStoreError::AlertClosed { .. }

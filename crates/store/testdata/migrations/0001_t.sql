@@ -1,0 +1,2 @@
+-- A one-table schema for the database module's own tests.
+CREATE TABLE t (v TEXT NOT NULL);
