@@ -156,13 +156,57 @@ fn drain(rx: &mpsc::Receiver<Value>, quiet: Duration) -> Vec<Value> {
 // ---------------------------------------------------------------------------------------
 // The server process.
 
+/// Where the server keeps alerts and users: the data directory's SQLite files, or a fresh
+/// database on the PostgreSQL server of `BLINDWATCH_TEST_POSTGRES_URL` (`tests/run`).
+enum Db {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Db {
+    fn postgres() -> Db {
+        let server = std::env::var("BLINDWATCH_TEST_POSTGRES_URL").expect(
+            "BLINDWATCH_TEST_POSTGRES_URL is not set: run the tests with tests/run, which starts a PostgreSQL server, or point it at one (postgres://USER@HOST:PORT, allowed to create databases)",
+        );
+        let name = format!("bw_server_{}", std::process::id());
+        let psql = |sql: &str| {
+            let out = Command::new("psql")
+                .args([
+                    &format!("{server}/postgres"),
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-qc",
+                    sql,
+                ])
+                .output()
+                .expect("psql (Debian's postgresql-client) runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        psql(&format!("DROP DATABASE IF EXISTS {name}"));
+        psql(&format!("CREATE DATABASE {name}"));
+        Db::Postgres(format!("{server}/{name}"))
+    }
+
+    /// The arguments that point a command at this database.
+    fn args(&self) -> Vec<&str> {
+        match self {
+            Db::Sqlite => Vec::new(),
+            Db::Postgres(url) => vec!["--database-url", url],
+        }
+    }
+}
+
 struct Server {
     child: Child,
     addr: String,
 }
 
 impl Server {
-    fn start(platform: &Path) -> Server {
+    fn start(platform: &Path, db: &Db) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_blindwatch"))
             .args([
                 "serve",
@@ -172,6 +216,7 @@ impl Server {
                 "127.0.0.1:0",
                 "--no-scheduler",
             ])
+            .args(db.args())
             .env("BLINDWATCH_LOG", "blindwatch=debug,warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -230,9 +275,10 @@ impl Drop for Server {
     }
 }
 
-fn add_user(platform: &Path, args: &[&str]) -> String {
+fn add_user(platform: &Path, db: &Db, args: &[&str]) -> String {
     let mut all = vec!["users", "add", "--data-dir", s(platform)];
     all.extend_from_slice(args);
+    all.extend(db.args());
     let out = ok(&all);
     out.lines().last().unwrap().trim().to_owned()
 }
@@ -307,19 +353,31 @@ fn problem(reply: &Reply, status: u16) -> Value {
 }
 
 #[test]
-fn the_platform_server_end_to_end() {
+fn the_platform_server_end_to_end_on_sqlite() {
+    end_to_end(&Db::Sqlite);
+}
+
+#[test]
+fn the_platform_server_end_to_end_on_postgres() {
+    end_to_end(&Db::postgres());
+}
+
+fn end_to_end(db: &Db) {
     let city = city();
     let platform = city.platform();
     let li = add_user(
         &platform,
+        db,
         &["--name", "li", "--role", "officer", "--station", "S03"],
     );
     let wang = add_user(
         &platform,
+        db,
         &["--name", "wang", "--role", "officer", "--station", "S05"],
     );
     let duty = add_user(
         &platform,
+        db,
         &[
             "--name",
             "zhao",
@@ -330,14 +388,18 @@ fn the_platform_server_end_to_end() {
             "--duty",
         ],
     );
-    let specialist = add_user(&platform, &["--name", "chen", "--role", "specialist"]);
-    let hospital = add_user(&platform, &["--name", "hospital", "--role", "partner"]);
+    let specialist = add_user(&platform, db, &["--name", "chen", "--role", "specialist"]);
+    let hospital = add_user(&platform, db, &["--name", "hospital", "--role", "partner"]);
     assert!(li.starts_with("bw_") && li.len() > 40);
     // Only token hashes are stored.
-    let users_db = std::fs::read(platform.join("users.sqlite")).unwrap();
-    assert!(!users_db.windows(li.len()).any(|w| w == li.as_bytes()));
+    if let Db::Sqlite = db {
+        let users_db = std::fs::read(platform.join("users.sqlite")).unwrap();
+        assert!(!users_db.windows(li.len()).any(|w| w == li.as_bytes()));
+    } else {
+        assert!(!platform.join("users.sqlite").exists());
+    }
 
-    let server = Server::start(&platform);
+    let server = Server::start(&platform, db);
     let addr = server.addr.clone();
 
     // --- Authentication: 401 without or with a wrong token, as problem details.
@@ -420,7 +482,7 @@ fn the_platform_server_end_to_end() {
         .map(|e| e["alert"]["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(listed, streamed);
-    let cli: Vec<Value> = serde_json::from_str(&ok(&[
+    let mut cli_args = vec![
         "alerts",
         "--data-dir",
         s(&platform),
@@ -428,8 +490,9 @@ fn the_platform_server_end_to_end() {
         "S03",
         "--format",
         "json",
-    ]))
-    .unwrap();
+    ];
+    cli_args.extend(db.args());
+    let cli: Vec<Value> = serde_json::from_str(&ok(&cli_args)).unwrap();
     assert_eq!(cli.len(), listed.len());
     // Filters.
     let reds = get(&addr, "/v1/alerts?tier=red&limit=500", &li).json();
@@ -622,7 +685,7 @@ fn the_platform_server_end_to_end() {
 
     // --- Kill -9 and restart: everything acknowledged survives.
     server.kill();
-    let server = Server::start(&platform);
+    let server = Server::start(&platform, db);
     let addr = server.addr.clone();
     let after_restart = get(&addr, &format!("/v1/alerts/{id}"), &li).json();
     assert_eq!(after_restart["alert"]["state"], "acknowledged");
@@ -675,6 +738,91 @@ fn the_platform_server_end_to_end() {
             .iter()
             .any(|a| a["subject"] == pseudonym.as_str() && a["model"] == target["model"])
     );
+
+    // --- The lifecycle driven by runs over HTTP (fugitive-medical: tiers by days since the
+    // wanted person was last seen, keep_for = 1). A red alert (seen yesterday) falls to
+    // orange a day later, rises back to red at once when the run is on the original day
+    // again, and resolves half a year on, when nobody was seen within 90 days.
+    let run_fugitive = |day: &str| -> Value {
+        let reply = request(
+            &addr,
+            "POST",
+            &format!("/v1/models/run?as_of={day}&model=fugitive-medical"),
+            Some(&specialist),
+            None,
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()[0].clone()
+    };
+    let fugitive_open = |who: &str| -> Vec<Value> {
+        get(
+            &addr,
+            "/v1/alerts?model=fugitive-medical&status=open,acknowledged&limit=500",
+            who,
+        )
+        .json()["alerts"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    // The duty officer sees the county's red alerts; the test adds an officer at the
+    // station of one of them.
+    let red = fugitive_open(&duty)
+        .into_iter()
+        .find(|a| a["tier"] == "red")
+        .expect("a red fugitive-medical alert in the duty officer's county");
+    let red_id = red["id"].as_str().unwrap().to_owned();
+    let local = add_user(
+        &platform,
+        db,
+        &[
+            "--name",
+            "zhou",
+            "--role",
+            "officer",
+            "--station",
+            red["station"].as_str().unwrap(),
+        ],
+    );
+    let local_stream = subscribe(&addr, &local);
+    std::thread::sleep(Duration::from_millis(300));
+    let tier_now = || get(&addr, &format!("/v1/alerts/{red_id}"), &local).json()["alert"].clone();
+
+    let next_day = run_fugitive("2026-12-01");
+    assert!(next_day["lowered"].as_u64().unwrap() >= 1, "{next_day}");
+    assert_eq!(tier_now()["tier"], "orange");
+    let same_day = run_fugitive("2026-11-30");
+    assert!(same_day["raised"].as_u64().unwrap() >= 1, "{same_day}");
+    assert_eq!(tier_now()["tier"], "red");
+    let half_a_year_on = run_fugitive("2027-06-01");
+    assert!(
+        half_a_year_on["resolved"].as_u64().unwrap() >= 1,
+        "{half_a_year_on}"
+    );
+    assert_eq!(tier_now()["state"], "closed");
+    for who in [&li, &wang, &duty, &local] {
+        assert!(fugitive_open(who).is_empty());
+    }
+    let one = get(&addr, &format!("/v1/alerts/{red_id}"), &local).json();
+    let run_changes: Vec<&str> = one["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["actor"].is_null())
+        .map(|h| h["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        run_changes,
+        ["opened", "lowered", "raised", "resolved"],
+        "{one}"
+    );
+    // The station's stream carried each change as it happened, in order.
+    let streamed: Vec<String> = drain(&local_stream, Duration::from_secs(1))
+        .iter()
+        .filter(|e| e["alert"]["id"] == red_id.as_str())
+        .map(|e| e["change"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(streamed, ["lowered", "raised", "resolved"]);
 
     // --- Uploads: only to one's own datasets, with a valid signature, never replayed.
     let outbox = city.partner("hospital").join("outbox");

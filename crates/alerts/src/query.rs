@@ -188,12 +188,18 @@ impl AlertStore {
                 });
             }
             StationScope::Only(s) => {
-                sql.push_str(&format!(" AND station IN ({})", placeholders(binds.len(), s.len())));
+                sql.push_str(&format!(
+                    " AND station IN ({})",
+                    placeholders(binds.len(), s.len())
+                ));
                 binds.extend(s.iter().cloned().map(Bind::Text));
             }
         }
         if !q.tiers.is_empty() {
-            sql.push_str(&format!(" AND tier IN ({})", placeholders(binds.len(), q.tiers.len())));
+            sql.push_str(&format!(
+                " AND tier IN ({})",
+                placeholders(binds.len(), q.tiers.len())
+            ));
             binds.extend(q.tiers.iter().map(|t| Bind::Text(tier_name(*t).to_owned())));
         }
         if !q.states.is_empty() {
@@ -209,7 +215,10 @@ impl AlertStore {
             sql.push_str(&format!(" AND ({})", states.join(" OR ")));
         }
         if !q.models.is_empty() {
-            sql.push_str(&format!(" AND model IN ({})", placeholders(binds.len(), q.models.len())));
+            sql.push_str(&format!(
+                " AND model IN ({})",
+                placeholders(binds.len(), q.models.len())
+            ));
             binds.extend(q.models.iter().cloned().map(Bind::Text));
         }
         if let Some(a) = &q.assignee {

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use blindwatch_audit::{AlertId, StationId, Tier};
-use chrono::{DateTime, SecondsFormat, Utc};
 use blindwatch_store::database::{Database, DatabaseError, DatabaseTarget, Migrations};
+use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::Row;
 use sqlx::migrate::Migrator;
 
@@ -915,9 +915,7 @@ pub(crate) async fn fetch_alert(
 pub(crate) const HISTORY_COLUMNS: &str =
     "id, run_id, at, change, from_tier, to_tier, actor, detail";
 
-pub(crate) fn history_from_row(
-    r: &sqlx::any::AnyRow,
-) -> Result<HistoryEntry, AlertStoreError> {
+pub(crate) fn history_from_row(r: &sqlx::any::AnyRow) -> Result<HistoryEntry, AlertStoreError> {
     let tier = |c: &str| -> Result<Option<Tier>, AlertStoreError> {
         match r.try_get::<Option<&str>, _>(c)? {
             None => Ok(None),

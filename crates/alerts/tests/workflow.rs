@@ -9,8 +9,8 @@ use blindwatch_alerts::{
     Tier,
 };
 use blindwatch_audit::{AlertId, Principal, SilenceId, StationId};
-use chrono::{DateTime, Duration, TimeZone, Utc};
 use blindwatch_store::{DatabaseTarget, PostgresUrl};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use tempfile::TempDir;
 
 struct Env {
@@ -64,7 +64,9 @@ async fn scratch_postgres_database() -> PostgresUrl {
 
 fn rand_bytes() -> [u8; 8] {
     use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now()).to_le_bytes()
+    RandomState::new()
+        .hash_one(std::time::SystemTime::now())
+        .to_le_bytes()
 }
 
 /// Each scenario runs on both backends, as two tests: `NAME::sqlite` and `NAME::postgres`.
@@ -1135,7 +1137,10 @@ async fn a_store_made_by_0001_is_upgraded_in_place() {
         let migrations = dir.path().join("migrations");
         std::fs::create_dir(&migrations).unwrap();
         std::fs::copy(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite/0001_alerts.sql"),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/sqlite/0001_alerts.sql"
+            ),
             migrations.join("0001_alerts.sql"),
         )
         .unwrap();

@@ -583,7 +583,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 a.db.postgres()?.as_ref(),
                 a.model.as_deref(),
                 a.as_of,
-            ).await?;
+            )
+            .await?;
             models::print_runs(&reports);
             Ok(())
         }

@@ -8,9 +8,9 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 use blindwatch_access::{Org, Principal};
+use blindwatch_store::database::{Database, DatabaseError, DatabaseTarget, Migrations};
 use chrono::{SecondsFormat, Utc};
 use ring::rand::{SecureRandom, SystemRandom};
-use blindwatch_store::database::{Database, DatabaseError, DatabaseTarget, Migrations};
 use sqlx::Row;
 use sqlx::migrate::Migrator;
 use zeroize::Zeroizing;
