@@ -1,13 +1,15 @@
 //! The platform server: partners upload sealed contributions, officers work their
 //! station's alerts (with a live stream), specialists check, register and run models and ask
 //! gated queries. Every route authenticates a bearer token and asks the Cedar access
-//! policies; every access is audited; errors are RFC 9457 problem details.
+//! policies; every access is audited; errors are RFC 9457 problem details. The officer
+//! console (a page built into the binary) is served at `/` and uses the same API.
 //!
 //! State lives in the platform data directory (catalog, alert store, users, audit log), so a
 //! restart loses nothing that was acknowledged: a response is sent only after its change
 //! is committed and audited.
 
 mod auth;
+mod console;
 mod metrics;
 mod openapi;
 mod problem;

@@ -56,8 +56,27 @@ pub fn spec() -> Value {
         {"name": "model", "in": "query", "schema": text},
         {"name": "station", "in": "query", "schema": text},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-        {"name": "after", "in": "query", "description": "the `next` cursor of the previous page", "schema": text}
+        {"name": "after", "in": "query", "description": "the `next` cursor of the previous page", "schema": text},
+        {"name": "order", "in": "query", "description": "`urgency` (tier, then most recently seen; default) or `newest`", "schema": {"type": "string", "enum": ["urgency", "newest"]}}
     ]);
+    let mut me = op(
+        "The caller: name, role, audit principal, station and county (officers), duty flag, and the registered models' titles",
+        "users",
+        "200",
+    );
+    me["responses"]["200"] = json!({
+        "description": "the caller",
+        "content": {"application/json": {"schema": {
+            "type": "object",
+            "required": ["name", "role", "principal", "duty", "models"],
+            "properties": {
+                "name": text, "principal": text, "station": text, "county": text,
+                "role": {"type": "string", "enum": ["officer", "specialist", "auditor", "partner"]},
+                "duty": {"type": "boolean"},
+                "models": {"type": "array", "items": {"type": "object", "properties": {"id": text, "title_zh": text, "title_en": text}}}
+            }
+        }}}
+    });
     let mut run = op(
         "Evaluate registered models now and record their alerts",
         "models",
@@ -72,11 +91,13 @@ pub fn spec() -> Value {
         "info": {
             "title": "Blindwatch platform API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Sealed partner contributions, tiered warning alerts for police stations, gated aggregate queries. Every route but /healthz, /metrics and this document needs `Authorization: Bearer <token>` (issued by `blindwatch users add`) and is authorised by the Cedar access policies. Errors are RFC 9457 problem details."
+            "description": "Sealed partner contributions, tiered warning alerts for police stations, gated aggregate queries. Every route but /healthz, /metrics, this document and the console's static files (/, /console.js, /console.css) needs `Authorization: Bearer <token>` (issued by `blindwatch users add`) and is authorised by the Cedar access policies. Errors are RFC 9457 problem details."
         },
         "paths": {
             "/healthz": {"get": {"summary": "Liveness and store access", "responses": {"200": {"description": "ok"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format 0.0.4"}}}},
+            "/": {"get": {"summary": "The officer console (HTML; signs in with a bearer token and uses this API)", "tags": ["console"], "responses": {"200": {"description": "text/html"}}}},
+            "/v1/me": {"get": me},
             "/v1/alerts": {"get": list},
             "/v1/alerts/stream": {"get": op("Server-sent events of new and changed alerts the caller may read (resume with Last-Event-ID)", "alerts", "200")},
             "/v1/alerts/{id}": {"get": one},

@@ -1,6 +1,7 @@
-//! The HTTP API (`/v1/...`), health and metrics.
+//! The HTTP API (`/v1/...`), health, metrics and the officer console's files.
 
 mod alerts;
+mod me;
 mod models;
 mod query;
 mod upload;
@@ -18,6 +19,7 @@ use crate::state::AppState;
 
 pub fn router(state: AppState, max_upload_bytes: usize) -> Router {
     let api = Router::new()
+        .route("/v1/me", get(me::me))
         .route("/v1/alerts", get(alerts::list))
         .route("/v1/alerts/stream", get(crate::stream::stream))
         .route("/v1/alerts/{id}", get(alerts::one))
@@ -46,6 +48,9 @@ pub fn router(state: AppState, max_upload_bytes: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(crate::openapi::document))
+        .route("/", get(crate::console::page))
+        .route("/console.js", get(crate::console::script))
+        .route("/console.css", get(crate::console::style))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
