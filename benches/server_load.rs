@@ -13,10 +13,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../tests/support/mod.rs"]
-mod support;
 #[path = "../tests/support/server.rs"]
 mod server;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -86,7 +86,9 @@ fn main() {
         report
             .lines()
             .find(|l| l.trim_start().starts_with(prefix))
-            .map_or("?".to_owned(), |l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .map_or("?".to_owned(), |l| {
+                l.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
+            })
     };
     let non_2xx = line("Non-2xx");
     println!(
@@ -95,7 +97,11 @@ fn main() {
         line("Latency"),
         line("50%"),
         line("99%"),
-        if non_2xx == "?" { "none".to_owned() } else { non_2xx }
+        if non_2xx == "?" {
+            "none".to_owned()
+        } else {
+            non_2xx
+        }
     );
 
     // 2. The live stream with many subscribers.
@@ -136,11 +142,12 @@ fn main() {
     for (action, body) in actions {
         arrivals.lock().unwrap().clear();
         let sent = Instant::now();
-        let reply = post_json(&addr, &format!("/v1/alerts/{target}/{action}"), &li, &body);
+        let reply = post_json(&addr, &format!("/v1/alerts/{target}/{action}"), &li, body);
         let answered = sent.elapsed();
         assert_eq!(reply.status, 200, "{}", reply.body);
         let expected = (subscribers as usize).div_ceil(2);
-        while arrivals.lock().unwrap().len() < expected && sent.elapsed() < Duration::from_secs(30) {
+        while arrivals.lock().unwrap().len() < expected && sent.elapsed() < Duration::from_secs(30)
+        {
             std::thread::sleep(Duration::from_millis(1));
         }
         std::thread::sleep(Duration::from_millis(500));

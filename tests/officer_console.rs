@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use server::{City, Server, add_user, all_alerts, get, post_json, request};
+use server::{City, Db, Server, add_user, all_alerts, get, post_json, request};
 use webdriver::{Driver, Session};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -133,14 +133,20 @@ fn the_officer_console_in_a_browser() {
     let platform = city.platform();
     let li = add_user(
         &platform,
+        &Db::Sqlite,
         &["--name", "li", "--role", "officer", "--station", "S03"],
     );
     let wang = add_user(
         &platform,
+        &Db::Sqlite,
         &["--name", "wang", "--role", "officer", "--station", "S05"],
     );
-    let specialist = add_user(&platform, &["--name", "chen", "--role", "specialist"]);
-    let server = Server::start(&platform);
+    let specialist = add_user(
+        &platform,
+        &Db::Sqlite,
+        &["--name", "chen", "--role", "specialist"],
+    );
+    let server = Server::start(&platform, &Db::Sqlite);
     let addr = server.addr.clone();
     let url = format!("http://{addr}/");
 
@@ -446,7 +452,7 @@ fn the_officer_console_in_a_browser() {
         &addr,
         &format!("/v1/alerts/{low_id}/reveal"),
         &li,
-        &json!({"justification": "curious"}),
+        json!({"justification": "curious"}),
     );
     assert_eq!(expected.status, 403);
     let problem = expected.json();

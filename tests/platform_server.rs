@@ -6,118 +6,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/server.rs"]
+mod server;
 mod support;
+use server::{City, Db, Reply, Server, add_user, get, post_json, request};
 use support::{ok, s};
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use blindwatch_alerts::Pseudonymizer;
 use blindwatch_common::{IdentifierKind, normalise};
 use blindwatch_crypto::keys::{KeyFileKind, read_fixed};
 use blindwatch_crypto::token::{ConsortiumTokenizer, LinkageKey};
 use serde_json::{Value, json};
-
-// ---------------------------------------------------------------------------------------
-// A minimal HTTP/1.1 client: one request per connection, so what is tested is the server.
-
-struct Reply {
-    status: u16,
-    content_type: String,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-fn request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<(&str, &[u8])>,
-) -> Reply {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    let bytes: &[u8] = match body {
-        Some((content_type, bytes)) => {
-            head.push_str(&format!("Content-Type: {content_type}\r\n"));
-            bytes
-        }
-        None => b"",
-    };
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", bytes.len()));
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(bytes).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-type")
-                .then(|| v.trim().to_owned())
-        })
-        .unwrap_or_default();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Reply {
-        status,
-        content_type,
-        body,
-    }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n").unwrap();
-        let n = usize::from_str_radix(size.trim(), 16).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-}
-
-fn get(addr: &str, path: &str, token: &str) -> Reply {
-    request(addr, "GET", path, Some(token), None)
-}
-
-fn post_json(addr: &str, path: &str, token: &str, body: Value) -> Reply {
-    let bytes = body.to_string();
-    request(
-        addr,
-        "POST",
-        path,
-        Some(token),
-        Some(("application/json", bytes.as_bytes())),
-    )
-}
 
 /// The live stream: each `alert` event's data, as it arrives.
 fn subscribe(addr: &str, token: &str) -> mpsc::Receiver<Value> {
@@ -153,170 +58,9 @@ fn drain(rx: &mpsc::Receiver<Value>, quiet: Duration) -> Vec<Value> {
     out
 }
 
-// ---------------------------------------------------------------------------------------
-// The server process.
-
-/// Where the server keeps alerts and users: the data directory's SQLite files, or a fresh
-/// database on the PostgreSQL server of `BLINDWATCH_TEST_POSTGRES_URL` (`tests/run`).
-enum Db {
-    Sqlite,
-    Postgres(String),
-}
-
-impl Db {
-    fn postgres() -> Db {
-        let server = std::env::var("BLINDWATCH_TEST_POSTGRES_URL").expect(
-            "BLINDWATCH_TEST_POSTGRES_URL is not set: run the tests with tests/run, which starts a PostgreSQL server, or point it at one (postgres://USER@HOST:PORT, allowed to create databases)",
-        );
-        let name = format!("bw_server_{}", std::process::id());
-        let psql = |sql: &str| {
-            let out = Command::new("psql")
-                .args([
-                    &format!("{server}/postgres"),
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-qc",
-                    sql,
-                ])
-                .output()
-                .expect("psql (Debian's postgresql-client) runs");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        psql(&format!("DROP DATABASE IF EXISTS {name}"));
-        psql(&format!("CREATE DATABASE {name}"));
-        Db::Postgres(format!("{server}/{name}"))
-    }
-
-    /// The arguments that point a command at this database.
-    fn args(&self) -> Vec<&str> {
-        match self {
-            Db::Sqlite => Vec::new(),
-            Db::Postgres(url) => vec!["--database-url", url],
-        }
-    }
-}
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(platform: &Path, db: &Db) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_blindwatch"))
-            .args([
-                "serve",
-                "--data-dir",
-                s(platform),
-                "--listen",
-                "127.0.0.1:0",
-                "--no-scheduler",
-            ])
-            .args(db.args())
-            .env("BLINDWATCH_LOG", "blindwatch=debug,warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .to_owned();
-        let started = Instant::now();
-        while request(&addr, "GET", "/healthz", None, None).status != 200 {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "server not healthy"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server { child, addr }
-    }
-
-    /// SIGKILL: no graceful shutdown, no final checkpoint.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM: graceful shutdown, which must end promptly even with a stream open.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "graceful shutdown took too long"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn add_user(platform: &Path, db: &Db, args: &[&str]) -> String {
-    let mut all = vec!["users", "add", "--data-dir", s(platform)];
-    all.extend_from_slice(args);
-    all.extend(db.args());
-    let out = ok(&all);
-    out.lines().last().unwrap().trim().to_owned()
-}
-
-struct City {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl City {
-    fn platform(&self) -> PathBuf {
-        self.root.join("platform")
-    }
-    fn partner(&self, name: &str) -> PathBuf {
-        self.root.join("partners").join(name)
-    }
-}
-
-/// The demo city with consortium tokens (so the test can compute tokens), and its alert
-/// store removed: a platform whose models are registered but have never run.
+/// The demo city at 4,000 persons: a platform whose models are registered but have never run.
 fn city() -> City {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("d");
-    ok(&[
-        "demo",
-        "--data-dir",
-        s(&root),
-        "--persons",
-        "4000",
-        "--seed",
-        "11",
-        "--as-of",
-        "2026-11-30",
-        "--tokens",
-        "consortium",
-    ]);
-    std::fs::remove_file(root.join("platform/alerts.sqlite")).unwrap();
-    City { _tmp: tmp, root }
+    City::new(4000)
 }
 
 fn multipart(manifest: &[u8], package: &[u8]) -> (String, Vec<u8>) {
@@ -342,7 +86,8 @@ fn multipart(manifest: &[u8], package: &[u8]) -> (String, Vec<u8>) {
 fn problem(reply: &Reply, status: u16) -> Value {
     assert_eq!(reply.status, status, "{}", reply.body);
     assert_eq!(
-        reply.content_type, "application/problem+json",
+        reply.header("content-type").unwrap_or_default(),
+        "application/problem+json",
         "{}",
         reply.body
     );

@@ -1,6 +1,5 @@
-//! `blindwatch serve` over a demo city, and a minimal HTTP/1.1 client for its API (one
-//! request per connection). For tests that need a running server but are not about the
-//! server's own HTTP handling (tests/platform_server.rs has its own copy for that).
+//! `blindwatch serve` over a demo city, a minimal HTTP/1.1 client for its API (one request
+//! per connection, so what is tested is the server), and where the server keeps its state.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -104,7 +103,7 @@ pub fn get(addr: &str, path: &str, token: &str) -> Reply {
     request(addr, "GET", path, Some(token), None)
 }
 
-pub fn post_json(addr: &str, path: &str, token: &str, body: &Value) -> Reply {
+pub fn post_json(addr: &str, path: &str, token: &str, body: Value) -> Reply {
     let bytes = body.to_string();
     request(
         addr,
@@ -135,6 +134,50 @@ pub fn all_alerts(addr: &str, token: &str, query: &str) -> Vec<Value> {
     }
 }
 
+/// Where the server keeps alerts and users: the data directory's SQLite files, or a fresh
+/// database on the PostgreSQL server of `BLINDWATCH_TEST_POSTGRES_URL` (`tests/run`).
+pub enum Db {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Db {
+    pub fn postgres() -> Db {
+        let server = std::env::var("BLINDWATCH_TEST_POSTGRES_URL").expect(
+            "BLINDWATCH_TEST_POSTGRES_URL is not set: run the tests with tests/run, which starts a PostgreSQL server, or point it at one (postgres://USER@HOST:PORT, allowed to create databases)",
+        );
+        let name = format!("bw_server_{}", std::process::id());
+        let psql = |sql: &str| {
+            let out = Command::new("psql")
+                .args([
+                    &format!("{server}/postgres"),
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-qc",
+                    sql,
+                ])
+                .output()
+                .expect("psql (Debian's postgresql-client) runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        psql(&format!("DROP DATABASE IF EXISTS {name}"));
+        psql(&format!("CREATE DATABASE {name}"));
+        Db::Postgres(format!("{server}/{name}"))
+    }
+
+    /// The arguments that point a command at this database.
+    pub fn args(&self) -> Vec<&str> {
+        match self {
+            Db::Sqlite => Vec::new(),
+            Db::Postgres(url) => vec!["--database-url", url],
+        }
+    }
+}
+
 /// `blindwatch serve` on a free loopback port without the scheduler; killed on drop.
 pub struct Server {
     child: Child,
@@ -142,7 +185,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(platform: &Path) -> Server {
+    pub fn start(platform: &Path, db: &Db) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_blindwatch"))
             .args([
                 "serve",
@@ -152,6 +195,7 @@ impl Server {
                 "127.0.0.1:0",
                 "--no-scheduler",
             ])
+            .args(db.args())
             .env("BLINDWATCH_LOG", "blindwatch=debug,warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -176,6 +220,35 @@ impl Server {
         }
         Server { child, addr }
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no graceful shutdown, no final checkpoint.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM: graceful shutdown, which must end promptly even with a stream open.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "graceful shutdown took too long"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Server {
@@ -186,9 +259,10 @@ impl Drop for Server {
 }
 
 /// Adds an API user; returns its bearer token.
-pub fn add_user(platform: &Path, args: &[&str]) -> String {
+pub fn add_user(platform: &Path, db: &Db, args: &[&str]) -> String {
     let mut all = vec!["users", "add", "--data-dir", s(platform)];
     all.extend_from_slice(args);
+    all.extend(db.args());
     let out = ok(&all);
     out.lines().last().unwrap().trim().to_owned()
 }
@@ -223,5 +297,9 @@ impl City {
 
     pub fn platform(&self) -> PathBuf {
         self.root.join("platform")
+    }
+
+    pub fn partner(&self, name: &str) -> PathBuf {
+        self.root.join("partners").join(name)
     }
 }
