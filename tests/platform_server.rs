@@ -348,6 +348,41 @@ fn end_to_end(db: &Db) {
     assert!(action_events.iter().all(|e| e["notify"] == false));
     assert!(drain(&wang_stream, Duration::from_millis(300)).is_empty());
 
+    // --- A body of the wrong shape is a problem document that names the field and
+    // quotes nothing of the body.
+    let missing = problem(
+        &post_json(&addr, &format!("/v1/alerts/{id}/reveal"), &li, json!({})),
+        422,
+    );
+    assert!(
+        missing["detail"]
+            .as_str()
+            .unwrap()
+            .contains("lacks the field `justification`"),
+        "{missing}"
+    );
+    let wrong_type = problem(
+        &post_json(
+            &addr,
+            &format!("/v1/alerts/{id}/reveal"),
+            &li,
+            json!({"justification": 320102198001011234_u64}),
+        ),
+        422,
+    );
+    assert!(
+        !wrong_type.to_string().contains("320102198001011234"),
+        "{wrong_type}"
+    );
+    let not_json = request(
+        &addr,
+        "POST",
+        &format!("/v1/alerts/{id}/comment"),
+        Some(&li),
+        Some(("application/json", b"{\"text\": ")),
+    );
+    problem(&not_json, 400);
+
     // --- Reveal: justified, own station, orange or above; partner data never.
     problem(
         &post_json(

@@ -101,3 +101,52 @@ impl IntoResponse for Problem {
         response
     }
 }
+
+/// A JSON request body whose refusal is a problem document like every other refusal. The
+/// detail names a missing or unknown field but never quotes the body: serde's messages can
+/// carry the offending value.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>:
+        axum::extract::FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Problem> {
+        use axum::extract::rejection::JsonRejection;
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => {
+                let detail = match &rejection {
+                    JsonRejection::MissingJsonContentType(_) => {
+                        "send the body as JSON with `Content-Type: application/json`".to_owned()
+                    }
+                    JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON".to_owned(),
+                    JsonRejection::JsonDataError(_) => {
+                        let text = rejection.body_text();
+                        let field = [
+                            ("missing field `", "lacks the field"),
+                            ("unknown field `", "has an unknown field"),
+                        ]
+                        .iter()
+                        .find_map(|(marker, what)| {
+                            let rest = &text[text.find(marker)? + marker.len()..];
+                            Some((what, rest.split('`').next()?))
+                        });
+                        match field {
+                            Some((what, name)) => format!(
+                                "the JSON body {what} `{name}`; see this route in /v1/openapi.json"
+                            ),
+                            None => "the JSON body does not have the shape this route expects; see /v1/openapi.json".to_owned(),
+                        }
+                    }
+                    _ => "the request body could not be read".to_owned(),
+                };
+                Err(Problem::new(rejection.status(), "invalid-body", detail))
+            }
+        }
+    }
+}

@@ -17,7 +17,7 @@ use blindwatch_audit::{AlertId, AuditEvent, AuditRecord, ReasonCode, SilenceId, 
 use chrono::{DateTime, Utc};
 
 use crate::auth::{Caller, audit_principal};
-use crate::problem::Problem;
+use crate::problem::{ApiJson, Problem};
 use crate::reveal::{RevealedField, reveal as reveal_fields};
 use crate::state::AppState;
 use crate::users::User;
@@ -272,7 +272,7 @@ pub async fn assign(
     State(state): State<AppState>,
     Caller(user): Caller,
     Path(id): Path<String>,
-    Json(body): Json<AssignBody>,
+    ApiJson(body): ApiJson<AssignBody>,
 ) -> Result<Json<Alert>, Problem> {
     let station = user.station.clone().unwrap_or_default();
     let assignee = blindwatch_audit::Principal::new(format!("officer:{}@{station}", body.assignee))
@@ -304,7 +304,7 @@ pub async fn comment(
     State(state): State<AppState>,
     Caller(user): Caller,
     Path(id): Path<String>,
-    Json(body): Json<CommentBody>,
+    ApiJson(body): ApiJson<CommentBody>,
 ) -> Result<Json<Alert>, Problem> {
     act(
         &state,
@@ -328,7 +328,7 @@ pub async fn close(
     State(state): State<AppState>,
     Caller(user): Caller,
     Path(id): Path<String>,
-    Json(body): Json<CloseBody>,
+    ApiJson(body): ApiJson<CloseBody>,
 ) -> Result<Json<Alert>, Problem> {
     let code = format!("close-{}", body.outcome.as_str().replace('_', "-"));
     act(
@@ -408,7 +408,7 @@ pub async fn reveal(
     State(state): State<AppState>,
     Caller(user): Caller,
     Path(id): Path<String>,
-    Json(body): Json<RevealBody>,
+    ApiJson(body): ApiJson<RevealBody>,
 ) -> Result<Json<RevealResponse>, Problem> {
     let id = alert_id(&id)?;
     let alert = state.alerts.get(&id).await.map_err(store_problem)?;
@@ -559,7 +559,7 @@ pub struct SilenceBody {
 pub async fn add_silence(
     State(state): State<AppState>,
     Caller(user): Caller,
-    Json(body): Json<SilenceBody>,
+    ApiJson(body): ApiJson<SilenceBody>,
 ) -> Result<(StatusCode, Json<StoredSilence>), Problem> {
     let station = silence_station(&state, &user)?;
     let tier = match body.tier.as_deref() {

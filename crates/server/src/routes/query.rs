@@ -10,7 +10,7 @@ use blindwatch_engine::Engine;
 use blindwatch_query::{QueryError, QueryResult};
 
 use crate::auth::{Caller, audit_principal};
-use crate::problem::Problem;
+use crate::problem::{ApiJson, Problem};
 use crate::state::AppState;
 
 #[derive(serde::Deserialize)]
@@ -23,7 +23,7 @@ pub struct QueryRequest {
 pub async fn query(
     State(state): State<AppState>,
     Caller(user): Caller,
-    Json(request): Json<QueryRequest>,
+    ApiJson(request): ApiJson<QueryRequest>,
 ) -> Result<Json<QueryResult>, Problem> {
     let purpose = Purpose::new(&request.purpose)
         .map_err(|e| Problem::bad_request(format!("purpose: {e}")))?;
