@@ -63,6 +63,27 @@ fn city() -> City {
     City::new(4000)
 }
 
+/// A manifest a partner's seal left in its outbox.
+fn outbox_manifest(outbox: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(outbox)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".manifest.json"))
+        .unwrap()
+}
+
+/// `POST /v1/contributions` with the manifest and package as multipart parts.
+fn upload(addr: &str, token: &str, manifest: &[u8], package: &[u8]) -> Reply {
+    let (content_type, body) = multipart(manifest, package);
+    request(
+        addr,
+        "POST",
+        "/v1/contributions",
+        Some(token),
+        Some((&content_type, &body)),
+    )
+}
+
 fn multipart(manifest: &[u8], package: &[u8]) -> (String, Vec<u8>) {
     let boundary = "blindwatch-test-boundary-7f3a";
     let mut body = Vec::new();
@@ -606,11 +627,7 @@ fn end_to_end(db: &Db) {
 
     // --- Uploads: only to one's own datasets, with a valid signature, never replayed.
     let outbox = city.partner("hospital").join("outbox");
-    let manifest_path = std::fs::read_dir(&outbox)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".manifest.json"))
-        .unwrap();
+    let manifest_path = outbox_manifest(&outbox);
     let manifest = std::fs::read(&manifest_path).unwrap();
     let package = std::fs::read(
         manifest_path
@@ -618,61 +635,22 @@ fn end_to_end(db: &Db) {
             .replace(".manifest.json", ".parquet"),
     )
     .unwrap();
-    let (ct, body) = multipart(&manifest, &package);
     // An officer may not contribute; a replayed (already ingested) package is refused.
-    problem(
-        &request(
-            &addr,
-            "POST",
-            "/v1/contributions",
-            Some(&li),
-            Some((&ct, &body)),
-        ),
-        403,
-    );
-    let replay = problem(
-        &request(
-            &addr,
-            "POST",
-            "/v1/contributions",
-            Some(&hospital),
-            Some((&ct, &body)),
-        ),
-        409,
-    );
+    problem(&upload(&addr, &li, &manifest, &package), 403);
+    let replay = problem(&upload(&addr, &hospital, &manifest, &package), 409);
     assert_eq!(replay["rule"], "stale-sequence");
     // Another partner's dataset: 403 before anything is read.
-    let police_manifest = std::fs::read_dir(city.partner("police").join("outbox"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".manifest.json"))
-        .unwrap();
-    let (ct2, body2) = multipart(&std::fs::read(&police_manifest).unwrap(), b"not parquet");
+    let police_manifest =
+        std::fs::read(outbox_manifest(&city.partner("police").join("outbox"))).unwrap();
     problem(
-        &request(
-            &addr,
-            "POST",
-            "/v1/contributions",
-            Some(&hospital),
-            Some((&ct2, &body2)),
-        ),
+        &upload(&addr, &hospital, &police_manifest, b"not parquet"),
         403,
     );
     // A tampered package: 422, nothing stored.
     let mut tampered = package.clone();
     let mid = tampered.len() / 2;
     tampered[mid] ^= 0x40;
-    let (ct3, body3) = multipart(&manifest, &tampered);
-    let refused = problem(
-        &request(
-            &addr,
-            "POST",
-            "/v1/contributions",
-            Some(&hospital),
-            Some((&ct3, &body3)),
-        ),
-        422,
-    );
+    let refused = problem(&upload(&addr, &hospital, &manifest, &tampered), 422);
     assert_eq!(refused["rule"], "bad-file-hash");
     // Not multipart at all.
     problem(

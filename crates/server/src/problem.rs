@@ -103,8 +103,8 @@ impl IntoResponse for Problem {
 }
 
 /// A JSON request body whose refusal is a problem document like every other refusal. The
-/// detail names a missing or unknown field but never quotes the body: serde's messages can
-/// carry the offending value.
+/// detail names a missing field but never quotes the body: serde's messages can carry the
+/// offending value or key.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
@@ -126,19 +126,15 @@ where
                     }
                     JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON".to_owned(),
                     JsonRejection::JsonDataError(_) => {
+                        // Only a missing field is named: its name is ours (the route's
+                        // type); an unknown field's name is the caller's text.
                         let text = rejection.body_text();
-                        let field = [
-                            ("missing field `", "lacks the field"),
-                            ("unknown field `", "has an unknown field"),
-                        ]
-                        .iter()
-                        .find_map(|(marker, what)| {
-                            let rest = &text[text.find(marker)? + marker.len()..];
-                            Some((what, rest.split('`').next()?))
-                        });
-                        match field {
-                            Some((what, name)) => format!(
-                                "the JSON body {what} `{name}`; see this route in /v1/openapi.json"
+                        let missing = text
+                            .split_once("missing field `")
+                            .and_then(|(_, rest)| rest.split('`').next());
+                        match missing {
+                            Some(name) => format!(
+                                "the JSON body lacks the field `{name}`; see this route in /v1/openapi.json"
                             ),
                             None => "the JSON body does not have the shape this route expects; see /v1/openapi.json".to_owned(),
                         }
