@@ -1,5 +1,8 @@
 //! End-to-end evaluation at city scale: generate the reference city, seal every dataset as
 //! its partner, ingest, then time each warning model's check, evaluation and recording.
+//! The findings must equal the generator's `ground_truth.json` exactly (model, pseudonym,
+//! tier, station): the benchmark fails loudly otherwise, so speed is never measured on
+//! wrong answers.
 //! `cargo bench -p blindwatch-bench --bench evaluate -- 100000 1000000`
 //! (persons; each size runs in its own temporary directory).
 
@@ -98,6 +101,7 @@ async fn one(persons: u64) {
             sequence: 1,
             out_dir: &tmp.path().join("outbox"),
             batch_rows: 65_536,
+            token_cache_limit: blindwatch_partner::DEFAULT_TOKEN_CACHE_LIMIT,
             progress: false,
         })
         .unwrap();
@@ -123,6 +127,8 @@ async fn one(persons: u64) {
     println!(
         "{persons} persons: synth {synth_s:.1} s, seal {rows} rows {seal_s:.1} s, ingest {ingest_s:.1} s"
     );
+    let expected = expected_alerts(&city, &tokenizer, &pseudonyms);
+    let mut found = std::collections::BTreeSet::new();
     let total = Instant::now();
     for m in models {
         let t = Instant::now();
@@ -134,6 +140,14 @@ async fn one(persons: u64) {
             .unwrap();
         let eval_s = t.elapsed().as_secs_f64();
         let (subjects, alerts) = (evaluation.rows, evaluation.findings.len());
+        for f in &evaluation.findings {
+            found.insert(Expected {
+                model: checked.model.id.clone(),
+                pseudonym: f.pseudonym.as_str().to_owned(),
+                tier: tier_name(f.tier),
+                station: f.station.as_str().to_owned(),
+            });
+        }
         let t = Instant::now();
         blindwatch_models::record_run(&store, &mut audit, &actor, &checked.model, evaluation, now)
             .await
@@ -149,6 +163,78 @@ async fn one(persons: u64) {
         total.elapsed().as_secs_f64(),
         peak_rss_mib()
     );
+    let missing: Vec<_> = expected.difference(&found).collect();
+    let extra: Vec<_> = found.difference(&expected).collect();
+    let mut per_model: std::collections::BTreeMap<(&str, &str), (usize, usize)> =
+        std::collections::BTreeMap::new();
+    for e in &expected {
+        per_model.entry((&e.model, &e.tier)).or_default().0 += 1;
+    }
+    for f in &found {
+        per_model.entry((&f.model, &f.tier)).or_default().1 += 1;
+    }
+    for ((model, tier), (want, got)) in &per_model {
+        if want != got {
+            eprintln!("  {model:<20} {tier:<6} planted {want:>6}  found {got:>6}");
+        }
+    }
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{persons} persons: the alerts differ from ground_truth.json: {} planted alerts missing, {} unplanted found (first missing: {:?}; first extra: {:?})",
+        missing.len(),
+        extra.len(),
+        missing.first(),
+        extra.first(),
+    );
+    println!(
+        "  alerts equal ground_truth.json: {} (model, subject, tier, station)",
+        expected.len()
+    );
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Expected {
+    model: String,
+    pseudonym: String,
+    tier: String,
+    station: String,
+}
+
+fn tier_name(tier: blindwatch_audit::Tier) -> String {
+    serde_json::to_value(tier)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The planted alerts of `ground_truth.json`, with subjects tokenised as the partners do and
+/// pseudonymised as the platform does.
+fn expected_alerts(
+    city: &Path,
+    tokenizer: &ConsortiumTokenizer,
+    pseudonyms: &Pseudonymizer,
+) -> std::collections::BTreeSet<Expected> {
+    use blindwatch_common::{IdentifierKind, normalise};
+    use blindwatch_crypto::token::Tokenizer;
+    let truth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(city.join("ground_truth.json")).unwrap()).unwrap();
+    truth["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let kind: IdentifierKind = a["subject_kind"].as_str().unwrap().parse().unwrap();
+            let raw = normalise(kind, a["subject"].as_str().unwrap()).unwrap();
+            let token = tokenizer.tokenize(&[&raw]).unwrap()[0];
+            let (_, pseudonym) = pseudonyms.subject(kind.as_str(), token.as_bytes());
+            Expected {
+                model: a["model"].as_str().unwrap().to_owned(),
+                pseudonym: pseudonym.as_str().to_owned(),
+                tier: a["tier"].as_str().unwrap().to_owned(),
+                station: a["station"].as_str().unwrap().to_owned(),
+            }
+        })
+        .collect()
 }
 
 fn main() {

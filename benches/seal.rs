@@ -108,6 +108,7 @@ pub fn seal_once(
         sequence,
         out_dir: out,
         batch_rows: 65_536,
+        token_cache_limit: blindwatch_partner::DEFAULT_TOKEN_CACHE_LIMIT,
         progress: false,
     })
     .unwrap()

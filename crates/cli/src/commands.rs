@@ -216,6 +216,7 @@ pub struct SealJob<'a> {
     pub out: &'a Path,
     pub encoding: Encoding,
     pub batch_rows: usize,
+    pub token_cache_limit: usize,
 }
 
 /// Seals in consortium mode (HMAC under the linkage key).
@@ -275,6 +276,7 @@ pub fn partner_seal_with(
         sequence: f.sequence,
         out_dir: f.out,
         batch_rows: f.batch_rows,
+        token_cache_limit: f.token_cache_limit,
         progress: true,
     })?;
     let m = &outcome.manifest;

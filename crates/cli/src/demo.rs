@@ -160,6 +160,7 @@ pub async fn run(root: &Path, options: &DemoOptions) -> anyhow::Result<()> {
                 out: &home.join("outbox"),
                 encoding: Encoding::Auto,
                 batch_rows: 65_536,
+                token_cache_limit: blindwatch_partner::DEFAULT_TOKEN_CACHE_LIMIT,
             };
             let outcome = match &tokens {
                 Tokens::Blind { authority, .. } => {

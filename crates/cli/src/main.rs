@@ -409,6 +409,10 @@ struct SealArgs {
     /// Rows per batch.
     #[arg(long, default_value_t = 65_536)]
     batch_rows: usize,
+    /// Distinct identifiers whose tokens the run keeps in memory; beyond it the in-memory
+    /// cache starts over (bounds memory only: every row still gets its own value's token).
+    #[arg(long, default_value_t = blindwatch_partner::DEFAULT_TOKEN_CACHE_LIMIT, value_parser = clap::value_parser!(usize))]
+    token_cache_limit: usize,
 }
 
 #[derive(Args)]
@@ -523,6 +527,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out: &a.out,
                 encoding,
                 batch_rows: a.batch_rows,
+                token_cache_limit: a.token_cache_limit,
             };
             match (a.tokens, &a.linkage_key, &a.authority) {
                 (TokensArg::Consortium, Some(linkage_key), None) => {

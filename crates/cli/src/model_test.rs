@@ -249,6 +249,7 @@ async fn run_case(model: &Model, case: &Case) -> anyhow::Result<()> {
             sequence: 1,
             out_dir: &outbox,
             batch_rows: 65_536,
+            token_cache_limit: blindwatch_partner::DEFAULT_TOKEN_CACHE_LIMIT,
             progress: false,
         })?;
         if let Some((reason, n)) = outcome.manifest.rejected_rows.iter().next() {

@@ -11,6 +11,9 @@ use crate::token::TokenMode;
 
 pub const MANIFEST_PAYLOAD_TYPE: &str = "application/vnd.blindwatch.manifest+json; version=1";
 
+/// The manifest format this version writes and reads. 2 added `token_counts`.
+pub const MANIFEST_FORMAT: u32 = 2;
+
 /// What a sealed column holds.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "content", rename_all = "snake_case")]
@@ -67,6 +70,9 @@ pub struct Manifest {
     pub input_rows: u64,
     /// Rejected rows by reason code (never by value).
     pub rejected_rows: BTreeMap<String, u64>,
+    /// Non-null tokens per token column: the valid identifiers the partner read. Ingest
+    /// counts them again in the file.
+    pub token_counts: BTreeMap<String, u64>,
 }
 
 impl Manifest {
@@ -105,7 +111,7 @@ mod tests {
     fn manifest_round_trips_through_a_signed_envelope() {
         let key = SigningKey::generate().unwrap();
         let m = Manifest {
-            format: 1,
+            format: MANIFEST_FORMAT,
             partner: "hospital".into(),
             dataset: "visits".into(),
             sequence: 1,
@@ -137,6 +143,7 @@ mod tests {
             partner_key_id: key.id().clone(),
             input_rows: 1,
             rejected_rows: BTreeMap::new(),
+            token_counts: BTreeMap::from([("person".into(), 1)]),
         };
         let env = Envelope::from_json(&m.sign(&key).to_json()).unwrap();
         assert_eq!(Manifest::peek_unverified(&env).as_ref(), Some(&m));

@@ -14,7 +14,7 @@ use blindwatch_audit::{
 use blindwatch_common::fsutil;
 use blindwatch_contract::ContractSet;
 use blindwatch_crypto::Sha256;
-use blindwatch_crypto::manifest::{Manifest, schema_digest};
+use blindwatch_crypto::manifest::{MANIFEST_FORMAT, Manifest, SealedContent, schema_digest};
 use blindwatch_crypto::sealing::{PlatformKeyRetriever, Release};
 use blindwatch_crypto::sign::{Envelope, EnvelopeError};
 use blindwatch_crypto::wrap::PlatformPrivateKey;
@@ -207,6 +207,12 @@ impl Ingestor {
         if manifest.partner != partner.name {
             return Err(IngestError::Signature(EnvelopeError::Format));
         }
+        if manifest.format != MANIFEST_FORMAT {
+            return Err(IngestError::Package(format!(
+                "manifest format {} is not the one this platform reads ({MANIFEST_FORMAT}): seal again with the partner tool of this version",
+                manifest.format
+            )));
+        }
         if parquet_path.file_name().and_then(|n| n.to_str()) != Some(manifest.file_name.as_str()) {
             return Err(IngestError::Package(format!(
                 "the manifest describes file {}, not the one beside it",
@@ -391,20 +397,48 @@ impl Ingestor {
                 contract.table_name()
             )));
         }
+        let token_columns: Vec<usize> = manifest
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.content, SealedContent::Token { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        let declared: Vec<&str> = manifest.token_counts.keys().map(String::as_str).collect();
+        let token_names: Vec<&str> = token_columns.iter().map(|&i| expected[i]).collect();
+        let mut sorted_names = token_names.clone();
+        sorted_names.sort_unstable();
+        if declared != sorted_names {
+            return Err(IngestError::Contract(
+                "the manifest's token counts do not name exactly the token columns: seal again with this version of the partner tool".into(),
+            ));
+        }
         let reader = builder
             .build()
             .map_err(|_| keys_err("the file cannot be read"))?;
         let mut rows = 0u64;
+        let mut tokens = vec![0u64; token_columns.len()];
         for batch in reader {
-            rows += batch
-                .map_err(|_| keys_err("a page does not decrypt or authenticate"))?
-                .num_rows() as u64;
+            let batch = batch.map_err(|_| keys_err("a page does not decrypt or authenticate"))?;
+            rows += batch.num_rows() as u64;
+            for (n, &i) in tokens.iter_mut().zip(&token_columns) {
+                let column = batch.column(i);
+                *n += (column.len() - column.null_count()) as u64;
+            }
         }
         if rows != manifest.row_count {
             return Err(IngestError::Contract(format!(
                 "the file holds {rows} rows where the manifest declares {}",
                 manifest.row_count
             )));
+        }
+        for (name, found) in token_names.iter().zip(&tokens) {
+            let declared = manifest.token_counts.get(*name).copied().unwrap_or(0);
+            if *found != declared {
+                return Err(IngestError::Contract(format!(
+                    "token column `{name}` holds {found} tokens where the manifest declares {declared} valid identifiers: the package is damaged; ask the partner to seal it again"
+                )));
+            }
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ mod rows;
 mod seal;
 
 pub use input::{Encoding, InputFormat};
+pub use rows::DEFAULT_TOKEN_CACHE_LIMIT;
 pub use seal::{Package, SealError, SealOptions, SealOutcome, seal};
 
 use blindwatch_crypto::token::Tokenizer;

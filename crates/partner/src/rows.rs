@@ -108,9 +108,11 @@ pub(crate) fn sealed_schema(contract: &Contract) -> Arc<Schema> {
     Arc::new(Schema::new(fields))
 }
 
-/// Beyond this many distinct values the per-run token cache is emptied, so memory stays
-/// bounded on exports of any size (values are then tokenised again, with the same result).
-const CACHE_LIMIT: usize = 2_000_000;
+/// Distinct values the per-run token cache holds by default. Beyond it the cache is emptied,
+/// so memory stays bounded on exports of any size (values are then tokenised again, with
+/// the same result). A batch never reads its tokens from the cache alone: see
+/// [`Converter::finish_batch`].
+pub const DEFAULT_TOKEN_CACHE_LIMIT: usize = 2_000_000;
 
 pub(crate) struct Converter<'a> {
     schema: Arc<Schema>,
@@ -119,7 +121,12 @@ pub(crate) struct Converter<'a> {
     /// Identifiers of accepted rows waiting for their tokens, per token slot, in row order.
     pending: Vec<(usize, Option<RawIdentifier>)>,
     cache: HashMap<RawIdentifier, Token>,
+    cache_limit: usize,
     tokenizer: &'a dyn Tokenizer,
+    /// Per token slot: valid identifiers of accepted rows in this batch.
+    valid_in_batch: Vec<u64>,
+    /// Per token slot: non-null tokens written so far (the manifest's `token_counts`).
+    tokens_written: Vec<u64>,
     pub rows_in_batch: usize,
     pub nulled: HashMap<Reason, u64>,
     pub tokenised_distinct: u64,
@@ -131,6 +138,7 @@ impl<'a> Converter<'a> {
         contract: &Contract,
         header: &[String],
         tokenizer: &'a dyn Tokenizer,
+        cache_limit: usize,
     ) -> Result<Self, String> {
         let mut problems = Vec::new();
         for h in header {
@@ -181,13 +189,17 @@ impl<'a> Converter<'a> {
             .iter()
             .map(|f| Builder::new(f.data_type()))
             .collect();
+        let slots = schema.fields().len();
         Ok(Converter {
             schema,
             steps,
             builders,
             pending: Vec::new(),
             cache: HashMap::new(),
+            cache_limit,
             tokenizer,
+            valid_in_batch: vec![0; slots],
+            tokens_written: vec![0; slots],
             rows_in_batch: 0,
             nulled: HashMap::new(),
             tokenised_distinct: 0,
@@ -251,6 +263,11 @@ impl<'a> Converter<'a> {
             if let Some(Builder::Text(b)) = reveal_slot.and_then(|s| self.builders.get_mut(s)) {
                 b.append_option(id.as_ref().map(RawIdentifier::reveal_value));
             }
+            if id.is_some()
+                && let Some(n) = self.valid_in_batch.get_mut(token_slot)
+            {
+                *n += 1;
+            }
             self.pending.push((token_slot, id));
         }
         for reason in nulled {
@@ -261,6 +278,11 @@ impl<'a> Converter<'a> {
     }
 
     /// Tokenises the batch's identifiers (each distinct value once) and returns the batch.
+    ///
+    /// Every valid identifier gets its token from the cache or from this batch's own
+    /// tokenisation, never from the cache alone: the cache is trimmed only after the batch's
+    /// columns are built. An identifier without a token is an error, never a null, and the
+    /// non-null tokens of every column are counted against the valid values read.
     pub fn finish_batch(&mut self) -> Result<RecordBatch, FinishError> {
         let mut missing: Vec<&RawIdentifier> = Vec::new();
         let mut seen: HashSet<&RawIdentifier> = HashSet::new();
@@ -280,27 +302,64 @@ impl<'a> Converter<'a> {
                 missing.len()
             ))));
         }
-        if self.cache.len() + missing.len() > CACHE_LIMIT {
-            self.cache.clear();
-        }
         self.tokenised_distinct += missing.len() as u64;
-        let new: Vec<(RawIdentifier, Token)> = missing.into_iter().cloned().zip(tokens).collect();
-        self.cache.extend(new);
+        let fresh: HashMap<RawIdentifier, Token> =
+            missing.into_iter().cloned().zip(tokens).collect();
         for (slot, id) in self.pending.drain(..) {
             let Some(Builder::Token(b)) = self.builders.get_mut(slot) else {
                 return Err(FinishError::Internal("token column has no binary builder"));
             };
-            match id.as_ref().and_then(|id| self.cache.get(id)) {
-                Some(token) => b
-                    .append_value(token.as_bytes())
-                    .map_err(|_| FinishError::Internal("token length"))?,
-                None => b.append_null(),
-            }
+            let Some(id) = id else {
+                b.append_null();
+                continue;
+            };
+            let token = self
+                .cache
+                .get(&id)
+                .or_else(|| fresh.get(&id))
+                .ok_or(FinishError::Internal("a valid identifier got no token"))?;
+            b.append_value(token.as_bytes())
+                .map_err(|_| FinishError::Internal("token length"))?;
+        }
+        if self.cache.len() + fresh.len() > self.cache_limit {
+            self.cache.clear();
+        }
+        if fresh.len() <= self.cache_limit {
+            self.cache.extend(fresh);
         }
         let columns: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
+        for (slot, column) in columns.iter().enumerate() {
+            if !matches!(column.data_type(), DataType::FixedSizeBinary(_)) {
+                continue;
+            }
+            let written = (column.len() - column.null_count()) as u64;
+            let valid = self.valid_in_batch.get(slot).copied().unwrap_or(0);
+            if written != valid {
+                return Err(FinishError::TokenCount {
+                    column: self.schema.field(slot).name().clone(),
+                    valid,
+                    written,
+                });
+            }
+            if let Some(total) = self.tokens_written.get_mut(slot) {
+                *total += written;
+            }
+        }
+        self.valid_in_batch.iter_mut().for_each(|n| *n = 0);
         self.rows_in_batch = 0;
         RecordBatch::try_new(self.schema.clone(), columns)
             .map_err(|e| FinishError::Arrow(e.to_string()))
+    }
+
+    /// Non-null tokens written so far, per token column.
+    pub fn token_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.schema
+            .fields()
+            .iter()
+            .zip(&self.tokens_written)
+            .filter(|(f, _)| matches!(f.data_type(), DataType::FixedSizeBinary(_)))
+            .map(|(f, n)| (f.name().clone(), *n))
+            .collect()
     }
 }
 
@@ -309,6 +368,12 @@ pub(crate) enum FinishError {
     Token(TokenError),
     Arrow(String),
     Internal(&'static str),
+    /// A token column holds fewer (or more) tokens than valid identifiers were read.
+    TokenCount {
+        column: String,
+        valid: u64,
+        written: u64,
+    },
 }
 
 fn append_value(builder: &mut Builder, value: Value) {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use blindwatch_common::fsutil;
 use blindwatch_contract::Contract;
 use blindwatch_crypto::Sha256;
-use blindwatch_crypto::manifest::{Manifest, TokenInfo, schema_digest};
+use blindwatch_crypto::manifest::{MANIFEST_FORMAT, Manifest, TokenInfo, schema_digest};
 use blindwatch_crypto::sealing::{self, SealError as CryptoSealError};
 use blindwatch_crypto::sign::SigningKey;
 use blindwatch_crypto::token::{TokenError, Tokenizer};
@@ -33,6 +33,9 @@ pub struct SealOptions<'a> {
     pub out_dir: &'a Path,
     /// Rows per record batch (and per tokenizer call).
     pub batch_rows: usize,
+    /// Distinct identifiers the run keeps tokens of in memory (see
+    /// [`crate::DEFAULT_TOKEN_CACHE_LIMIT`]); it bounds memory, never correctness.
+    pub token_cache_limit: usize,
     /// Show a progress bar when standard error is a terminal.
     pub progress: bool,
 }
@@ -81,6 +84,22 @@ pub enum SealError {
     Output { dir: PathBuf, source: io::Error },
     #[error("writing the sealed Parquet file failed: {0}")]
     Parquet(String),
+    #[error(
+        "internal check failed, nothing was written: column `{column}` would hold {written} tokens for {valid} valid identifiers read; report this as a bug"
+    )]
+    TokenCount {
+        column: String,
+        valid: u64,
+        written: u64,
+    },
+    #[error(
+        "internal check failed, nothing was written: {written} rows sealed, but {read} read and {rejected} rejected; report this as a bug"
+    )]
+    RowCount {
+        written: u64,
+        read: u64,
+        rejected: u64,
+    },
 }
 
 /// A writer that hashes and counts what passes through.
@@ -152,8 +171,13 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
     if let Some(bar) = &bar {
         bar.set_length(opened.total_bytes);
     }
-    let mut converter =
-        Converter::new(contract, &opened.header, opts.tokenizer).map_err(SealError::Schema)?;
+    let mut converter = Converter::new(
+        contract,
+        &opened.header,
+        opts.tokenizer,
+        opts.token_cache_limit,
+    )
+    .map_err(SealError::Schema)?;
     // Whatever happens next, tokens obtained so far are kept for the next run.
     let _keep_tokens = FlushOnDrop(opts.tokenizer);
 
@@ -189,6 +213,15 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
                 FinishError::Token(t) => SealError::Token(t),
                 FinishError::Arrow(m) => SealError::Parquet(m),
                 FinishError::Internal(m) => SealError::Parquet(m.to_owned()),
+                FinishError::TokenCount {
+                    column,
+                    valid,
+                    written,
+                } => SealError::TokenCount {
+                    column,
+                    valid,
+                    written,
+                },
             })?;
             writer
                 .write(&batch)
@@ -208,6 +241,14 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
         }
     }
     row_count += flush(&mut converter, &mut writer)?;
+    let rejected_total: u64 = rejected.values().sum();
+    if row_count + rejected_total != input_rows {
+        return Err(SealError::RowCount {
+            written: row_count,
+            read: input_rows,
+            rejected: rejected_total,
+        });
+    }
     let mut sink = writer
         .into_inner()
         .map_err(|e| SealError::Parquet(e.to_string()))?;
@@ -219,7 +260,7 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
     }
 
     let manifest = Manifest {
-        format: 1,
+        format: MANIFEST_FORMAT,
         partner: contract.partner.clone(),
         dataset: contract.dataset.clone(),
         sequence: opts.sequence,
@@ -238,6 +279,7 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
         partner_key_id: opts.signing_key.id().clone(),
         input_rows,
         rejected_rows: rejected,
+        token_counts: converter.token_counts(),
     };
     let envelope = manifest.sign(opts.signing_key);
 

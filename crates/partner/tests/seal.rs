@@ -4,14 +4,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
+use blindwatch_common::{IdentifierKind, normalise};
 use blindwatch_contract::Contract;
 use blindwatch_crypto::sealing::{PlatformKeyRetriever, Release};
 use blindwatch_crypto::sign::SigningKey;
+use blindwatch_crypto::token::Tokenizer;
 use blindwatch_crypto::token::{ConsortiumTokenizer, LinkageKey};
 use blindwatch_crypto::wrap::{PlatformPrivateKey, PlatformPublicKey};
-use blindwatch_partner::{Encoding, InputFormat, SealOptions, SealOutcome, seal};
+use blindwatch_partner::{
+    DEFAULT_TOKEN_CACHE_LIMIT, Encoding, InputFormat, SealOptions, SealOutcome, seal,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use proptest::prelude::*;
 
 const HEADER: &str =
     "visit_id,id_number,patient_name,phone,hospital,department,diagnosis_group,visit_date";
@@ -49,6 +54,18 @@ fn contract() -> Contract {
 }
 
 fn run(k: &Keys, input: &Path, format: InputFormat, out: &Path, seq: u64) -> SealOutcome {
+    run_with(k, input, format, out, seq, 2, DEFAULT_TOKEN_CACHE_LIMIT)
+}
+
+fn run_with(
+    k: &Keys,
+    input: &Path,
+    format: InputFormat,
+    out: &Path,
+    seq: u64,
+    batch_rows: usize,
+    token_cache_limit: usize,
+) -> SealOutcome {
     seal(&SealOptions {
         contract: &contract(),
         input,
@@ -59,7 +76,8 @@ fn run(k: &Keys, input: &Path, format: InputFormat, out: &Path, seq: u64) -> Sea
         tokenizer: &k.tokenizer,
         sequence: seq,
         out_dir: out,
-        batch_rows: 2,
+        batch_rows,
+        token_cache_limit,
         progress: false,
     })
     .unwrap()
@@ -209,6 +227,7 @@ fn a_wrong_header_is_refused_and_writes_nothing() {
         sequence: 1,
         out_dir: &out,
         batch_rows: 1024,
+        token_cache_limit: blindwatch_partner::DEFAULT_TOKEN_CACHE_LIMIT,
         progress: false,
     })
     .unwrap_err()
@@ -218,4 +237,139 @@ fn a_wrong_header_is_refused_and_writes_nothing() {
         "{err}"
     );
     assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+}
+
+/// An 18-digit ID number with a valid GB 11643 check digit, one per `n`.
+fn id_number(n: u32) -> String {
+    let body = format!(
+        "1101051980{:02}{:02}{:03}",
+        1 + n / 900 % 12,
+        1 + n / 30 % 28,
+        n % 1000
+    );
+    let check = blindwatch_common::idcard::check_digit(body.as_bytes()).unwrap();
+    format!("{body}{}", check as char)
+}
+
+/// An export whose persons (drawn from `people`) and phones repeat across batches, with
+/// some blank optional phones; `picks` chooses each row's person and phone.
+fn repeating_export(picks: &[(u32, u32)], people: u32) -> String {
+    let mut s = format!("{HEADER}\n");
+    for (i, (p, ph)) in picks.iter().enumerate() {
+        let person = id_number(p % people);
+        let phone = if ph % 5 == 0 {
+            String::new()
+        } else {
+            format!("1380000{:04}", ph % 40)
+        };
+        s.push_str(&format!(
+            "V{i},{person},name,{phone},h,emergency,injury,2026-11-01\n"
+        ));
+    }
+    s
+}
+
+/// Seals `csv` with the given batch size and cache limit and checks that every row's token
+/// equals a direct tokenisation of its raw value, and that the manifest counts them.
+fn every_token_is_its_own_values(csv: &str, batch_rows: usize, limit: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys();
+    let input = dir.path().join("v.csv");
+    std::fs::write(&input, csv).unwrap();
+    let outcome = run_with(
+        &k,
+        &input,
+        InputFormat::Auto,
+        &dir.path().join("out"),
+        1,
+        batch_rows,
+        limit,
+    );
+    let raw: Vec<(String, String)> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[1].to_owned(), f[3].to_owned())
+        })
+        .collect();
+    assert_eq!(outcome.manifest.row_count as usize, raw.len());
+    let direct = |kind: IdentifierKind, value: &str| -> Option<[u8; 16]> {
+        if value.is_empty() {
+            return None;
+        }
+        let id = normalise(kind, value).unwrap();
+        Some(*k.tokenizer.tokenize(&[&id]).unwrap()[0].as_bytes())
+    };
+    let mut row = 0;
+    let (mut persons, mut phones) = (0u64, 0u64);
+    for batch in decrypt(&k, &outcome.package.parquet) {
+        let person = batch
+            .column_by_name("person")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::FixedSizeBinaryArray>()
+            .unwrap();
+        let phone = batch
+            .column_by_name("phone")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::FixedSizeBinaryArray>()
+            .unwrap();
+        for i in 0..batch.num_rows() {
+            let (raw_person, raw_phone) = &raw[row];
+            let got = |a: &arrow_array::FixedSizeBinaryArray| -> Option<[u8; 16]> {
+                use arrow_array::Array;
+                (!a.is_null(i)).then(|| a.value(i).try_into().unwrap())
+            };
+            assert_eq!(
+                got(person),
+                direct(IdentifierKind::Person, raw_person),
+                "row {row}: person token (batch {batch_rows}, limit {limit})"
+            );
+            assert_eq!(
+                got(phone),
+                direct(IdentifierKind::Phone, raw_phone),
+                "row {row}: phone token (batch {batch_rows}, limit {limit})"
+            );
+            persons += 1;
+            phones += u64::from(!raw_phone.is_empty());
+            row += 1;
+        }
+    }
+    assert_eq!(row, raw.len());
+    assert_eq!(
+        outcome.manifest.token_counts,
+        std::collections::BTreeMap::from([
+            ("person".to_owned(), persons),
+            ("phone".to_owned(), phones)
+        ])
+    );
+}
+
+/// The bug this guards against: the in-memory cache was emptied after a batch's new values
+/// were tokenised, and every row whose value had been cached earlier became a null.
+#[test]
+fn a_tiny_token_cache_never_turns_a_valid_identifier_into_a_null() {
+    // Thirteen people and seventeen phones, over and over: every batch repeats values the
+    // batches before it have cached, and the cache starts over every few batches.
+    let picks: Vec<(u32, u32)> = (0..600u32).map(|i| (i % 13, i % 17 + 1)).collect();
+    let csv = repeating_export(&picks, 13);
+    for (batch_rows, limit) in [(16, 7), (16, 30), (5, 9), (1, 1), (600, 7)] {
+        every_token_is_its_own_values(&csv, batch_rows, limit);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn tokens_are_right_whatever_the_batch_size_and_cache_limit(
+        picks in proptest::collection::vec((0u32..1000, 0u32..1000), 1..300),
+        people in 1u32..80,
+        batch_rows in 1usize..64,
+        limit in 0usize..40,
+    ) {
+        every_token_is_its_own_values(&repeating_export(&picks, people), batch_rows, limit);
+    }
 }

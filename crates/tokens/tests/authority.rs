@@ -89,6 +89,7 @@ impl Partner {
             sequence: seq,
             out_dir: &self.path("outbox"),
             batch_rows: 2,
+            token_cache_limit: blindwatch_partner::DEFAULT_TOKEN_CACHE_LIMIT,
             progress: false,
         })
     }
