@@ -345,10 +345,15 @@ pub enum AuditEvent {
         principal: Principal,
         /// Declared purpose.
         purpose: Purpose,
-        /// Groups released (at least k subjects each).
+        /// Groups released (at least k privacy units each).
         groups_released: u64,
-        /// Groups suppressed by the minimum group size.
-        groups_suppressed: u64,
+        /// Groups withheld (under k units, or under the noisy release threshold). Auditors
+        /// see it; the analyst does not.
+        groups_withheld: u64,
+        /// Privacy budget this answer spent: ε in millionths (0 without noise).
+        epsilon_micro: u64,
+        /// δ in 1e-15ths.
+        delta_femto: u64,
     },
     /// A query was refused, by the access policies or the privacy gate.
     QueryRefused {
@@ -591,7 +596,9 @@ mod tests {
                 principal: p(),
                 purpose: Purpose::new("fugitive-tracking").unwrap(),
                 groups_released: 4,
-                groups_suppressed: 1,
+                groups_withheld: 1,
+                epsilon_micro: 1_000_000,
+                delta_femto: 1_000_000_000,
             },
             AuditEvent::QueryRefused {
                 query_sha256: Sha256Digest::of(b"SELECT * FROM t"),

@@ -142,7 +142,7 @@ pub async fn query(a: &QueryArgs<'_>) -> anyhow::Result<()> {
         &engine,
         a.sql,
         &purpose,
-        settings,
+        &settings,
         &acting.audit,
         &mut audit,
     )
@@ -156,12 +156,31 @@ fn print_result(result: &QueryResult, format: Format) -> anyhow::Result<()> {
         Format::Json => println!("{}", serde_json::to_string_pretty(result)?),
         Format::Table => {
             print!("{}", blindwatch_query::render_table(result));
+            let p = &result.protection;
             println!(
-                "({} group(s) released; {} suppressed with fewer than {} subjects)",
+                "({} group(s) released, each with at least {} people; groups under that, or under the noisy threshold, are not shown)",
                 result.groups_released(),
-                result.groups_suppressed,
-                result.min_group_size
+                p.min_group_size
             );
+            if p.noise {
+                let deviations: Vec<String> = result
+                    .columns
+                    .iter()
+                    .zip(&p.standard_deviation)
+                    .filter_map(|(c, d)| d.map(|d| format!("{c} ±{d:.1}")))
+                    .collect();
+                println!(
+                    "(noise: ε = {} δ = {:e} spent; standard deviation {}; budget {:.2} of {} spent in {} queries)",
+                    p.epsilon,
+                    p.delta,
+                    deviations.join(", "),
+                    p.budget.epsilon_spent,
+                    p.budget.epsilon_limit,
+                    p.budget.queries
+                );
+            } else {
+                println!("(exact answers: this purpose has no noise in privacy.toml)");
+            }
         }
     }
     Ok(())

@@ -88,7 +88,7 @@ pub enum Mode {
     Replace,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Column {
     pub name: String,
@@ -115,6 +115,10 @@ pub struct Column {
     /// Per-use purpose limits, on top of `purposes`.
     #[serde(default)]
     pub use_purposes: BTreeMap<Use, BTreeSet<String>>,
+    /// Clipping bounds `[low, high]` of a numeric attribute: before a released sum or
+    /// average, every value is clamped into them, which bounds what one person can add.
+    #[serde(default)]
+    pub bounds: Option<[f64; 2]>,
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -123,7 +127,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Contract {
     pub partner: String,
@@ -135,7 +139,28 @@ pub struct Contract {
     pub retention_days: Option<u32>,
     #[serde(default)]
     pub description: Option<String>,
+    /// The protected entity of the rows: which people a row is about.
+    pub privacy_unit: PrivacyUnit,
     pub columns: Vec<Column>,
+}
+
+/// The people a row is about, and how much one of them may contribute to a released answer.
+///
+/// A row's *owner* is the first of `columns` (person token columns, by sealed name) that is
+/// not null; a row that names nobody is a unit of its own. Every released answer counts
+/// owners (k applies to them) and bounds each owner's contribution: at most `max_groups`
+/// groups and at most `max_rows` rows in each.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyUnit {
+    pub columns: Vec<String>,
+    pub max_rows: u32,
+    #[serde(default = "one")]
+    pub max_groups: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,6 +285,50 @@ impl Contract {
         }
         if out_names.is_empty() {
             return Err("the contract seals no column".into());
+        }
+        self.validate_privacy_unit()?;
+        for c in &self.columns {
+            if let Some([low, high]) = c.bounds {
+                let numeric = matches!(c.column_type, ColumnType::Int64 | ColumnType::Float64);
+                if c.role != Role::Attribute || !numeric {
+                    return Err(format!(
+                        "column `{}`: `bounds` belong to numeric attributes only",
+                        c.name
+                    ));
+                }
+                if !(low.is_finite() && high.is_finite() && low < high) {
+                    return Err(format!(
+                        "column `{}`: `bounds` must be two finite numbers, the lower first",
+                        c.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_privacy_unit(&self) -> Result<(), String> {
+        let unit = &self.privacy_unit;
+        let mut seen = BTreeSet::new();
+        for name in &unit.columns {
+            let person_token = self.columns.iter().any(|c| {
+                c.role == Role::Identifier
+                    && c.kind == Some(IdentifierKind::Person)
+                    && c.token_name() == name
+            });
+            if !person_token {
+                return Err(format!(
+                    "privacy_unit: `{name}` is not the token column of a person identifier of this contract"
+                ));
+            }
+            if !seen.insert(name) {
+                return Err(format!("privacy_unit: `{name}` is listed twice"));
+            }
+        }
+        if !(1..=10_000).contains(&unit.max_rows) || !(1..=1_000).contains(&unit.max_groups) {
+            return Err(
+                "privacy_unit: max_rows must be 1 to 10000 and max_groups 1 to 1000".into(),
+            );
         }
         Ok(())
     }
@@ -397,6 +466,7 @@ mod tests {
     const VISITS: &str = r#"
 partner = "hospital"
 dataset = "visits"
+privacy_unit = { columns = ["person"], max_rows = 10 }
 columns = [
   { name = "id_number", type = "utf8", role = "identifier", kind = "person", uses = ["join"] },
   { name = "patient_name", type = "utf8", role = "drop" },
@@ -452,6 +522,21 @@ columns = [
             ),
             (VISITS.replace("hospital", "Hospital!"), "lower-case"),
             (VISITS.replace("reveal = [", "group = ["), "not in `uses`"),
+            (
+                VISITS.replace("columns = [\"person\"]", "columns = [\"visit_date\"]"),
+                "privacy_unit: `visit_date`",
+            ),
+            (
+                VISITS.replace("max_rows = 10", "max_rows = 0"),
+                "max_rows must be",
+            ),
+            (
+                VISITS.replace(
+                    "role = \"drop\" }",
+                    "role = \"drop\", bounds = [0.0, 1.0] }",
+                ),
+                "numeric attributes only",
+            ),
         ] {
             let err = Contract::parse(&text, Path::new("v.toml"))
                 .unwrap_err()

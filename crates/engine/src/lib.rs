@@ -242,6 +242,11 @@ impl Engine {
         &self.contracts
     }
 
+    /// The catalog this engine reads (the query gate keeps its budget ledger there).
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
     /// Every table, with its current contributions and token domain.
     pub fn tables(&self) -> Vec<TableInfo> {
         self.snapshot

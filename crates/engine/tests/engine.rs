@@ -23,6 +23,7 @@ const VISITS: &str = r#"
 partner = "hospital"
 dataset = "visits"
 mode = "append"
+privacy_unit = { columns = ["person"], max_rows = 10 }
 columns = [
   { name = "id_number", type = "utf8", role = "identifier", kind = "person", token = "person", uses = ["join", "aggregate"] },
   { name = "patient_name", type = "utf8", role = "drop" },
@@ -35,6 +36,7 @@ const WANTED: &str = r#"
 partner = "police"
 dataset = "wanted"
 mode = "replace"
+privacy_unit = { columns = ["person"], max_rows = 1 }
 columns = [
   { name = "id_number", type = "utf8", role = "identifier", kind = "person", token = "person", uses = ["join", "aggregate"] },
   { name = "name", type = "utf8", role = "drop" },
@@ -46,6 +48,7 @@ columns = [
 const INCIDENTS: &str = r#"
 partner = "police"
 dataset = "incidents"
+privacy_unit = { columns = ["caller"], max_rows = 10 }
 columns = [
   { name = "reported_at", type = "timestamp", role = "attribute", uses = ["filter", "group", "aggregate"] },
   { name = "category", type = "utf8", role = "attribute", uses = ["filter", "group"] },
@@ -61,6 +64,7 @@ const EMPLOYMENT: &str = r#"
 partner = "tax"
 dataset = "employment"
 mode = "replace"
+privacy_unit = { columns = ["person"], max_rows = 3 }
 columns = [
   { name = "id_number", type = "utf8", role = "identifier", kind = "person", token = "person", uses = ["join", "aggregate"] },
   { name = "name", type = "utf8", role = "drop" },
@@ -187,6 +191,7 @@ impl Platform {
             sequence,
             out_dir: &out_dir,
             batch_rows: 1000,
+            token_cache_limit: blindwatch_partner::DEFAULT_TOKEN_CACHE_LIMIT,
             progress: false,
         })
         .unwrap();
@@ -627,6 +632,7 @@ async fn decryption_failures_name_the_contribution() {
         sequence: 1,
         out_dir: &out_dir,
         batch_rows: 1000,
+        token_cache_limit: blindwatch_partner::DEFAULT_TOKEN_CACHE_LIMIT,
         progress: false,
     })
     .unwrap();

@@ -1,229 +1,135 @@
-//! The privacy gate for analysts' queries: aggregate-only SQL over the sealed tables.
+//! The privacy gate for analysts' questions.
 //!
-//! A query runs only when
+//! A question is SQL text in a restricted aggregate language ([`language`]): one aggregate
+//! (count, count distinct, sum, avg) over tables joined by token equalities, filtered by
+//! columns compared with constants, grouped by columns. The gate never runs the analyst's
+//! text: it parses it into a normal form, checks every column use against the contracts
+//! with the shared checker (`blindwatch-policy`), and writes the SQL it runs itself.
 //!
-//! 1. it is one SELECT (no DDL, DML, COPY, EXPLAIN, functions of its own: the engine plans
-//!    queries only);
-//! 2. its result is the groups of one aggregate: group keys and aggregates, perhaps filtered
-//!    (HAVING), sorted or limited — never rows, never a union or a window over rows;
-//! 3. every column use is one the owning contract allows for the declared purpose (the
-//!    column-use checker shared with the warning models: tokens only joined and counted,
-//!    group keys group-allowed, aggregates aggregate-allowed, filters filter-allowed);
-//! 4. the gate can count the people behind every group: the aggregated rows still carry
-//!    identifier tokens.
-//!
-//! After running, every group with fewer than k distinct subjects is suppressed: the gate
-//! adds `count(DISTINCT token)` for each identifier token column of the aggregated rows to
-//! the aggregate (the analyst never sees these counts) and a group is released only when
-//! the smallest of its non-zero counts is at least k. A group with no identifier at all is
-//! suppressed: nothing shows it covers k people.
-//!
-//! A per-query gate cannot stop differencing across queries (two released counts that
-//! differ by one person); that is why each query's digest and its released and suppressed
-//! group counts go to the audit log.
+//! Every row has a privacy unit, the person it is about (the contract's `privacy_unit`),
+//! tracked through every block and join because blocks are flattened, not projected. A
+//! released group must have at least k units (`min_group_size`), each unit's contribution
+//! is bounded, released counts and sums carry discrete Laplace noise calibrated to those
+//! bounds, and each principal and purpose spends from a privacy budget (ε, δ) kept in the
+//! catalog and charged before anything runs. How many groups were withheld is not
+//! released. A refusal names its rule; an execution failure is one generic refusal that
+//! does not depend on the data. Every outcome is an audit entry (digest, principal,
+//! purpose, rule or released groups and budget spent).
 
-use std::path::Path;
+pub mod cells;
+pub mod language;
+mod noise;
+mod release;
+mod settings;
+mod sql;
+
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef};
-use arrow_schema::DataType;
 use blindwatch_audit::{
     AuditEvent, AuditLog, AuditRecord, Principal as AuditPrincipal, Purpose, ReasonCode,
     Sha256Digest,
 };
-use blindwatch_contract::ContractSet;
-use blindwatch_engine::{CheckedPlan, ColumnRef, Engine, EngineError};
+use blindwatch_engine::Engine;
 use blindwatch_policy::{OutputRule, UseRefusal, check_column_uses};
-use datafusion::common::Column;
-use datafusion::functions_aggregate::expr_fn::count_distinct;
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Projection};
+use blindwatch_store::{Budget, Charge};
+use futures::StreamExt;
+
+pub use cells::Cell;
+pub use language::{LanguageRule, Limits, Refusal};
+pub use settings::{GateSettings, PurposeSettings, SettingsError};
+
+use release::{Accumulator, NoiseParams};
 
 /// The smallest group a query may release when `policies/privacy.toml` does not say.
 pub const DEFAULT_MIN_GROUP_SIZE: u64 = 10;
 
-/// Prefix of the gate's own columns; a query may not use it.
-const HIDDEN: &str = "__blindwatch_subjects_";
-
-/// The gate's settings: `[query]` in `policies/privacy.toml`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GateSettings {
-    /// k: a released group covers at least this many distinct subjects.
-    pub min_group_size: u64,
-}
-
-impl Default for GateSettings {
-    fn default() -> Self {
-        GateSettings {
-            min_group_size: DEFAULT_MIN_GROUP_SIZE,
-        }
-    }
-}
-
-#[derive(serde::Deserialize, Default)]
-struct PrivacyFile {
-    #[serde(default)]
-    query: Option<QuerySection>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QuerySection {
-    min_group_size: Option<u64>,
-}
-
-impl GateSettings {
-    /// Reads `[query]` of a privacy settings file (other sections belong to other parts).
-    pub fn load(path: &Path) -> Result<GateSettings, QueryError> {
-        let text = std::fs::read_to_string(path).map_err(|e| QueryError::Settings {
-            file: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        GateSettings::parse(&text, path)
-    }
-
-    pub fn parse(text: &str, path: &Path) -> Result<GateSettings, QueryError> {
-        let bad = |reason: String| QueryError::Settings {
-            file: path.display().to_string(),
-            reason,
-        };
-        let file: PrivacyFile = toml::from_str(text).map_err(|e| bad(e.message().to_owned()))?;
-        let k = file
-            .query
-            .and_then(|q| q.min_group_size)
-            .unwrap_or(DEFAULT_MIN_GROUP_SIZE);
-        if k < 2 {
-            return Err(bad(format!(
-                "[query] min_group_size = {k} would release single people; use 2 or more (default {DEFAULT_MIN_GROUP_SIZE})"
-            )));
-        }
-        Ok(GateSettings { min_group_size: k })
-    }
-}
-
-/// The rule a refused query breaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rule {
-    /// The statement is not one SELECT that plans over the sealed tables.
-    Plan,
-    /// The result is not the groups of one aggregate.
-    AggregateOnly,
-    /// A column use the contracts do not allow for the purpose.
-    ColumnUse,
-    /// The aggregated rows carry no identifier, so no group can be shown to cover k people.
-    NoSubjects,
-}
-
-impl Rule {
-    /// A code for the audit log.
-    pub fn code(self) -> &'static str {
-        match self {
-            Rule::Plan => "query-plan",
-            Rule::AggregateOnly => "aggregate-only",
-            Rule::ColumnUse => "column-use",
-            Rule::NoSubjects => "no-subjects",
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
-    #[error("{file}: {reason}")]
-    Settings { file: String, reason: String },
-    #[error("refused (rule query-plan): {0}")]
-    Plan(#[source] EngineError),
-    #[error("refused (rule aggregate-only): {0}")]
-    NotAggregate(String),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("{0}")]
+    Language(Refusal),
     #[error(
         "refused (rule column-use): {}",
         .0.iter().map(UseRefusal::to_string).collect::<Vec<_>>().join("; ")
     )]
     ColumnUse(Vec<UseRefusal>),
+    #[error("refused (rule query-plan): {0}")]
+    Plan(String),
     #[error(
-        "refused (rule no-subjects): the rows this query aggregates carry no identifier token, so the gate cannot count the people behind each group; aggregate the tables directly instead of through a subquery that drops their identifier columns"
+        "refused (rule budget): this answer needs ε = {needed} and δ = {needed_delta:e}, but `{principal}` has spent ε = {spent} of {limit} (δ {spent_delta:e} of {limit_delta:e}) for purpose `{purpose}`; ask the platform operator for more budget, or for another purpose's"
     )]
-    NoSubjects,
-    #[error("the query failed while running: {0}")]
-    Execution(#[source] EngineError),
-    #[error("the result column `{0}` has a type the gate does not release ({1}); aggregate it")]
-    ResultType(String, String),
+    Budget {
+        principal: String,
+        purpose: String,
+        needed: f64,
+        needed_delta: f64,
+        spent: f64,
+        spent_delta: f64,
+        limit: f64,
+        limit_delta: f64,
+    },
+    #[error(
+        "refused (rule execution): the question could not be answered and nothing was released; the budget it needed is spent. If this keeps happening, tell the platform operator (the cause is in the server log, without values)"
+    )]
+    Execution,
     #[error("the query was not answered because the audit log refused it: {0}")]
     Audit(String),
 }
 
 impl QueryError {
-    /// The gate rule a refusal breaks (None for failures that are not refusals).
-    pub fn rule(&self) -> Option<Rule> {
+    /// The rule code of a refusal, for the audit log and HTTP problems (None for failures
+    /// of the platform itself).
+    pub fn rule(&self) -> Option<&'static str> {
         match self {
-            QueryError::Plan(_) => Some(Rule::Plan),
-            QueryError::NotAggregate(_) => Some(Rule::AggregateOnly),
-            QueryError::ColumnUse(_) => Some(Rule::ColumnUse),
-            QueryError::NoSubjects => Some(Rule::NoSubjects),
-            QueryError::Settings { .. }
-            | QueryError::Execution(_)
-            | QueryError::ResultType(..)
-            | QueryError::Audit(_) => None,
+            QueryError::Language(r) => Some(r.rule.code()),
+            QueryError::ColumnUse(_) => Some("column-use"),
+            QueryError::Plan(_) => Some("query-plan"),
+            QueryError::Budget { .. } => Some("budget"),
+            QueryError::Execution => Some("execution"),
+            QueryError::Settings(_) | QueryError::Audit(_) => None,
         }
     }
 }
 
-/// A query that passed the gate's checks, rewritten to count each group's subjects.
-#[derive(Debug)]
-pub struct GatedQuery {
-    plan: CheckedPlan,
-    /// The analyst's result columns.
-    columns: Vec<String>,
-    /// The gate's subject counts, after the analyst's columns.
-    hidden: usize,
+/// How an answer was protected, shown with it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Protection {
+    /// Every released group has at least this many privacy units.
+    pub min_group_size: u64,
+    /// Whether counts and sums carry noise (a purpose may turn it off in privacy.toml).
+    pub noise: bool,
+    /// ε and δ this answer spent.
+    pub epsilon: f64,
+    pub delta: f64,
+    /// The noisy unit count a group had to reach to be released.
+    pub release_threshold: Option<f64>,
+    /// Per result column: the standard deviation of its noise (null for group keys and
+    /// without noise). About 95% of released values are within two of it of the truth
+    /// before contribution bounds.
+    pub standard_deviation: Vec<Option<f64>>,
+    /// The budget of this principal and purpose after this answer.
+    pub budget: BudgetState,
+    /// What the answer does not say.
+    pub note: &'static str,
 }
 
-impl GatedQuery {
-    /// The columns the analyst asked for.
-    pub fn columns(&self) -> &[String] {
-        &self.columns
-    }
-
-    /// Per table, the columns an execution reads (the analyst's, and the identifier token
-    /// columns the gate counts).
-    pub fn released(
-        &self,
-    ) -> &std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
-        self.plan.released()
-    }
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct BudgetState {
+    pub epsilon_spent: f64,
+    pub epsilon_limit: f64,
+    pub delta_spent: f64,
+    pub delta_limit: f64,
+    pub queries: u64,
 }
 
-/// One released value: a group key the contract lets be revealed, or an aggregate. There is
-/// no binary variant: tokens cannot be carried.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(untagged)]
-pub enum Cell {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Text(String),
-}
-
-impl std::fmt::Display for Cell {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Cell::Null => f.write_str(""),
-            Cell::Bool(b) => write!(f, "{b}"),
-            Cell::Int(i) => write!(f, "{i}"),
-            Cell::Float(x) => write!(f, "{x:.4}"),
-            Cell::Text(s) => f.write_str(s),
-        }
-    }
-}
-
-/// What a gated query releases.
+/// What a question releases.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct QueryResult {
     pub columns: Vec<String>,
-    /// Released groups only, in the query's order.
+    /// Released groups only.
     pub rows: Vec<Vec<Cell>>,
-    /// Groups withheld because they cover fewer than `min_group_size` subjects.
-    pub groups_suppressed: u64,
-    pub min_group_size: u64,
+    pub protection: Protection,
 }
 
 impl QueryResult {
@@ -232,58 +138,30 @@ impl QueryResult {
     }
 }
 
-/// Checks and runs `sql` for `principal`, and audits the outcome by the query's digest (never
-/// its text): `QueryRun` with the released and suppressed group counts, or `QueryRefused`
-/// with the rule. The access policies are the caller's to ask first (see
-/// [`audit_refusal`] for their refusals).
-pub async fn run_audited(
-    engine: &Engine,
-    sql: &str,
-    purpose: &Purpose,
-    settings: GateSettings,
-    principal: &AuditPrincipal,
-    audit: &mut AuditLog,
-) -> Result<QueryResult, QueryError> {
-    let outcome = match check(engine, engine.contracts(), sql, purpose.as_str()).await {
-        Ok(q) => run(engine, &q, settings).await,
-        Err(e) => Err(e),
-    };
-    let event = match &outcome {
-        Ok(r) => AuditEvent::QueryRun {
-            query_sha256: Sha256Digest::of(sql.as_bytes()),
-            principal: principal.clone(),
-            purpose: purpose.clone(),
-            groups_released: r.groups_released(),
-            groups_suppressed: r.groups_suppressed,
-        },
-        Err(e) => match e.rule() {
-            Some(rule) => refusal(sql, purpose, principal, rule.code())?,
-            None => return outcome,
-        },
-    };
-    audit
-        .append(&AuditRecord::now(principal.clone(), event))
-        .and_then(|_| audit.checkpoint().map(|_| ()))
-        .map_err(|e| QueryError::Audit(e.to_string()))?;
-    outcome
+const NOTE: &str = "groups with fewer than min_group_size people, or whose noisy count of people fell below the release threshold, are not shown, and how many were withheld is not disclosed; each person's contribution is bounded by the contracts (max_rows, max_groups, bounds), so heavy contributors are counted in part";
+
+/// An answer not yet audited: the outcome and the audit entry that must be appended
+/// before it is shown. Holding the audit log only for that append lets a server answer
+/// officers while queries run.
+pub struct Answer {
+    outcome: Result<QueryResult, QueryError>,
+    event: AuditEvent,
+    principal: AuditPrincipal,
 }
 
-/// Audits a query refused before the gate saw it (by the access policies, say).
-pub fn audit_refusal(
-    sql: &str,
-    purpose: &Purpose,
-    principal: &AuditPrincipal,
-    rule: &str,
-    audit: &mut AuditLog,
-) -> Result<(), QueryError> {
-    let event = refusal(sql, purpose, principal, rule)?;
-    audit
-        .append(&AuditRecord::now(principal.clone(), event))
-        .and_then(|_| audit.checkpoint().map(|_| ()))
-        .map_err(|e| QueryError::Audit(e.to_string()))
+impl Answer {
+    /// Appends the outcome to the audit log (and checkpoints it); only then is the result
+    /// or the refusal returned. If the log refuses, nothing is released.
+    pub fn audit(self, audit: &mut AuditLog) -> Result<QueryResult, QueryError> {
+        audit
+            .append(&AuditRecord::now(self.principal, self.event))
+            .and_then(|_| audit.checkpoint().map(|_| ()))
+            .map_err(|e| QueryError::Audit(e.to_string()))?;
+        self.outcome
+    }
 }
 
-fn refusal(
+fn refused_event(
     sql: &str,
     purpose: &Purpose,
     principal: &AuditPrincipal,
@@ -297,279 +175,275 @@ fn refusal(
     })
 }
 
-/// Plans `sql` and checks it against the gate's rules and the contracts for `purpose`.
-pub async fn check(
+/// Checks, charges and answers `sql` for `principal`; the caller appends the audit entry
+/// with [`Answer::audit`]. The access policies are the caller's to ask first (see
+/// [`audit_refusal`] for their refusals).
+pub async fn answer(
     engine: &Engine,
-    contracts: &ContractSet,
     sql: &str,
-    purpose: &str,
-) -> Result<GatedQuery, QueryError> {
-    if sql.contains(HIDDEN) {
-        return Err(QueryError::NotAggregate(format!(
-            "names starting with `{HIDDEN}` are the gate's own"
-        )));
-    }
-    let checked = engine.plan(sql).await.map_err(QueryError::Plan)?;
-    let analysis = checked.analysis();
+    purpose: &Purpose,
+    settings: &GateSettings,
+    principal: &AuditPrincipal,
+) -> Result<Answer, QueryError> {
+    let outcome = answer_inner(engine, sql, purpose, settings, principal).await;
+    let event = match &outcome {
+        Ok((result, withheld)) => AuditEvent::QueryRun {
+            query_sha256: Sha256Digest::of(sql.as_bytes()),
+            principal: principal.clone(),
+            purpose: purpose.clone(),
+            groups_released: result.groups_released(),
+            groups_withheld: *withheld,
+            epsilon_micro: to_micro(result.protection.epsilon),
+            delta_femto: to_femto(result.protection.delta),
+        },
+        Err(e) => match e.rule() {
+            Some(rule) => refused_event(sql, purpose, principal, rule)?,
+            None => refused_event(sql, purpose, principal, "platform-failure")?,
+        },
+    };
+    Ok(Answer {
+        outcome: outcome.map(|(r, _)| r),
+        event,
+        principal: principal.clone(),
+    })
+}
 
-    // Uses first: they name the column and the rule, which is what an analyst needs most.
-    let refusals = check_column_uses(analysis, contracts, purpose, &OutputRule { subject: None });
+/// [`answer`], then its audit entry.
+pub async fn run_audited(
+    engine: &Engine,
+    sql: &str,
+    purpose: &Purpose,
+    settings: &GateSettings,
+    principal: &AuditPrincipal,
+    audit: &mut AuditLog,
+) -> Result<QueryResult, QueryError> {
+    answer(engine, sql, purpose, settings, principal)
+        .await?
+        .audit(audit)
+}
+
+/// Audits a query refused before the gate saw it (by the access policies, say).
+pub fn audit_refusal(
+    sql: &str,
+    purpose: &Purpose,
+    principal: &AuditPrincipal,
+    rule: &str,
+    audit: &mut AuditLog,
+) -> Result<(), QueryError> {
+    let event = refused_event(sql, purpose, principal, rule)?;
+    audit
+        .append(&AuditRecord::now(principal.clone(), event))
+        .and_then(|_| audit.checkpoint().map(|_| ()))
+        .map_err(|e| QueryError::Audit(e.to_string()))
+}
+
+fn to_micro(x: f64) -> u64 {
+    (x * 1e6).round().max(0.0) as u64
+}
+
+fn to_femto(x: f64) -> u64 {
+    (x * 1e15).round().clamp(0.0, 9e18) as u64
+}
+
+/// The checked form of a question: its normal form and the SQL the gate runs.
+struct Checked {
+    analysis: language::Analysis,
+    plan: sql::GatePlan,
+}
+
+/// Parses and checks a question for `purpose` without running it or spending budget.
+async fn check(
+    engine: &Engine,
+    sql_text: &str,
+    purpose: &str,
+    settings: &GateSettings,
+) -> Result<Checked, QueryError> {
+    let analysis = language::parse(sql_text, engine.contracts(), &settings.limits)
+        .map_err(QueryError::Language)?;
+    if !sql::connected(&analysis) {
+        return Err(QueryError::Language(Refusal {
+            rule: LanguageRule::Join,
+            message: "every table must be joined to the others through token equalities".into(),
+        }));
+    }
+    let noise = settings.purpose(purpose).noise;
+    let plan = sql::plan(&analysis, engine.contracts(), noise)
+        .map_err(|e| QueryError::Plan(e.to_string()))?;
+    // The one column-use checker, on the question as asked.
+    let checked = engine
+        .plan(&plan.check)
+        .await
+        .map_err(|e| QueryError::Plan(e.to_string()))?;
+    let refusals = check_column_uses(
+        checked.analysis(),
+        engine.contracts(),
+        purpose,
+        &OutputRule { subject: None },
+    );
     if !refusals.is_empty() {
         return Err(QueryError::ColumnUse(refusals));
     }
-    for output in &analysis.outputs {
-        let group_key = output.raw_from.iter().all(|c| {
-            analysis
-                .uses_of(&c.table, &c.column)
-                .contains(&blindwatch_engine::ColumnUse::Group)
-        });
-        if !output.aggregated && !group_key {
-            return Err(QueryError::NotAggregate(format!(
-                "result column `{}` is neither a group key nor an aggregate",
-                output.name
-            )));
-        }
-    }
-
-    let columns: Vec<String> = checked
-        .logical_plan()
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let (rewritten, hidden) = count_subjects(checked.logical_plan(), &checked)?;
-    let plan = checked.derive(rewritten).map_err(QueryError::Plan)?;
-    Ok(GatedQuery {
-        plan,
-        columns,
-        hidden,
-    })
+    Ok(Checked { analysis, plan })
 }
 
-/// Runs a checked query and suppresses the groups under `settings.min_group_size` subjects.
-pub async fn run(
+async fn answer_inner(
     engine: &Engine,
-    query: &GatedQuery,
-    settings: GateSettings,
-) -> Result<QueryResult, QueryError> {
-    let batches = engine
-        .execute(&query.plan)
+    sql_text: &str,
+    purpose: &Purpose,
+    settings: &GateSettings,
+    principal: &AuditPrincipal,
+) -> Result<(QueryResult, u64), QueryError> {
+    let checked = check(engine, sql_text, purpose.as_str(), settings).await?;
+    let for_purpose = settings.purpose(purpose.as_str());
+    let noise = for_purpose.noise.then_some(NoiseParams {
+        epsilon: for_purpose.epsilon_per_query,
+        delta: for_purpose.delta_per_query,
+    });
+
+    // Spend first: an answer is never released unpaid, and a failure is paid for too, so
+    // failures cannot be probed for free.
+    let (cost, limit) = if noise.is_some() {
+        (
+            Budget {
+                epsilon_micro: to_micro(for_purpose.epsilon_per_query),
+                delta_femto: to_femto(for_purpose.delta_per_query),
+            },
+            Budget {
+                epsilon_micro: to_micro(for_purpose.budget_epsilon),
+                delta_femto: to_femto(for_purpose.budget_delta),
+            },
+        )
+    } else {
+        (Budget::default(), Budget::default())
+    };
+    let charge = engine
+        .catalog()
+        .charge_budget(principal.as_str(), purpose.as_str(), cost, limit)
         .await
-        .map_err(QueryError::Execution)?;
-    let shown = query.columns.len();
-    let mut rows = Vec::new();
-    let mut suppressed = 0u64;
-    for batch in &batches {
-        if batch.num_columns() != shown + query.hidden {
-            return Err(QueryError::Execution(EngineError::Plan(
-                "the gate's result has an unexpected width".into(),
-            )));
+        .map_err(|e| {
+            tracing::error!(error = %e, "the privacy budget ledger failed");
+            QueryError::Execution
+        })?;
+    let spent = match charge {
+        Charge::Charged(s) => s,
+        Charge::Exhausted(s) => {
+            return Err(QueryError::Budget {
+                principal: principal.as_str().to_owned(),
+                purpose: purpose.as_str().to_owned(),
+                needed: for_purpose.epsilon_per_query,
+                needed_delta: for_purpose.delta_per_query,
+                spent: s.budget.epsilon_micro as f64 / 1e6,
+                spent_delta: s.budget.delta_femto as f64 / 1e15,
+                limit: for_purpose.budget_epsilon,
+                limit_delta: for_purpose.budget_delta,
+            });
         }
-        let counts: Vec<&ArrayRef> = (shown..shown + query.hidden)
-            .map(|i| batch.column(i))
-            .collect();
-        let cells: Vec<Vec<Cell>> = (0..shown)
-            .map(|i| cells(&query.columns[i], batch.column(i)))
-            .collect::<Result<_, _>>()?;
-        for row in 0..batch.num_rows() {
-            let smallest = counts
-                .iter()
-                .filter_map(|a| count_at(a, row))
-                .filter(|n| *n > 0)
-                .min();
-            match smallest {
-                Some(n) if n >= settings.min_group_size => {
-                    rows.push(cells.iter().map(|c| c[row].clone()).collect());
-                }
-                _ => suppressed += 1,
-            }
-        }
-    }
-    tracing::info!(
-        groups_released = rows.len(),
-        groups_suppressed = suppressed,
-        k = settings.min_group_size,
-        "gated query ran"
-    );
-    Ok(QueryResult {
-        columns: query.columns.clone(),
-        rows,
-        groups_suppressed: suppressed,
+    };
+
+    let protection = release::Protection {
         min_group_size: settings.min_group_size,
+        noise,
+    };
+    let released = execute(engine, &checked, protection).await?;
+    let withheld = released.withheld;
+    let released = released.released;
+    let mut standard_deviation = Vec::new();
+    for (_, o) in &checked.analysis.outputs {
+        standard_deviation.push(match o {
+            language::Output::Key(_) => None,
+            language::Output::Aggregate(i) => released.deviations.get(*i).copied().flatten(),
+        });
+    }
+    let result = QueryResult {
+        columns: checked
+            .analysis
+            .outputs
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect(),
+        rows: released.rows,
+        protection: Protection {
+            min_group_size: settings.min_group_size,
+            noise: noise.is_some(),
+            epsilon: noise.map_or(0.0, |n| n.epsilon),
+            delta: noise.map_or(0.0, |n| n.delta),
+            release_threshold: released.threshold,
+            standard_deviation,
+            budget: BudgetState {
+                epsilon_spent: spent.budget.epsilon_micro as f64 / 1e6,
+                epsilon_limit: for_purpose.budget_epsilon,
+                delta_spent: spent.budget.delta_femto as f64 / 1e15,
+                delta_limit: for_purpose.budget_delta,
+                queries: spent.queries,
+            },
+            note: NOTE,
+        },
+    };
+    tracing::info!(
+        groups_released = result.rows.len(),
+        k = settings.min_group_size,
+        noise = noise.is_some(),
+        "gated query answered"
+    );
+    Ok((result, withheld))
+}
+
+struct Executed {
+    released: release::Released,
+    withheld: u64,
+}
+
+/// Runs the partials and units forms and releases what passes. Any failure is the one
+/// generic refusal; its cause goes to the log by kind (engine errors carry no values).
+async fn execute(
+    engine: &Engine,
+    checked: &Checked,
+    protection: release::Protection,
+) -> Result<Executed, QueryError> {
+    let failed = |what: &'static str| {
+        move |e: &dyn std::fmt::Display| {
+            tracing::warn!(stage = what, error = %e, "a gated query failed while running");
+            QueryError::Execution
+        }
+    };
+    let keys = checked.analysis.keys.len();
+    let mut rng = noise::rng();
+    let plan = &checked.plan;
+    let mut acc = Accumulator::new(plan, protection.noise.is_some());
+    let partials = engine
+        .plan(&plan.partials)
+        .await
+        .map_err(|e| failed("plan partials")(&e))?;
+    let mut stream = engine
+        .execute_stream(&partials)
+        .await
+        .map_err(|e| failed("run partials")(&e))?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| failed("run partials")(&e))?;
+        acc.add(&batch, keys, &mut rng)
+            .map_err(|e| failed("read partials")(&e))?;
+    }
+    acc.flush(&mut rng);
+    if let Some(units) = &plan.units {
+        let units = engine
+            .plan(units)
+            .await
+            .map_err(|e| failed("plan units")(&e))?;
+        for batch in engine
+            .execute(&units)
+            .await
+            .map_err(|e| failed("run units")(&e))?
+        {
+            acc.add_units(&batch, keys)
+                .map_err(|e| failed("read units")(&e))?;
+        }
+    }
+    let groups = acc.len() as u64;
+    let released = release::release(acc, &checked.analysis, protection, &mut rng);
+    Ok(Executed {
+        withheld: groups.saturating_sub(released.rows.len() as u64),
+        released,
     })
-}
-
-fn count_at(array: &ArrayRef, row: usize) -> Option<u64> {
-    let a = array.as_any().downcast_ref::<arrow_array::Int64Array>()?;
-    (!a.is_null(row)).then(|| a.value(row).max(0) as u64)
-}
-
-/// Rewrites the plan so that its one aggregate also counts the distinct values of every
-/// identifier token column of the rows it aggregates, and carries those counts to the end.
-fn count_subjects(
-    plan: &LogicalPlan,
-    checked: &CheckedPlan,
-) -> Result<(LogicalPlan, usize), QueryError> {
-    let shape = |what: &str| {
-        QueryError::NotAggregate(format!(
-            "the result must be the groups of one GROUP BY (or one aggregate over all rows), perhaps filtered, sorted or limited; this query's result comes from {what}"
-        ))
-    };
-    match plan {
-        LogicalPlan::Aggregate(agg) => {
-            let input = agg.input.as_ref();
-            let lineage = checked.lineage_of(input).map_err(QueryError::Plan)?;
-            let mut extra = Vec::new();
-            for (i, out) in lineage.outputs.iter().enumerate() {
-                let (qualifier, field) = input.schema().qualified_field(i);
-                let is_token = matches!(field.data_type(), DataType::FixedSizeBinary(16))
-                    && !out.raw_from.is_empty()
-                    && out
-                        .raw_from
-                        .iter()
-                        .all(|c: &ColumnRef| checked.is_token_column(c));
-                if is_token {
-                    let column = Expr::Column(Column::from((qualifier, field)));
-                    extra.push(count_distinct(column).alias(format!("{HIDDEN}{}", extra.len())));
-                }
-            }
-            if extra.is_empty() {
-                return Err(QueryError::NoSubjects);
-            }
-            let n = extra.len();
-            let mut aggr_expr = agg.aggr_expr.clone();
-            aggr_expr.extend(extra);
-            let rewritten =
-                Aggregate::try_new(agg.input.clone(), agg.group_expr.clone(), aggr_expr)
-                    .map_err(|e| QueryError::Plan(EngineError::Plan(e.to_string())))?;
-            Ok((LogicalPlan::Aggregate(rewritten), n))
-        }
-        LogicalPlan::Projection(p) => {
-            let (input, n) = count_subjects(&p.input, checked)?;
-            let mut expr = p.expr.clone();
-            expr.extend(
-                (0..n).map(|i| Expr::Column(Column::new_unqualified(format!("{HIDDEN}{i}")))),
-            );
-            let projection = Projection::try_new(expr, Arc::new(input))
-                .map_err(|e| QueryError::Plan(EngineError::Plan(e.to_string())))?;
-            Ok((LogicalPlan::Projection(projection), n))
-        }
-        LogicalPlan::Filter(_)
-        | LogicalPlan::Sort(_)
-        | LogicalPlan::Limit(_)
-        | LogicalPlan::SubqueryAlias(_) => {
-            let inputs = plan.inputs();
-            let [only] = inputs.as_slice() else {
-                return Err(shape("a node with several inputs"));
-            };
-            let (input, n) = count_subjects(only, checked)?;
-            let rebuilt = plan
-                .with_new_exprs(plan.expressions(), vec![input])
-                .map_err(|e| QueryError::Plan(EngineError::Plan(e.to_string())))?;
-            Ok((rebuilt, n))
-        }
-        LogicalPlan::Distinct(_) => Err(shape("SELECT DISTINCT; write GROUP BY with an aggregate")),
-        LogicalPlan::Union(_) => Err(shape("a UNION of several results")),
-        LogicalPlan::Window(_) => Err(shape("a window function over rows")),
-        LogicalPlan::Join(_) => Err(shape("a join of results")),
-        LogicalPlan::TableScan(_) | LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
-            Err(shape("rows, not groups"))
-        }
-        other => Err(shape(
-            other
-                .display()
-                .to_string()
-                .split_whitespace()
-                .next()
-                .unwrap_or("this plan"),
-        )),
-    }
-}
-
-fn cells(name: &str, array: &ArrayRef) -> Result<Vec<Cell>, QueryError> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::{
-        Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
-        UInt32Type, UInt64Type,
-    };
-    let n = array.len();
-    let mut out = Vec::with_capacity(n);
-    macro_rules! ints {
-        ($t:ty) => {{
-            let a = array.as_primitive::<$t>();
-            for i in 0..n {
-                out.push(if a.is_null(i) {
-                    Cell::Null
-                } else {
-                    Cell::Int(i64::try_from(a.value(i)).unwrap_or(i64::MAX))
-                });
-            }
-        }};
-    }
-    match array.data_type() {
-        DataType::Int8 => ints!(Int8Type),
-        DataType::Int16 => ints!(Int16Type),
-        DataType::Int32 => ints!(Int32Type),
-        DataType::Int64 => ints!(Int64Type),
-        DataType::UInt8 => ints!(UInt8Type),
-        DataType::UInt16 => ints!(UInt16Type),
-        DataType::UInt32 => ints!(UInt32Type),
-        DataType::UInt64 => ints!(UInt64Type),
-        DataType::Float32
-        | DataType::Float64
-        | DataType::Decimal128(..)
-        | DataType::Decimal256(..) => {
-            let floats = arrow_cast::cast(array, &DataType::Float64)
-                .map_err(|e| QueryError::ResultType(name.to_owned(), e.to_string()))?;
-            let a = floats.as_primitive::<Float64Type>();
-            for i in 0..n {
-                out.push(if a.is_null(i) {
-                    Cell::Null
-                } else {
-                    Cell::Float(a.value(i))
-                });
-            }
-            let _ = std::marker::PhantomData::<Float32Type>;
-        }
-        DataType::Boolean => {
-            let a = array.as_boolean();
-            for i in 0..n {
-                out.push(if a.is_null(i) {
-                    Cell::Null
-                } else {
-                    Cell::Bool(a.value(i))
-                });
-            }
-        }
-        DataType::Binary
-        | DataType::LargeBinary
-        | DataType::BinaryView
-        | DataType::FixedSizeBinary(_)
-        | DataType::List(_)
-        | DataType::LargeList(_)
-        | DataType::Struct(_)
-        | DataType::Map(..) => {
-            return Err(QueryError::ResultType(
-                name.to_owned(),
-                array.data_type().to_string(),
-            ));
-        }
-        _ => {
-            // Text group keys, dates and times: shown as text.
-            let text = arrow_cast::cast(array, &DataType::Utf8)
-                .map_err(|e| QueryError::ResultType(name.to_owned(), e.to_string()))?;
-            let a = text.as_string::<i32>();
-            for i in 0..n {
-                out.push(if a.is_null(i) {
-                    Cell::Null
-                } else {
-                    Cell::Text(a.value(i).to_owned())
-                });
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// The result as an aligned text table.
@@ -605,25 +479,5 @@ pub fn render_table(result: &QueryResult) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn k_comes_from_the_query_section_and_is_never_below_two() {
-        let p = Path::new("privacy.toml");
-        assert_eq!(GateSettings::parse("", p).unwrap().min_group_size, 10);
-        assert_eq!(
-            GateSettings::parse(
-                "[token_authority]\nmax_batch = 5\n[query]\nmin_group_size = 25\n",
-                p
-            )
-            .unwrap()
-            .min_group_size,
-            25
-        );
-        let err = GateSettings::parse("[query]\nmin_group_size = 1\n", p).unwrap_err();
-        assert!(err.to_string().contains("single people"), "{err}");
-        assert!(GateSettings::parse("[query]\nk = 5\n", p).is_err());
-    }
-}
+/// Shared settings for servers: loaded once, read by every request.
+pub type SharedSettings = Arc<GateSettings>;

@@ -103,6 +103,10 @@ impl Catalog {
         Ok(Catalog { pool })
     }
 
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     pub async fn close(self) {
         self.pool.close().await;
     }

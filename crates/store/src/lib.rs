@@ -20,6 +20,7 @@
 //! With `--database-url postgres://...` the alert store and the users live in PostgreSQL
 //! instead (schemas `alerts` and `users`); see [`database`].
 
+mod budget;
 mod catalog;
 pub mod database;
 
@@ -27,6 +28,7 @@ use blindwatch_audit::{AuditLog, LogSigner};
 use blindwatch_crypto::keys::KeyFileKind;
 use blindwatch_crypto::sign::SigningKey;
 
+pub use budget::{Budget, Charge, Spent};
 pub use catalog::{Catalog, CatalogError, Contribution, NewContribution, PartnerRecord};
 pub use database::{Database, DatabaseError, DatabaseTarget, PostgresUrl};
 

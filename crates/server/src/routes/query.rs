@@ -48,29 +48,19 @@ pub async fn query(
     let engine = Engine::open(&state.dir)
         .await
         .map_err(|e| Problem::internal(&e))?;
-    let mut audit = state.audit.lock().await;
-    blindwatch_query::run_audited(
-        &engine,
-        &request.sql,
-        &purpose,
-        state.gate,
-        &principal,
-        &mut audit,
-    )
-    .await
-    .map(Json)
-    .map_err(|e| match e.rule() {
+    let refused = |e: QueryError| match e.rule() {
         Some(rule) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "query-refused",
             e.to_string(),
         )
-        .with_rule(rule.code()),
-        None => match e {
-            QueryError::Execution(_) | QueryError::ResultType(..) => {
-                Problem::unprocessable("query-failed", e.to_string())
-            }
-            other => Problem::internal(&other),
-        },
-    })
+        .with_rule(rule),
+        None => Problem::internal(&e),
+    };
+    // The work first; the audit log is held only to append the outcome.
+    let answer = blindwatch_query::answer(&engine, &request.sql, &purpose, &state.gate, &principal)
+        .await
+        .map_err(refused)?;
+    let mut audit = state.audit.lock().await;
+    answer.audit(&mut audit).map(Json).map_err(refused)
 }

@@ -1,0 +1,422 @@
+//! From per-unit partial aggregates to released groups: contribution bounds, the release
+//! threshold, noise, then HAVING, ORDER BY and LIMIT on what is released.
+//!
+//! Each privacy unit (the owner of a row of the analysis' first table) keeps at most
+//! `max_groups` groups, chosen at random, and adds at most `max_rows` rows' worth to each
+//! (sums clipped to the contract's bounds). Then a released statistic moves by at most
+//! `max_groups · max_rows · bound` when one unit's rows come or go, which is the noise's
+//! sensitivity. A group is released only when it has at least k units and its noisy unit
+//! count reaches a threshold high enough that a group of exactly k units passes it with
+//! probability at most δ: the floor k is kept, and crossing it is no oracle.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float64Type;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::DataType;
+use rand::Rng;
+
+use crate::cells::{Cell, cells};
+use crate::language::{Analysis, Having, Output};
+use crate::noise::Mechanism;
+use crate::sql::{GatePlan, Measure, Statistic};
+
+/// How a purpose's answers are protected.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Protection {
+    pub min_group_size: u64,
+    /// None: no noise (exact answers above k only).
+    pub noise: Option<NoiseParams>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct NoiseParams {
+    pub epsilon: f64,
+    pub delta: f64,
+}
+
+/// One group's partial sums.
+struct Group {
+    key: Vec<Cell>,
+    /// Privacy units of the first table (after bounds).
+    units: u64,
+    measures: Vec<f64>,
+    /// Per other table: its units in this group (exact).
+    others: Vec<u64>,
+}
+
+/// Groups by key, built from the partials stream.
+pub(crate) struct Accumulator<'p> {
+    plan: &'p GatePlan,
+    bounded: bool,
+    groups: Vec<Group>,
+    index: HashMap<String, usize>,
+    /// The unit whose rows are being read, and its (group, measures).
+    current: Option<[u8; 16]>,
+    pending: Vec<(usize, Vec<f64>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReleaseError {
+    #[error("the gate's partial result has an unexpected shape")]
+    Shape,
+}
+
+fn key_text(key: &[Cell]) -> String {
+    format!("{key:?}")
+}
+
+impl<'p> Accumulator<'p> {
+    pub fn new(plan: &'p GatePlan, bounded: bool) -> Self {
+        Accumulator {
+            plan,
+            bounded,
+            groups: Vec::new(),
+            index: HashMap::new(),
+            current: None,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Groups seen so far.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    fn group(&mut self, key: Vec<Cell>) -> usize {
+        let text = key_text(&key);
+        if let Some(i) = self.index.get(&text) {
+            return *i;
+        }
+        self.groups.push(Group {
+            key,
+            units: 0,
+            measures: vec![0.0; self.plan.measures.len()],
+            others: vec![0; self.plan.other_instances],
+        });
+        self.index.insert(text, self.groups.len() - 1);
+        self.groups.len() - 1
+    }
+
+    /// Adds one batch of the partials query (`__owner`?, keys, measures).
+    pub fn add(
+        &mut self,
+        batch: &RecordBatch,
+        keys: usize,
+        rng: &mut impl Rng,
+    ) -> Result<(), ReleaseError> {
+        let owner_cols = usize::from(self.plan.has_owner);
+        if batch.num_columns() != owner_cols + keys + self.plan.measures.len() {
+            return Err(ReleaseError::Shape);
+        }
+        let owners = if self.plan.has_owner {
+            Some(
+                batch
+                    .column(0)
+                    .as_fixed_size_binary_opt()
+                    .ok_or(ReleaseError::Shape)?,
+            )
+        } else {
+            None
+        };
+        let key_cells: Vec<Vec<Cell>> = (0..keys)
+            .map(|i| cells(batch.column(owner_cols + i)).map_err(|_| ReleaseError::Shape))
+            .collect::<Result<_, _>>()?;
+        let measures: Vec<Vec<f64>> = (0..self.plan.measures.len())
+            .map(|i| floats(batch.column(owner_cols + keys + i)))
+            .collect::<Result<_, _>>()?;
+        for row in 0..batch.num_rows() {
+            let key: Vec<Cell> = key_cells.iter().map(|c| c[row].clone()).collect();
+            let group = self.group(key);
+            let values: Vec<f64> = measures.iter().map(|m| m[row]).collect();
+            let owner: Option<[u8; 16]> = match owners {
+                Some(o) if !o.is_null(row) => o.value(row).try_into().ok(),
+                _ => None,
+            };
+            match owner {
+                None => {
+                    // Rows that name nobody: each is a unit of its own, one row each.
+                    self.flush(rng);
+                    let g = &mut self.groups[group];
+                    g.units += values.first().copied().unwrap_or(0.0).max(0.0) as u64;
+                    for (acc, v) in g.measures.iter_mut().zip(&values) {
+                        *acc += v;
+                    }
+                }
+                Some(o) => {
+                    if self.current != Some(o) {
+                        self.flush(rng);
+                        self.current = Some(o);
+                    }
+                    self.pending.push((group, values));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bounds the current unit's contribution and adds it.
+    pub fn flush(&mut self, rng: &mut impl Rng) {
+        if self.pending.is_empty() {
+            self.current = None;
+            return;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        let unit = &self.plan.unit;
+        if self.bounded && pending.len() > unit.max_groups as usize {
+            let keep = rand::seq::index::sample(rng, pending.len(), unit.max_groups as usize);
+            let mut kept: Vec<(usize, Vec<f64>)> = Vec::with_capacity(keep.len());
+            for i in keep.iter() {
+                kept.push(std::mem::take(&mut pending[i]));
+            }
+            pending = kept;
+        }
+        let rows = f64::from(unit.max_rows);
+        for (group, values) in pending {
+            let g = &mut self.groups[group];
+            g.units += 1;
+            for ((acc, v), m) in g.measures.iter_mut().zip(values).zip(&self.plan.measures) {
+                *acc += if !self.bounded {
+                    v
+                } else {
+                    match m {
+                        Measure::Rows | Measure::NonNull(_) | Measure::Distinct(_) => v.min(rows),
+                        Measure::Sum {
+                            bounds: [lo, hi], ..
+                        } => v.clamp(rows * lo.min(0.0), rows * hi.max(0.0)),
+                    }
+                };
+            }
+        }
+        self.current = None;
+    }
+
+    /// Adds one batch of the units query (keys, then per other table distinct and nameless).
+    pub fn add_units(&mut self, batch: &RecordBatch, keys: usize) -> Result<(), ReleaseError> {
+        let others = self.plan.other_instances;
+        if batch.num_columns() != keys + 2 * others {
+            return Err(ReleaseError::Shape);
+        }
+        let key_cells: Vec<Vec<Cell>> = (0..keys)
+            .map(|i| cells(batch.column(i)).map_err(|_| ReleaseError::Shape))
+            .collect::<Result<_, _>>()?;
+        let counts: Vec<Vec<f64>> = (0..2 * others)
+            .map(|i| floats(batch.column(keys + i)))
+            .collect::<Result<_, _>>()?;
+        for row in 0..batch.num_rows() {
+            let key: Vec<Cell> = key_cells.iter().map(|c| c[row].clone()).collect();
+            let group = self.group(key);
+            for j in 0..others {
+                let units = counts[2 * j][row] + counts[2 * j + 1][row];
+                self.groups[group].others[j] = units.max(0.0) as u64;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn floats(array: &ArrayRef) -> Result<Vec<f64>, ReleaseError> {
+    let cast = arrow_cast::cast(array, &DataType::Float64).map_err(|_| ReleaseError::Shape)?;
+    let a = cast.as_primitive::<Float64Type>();
+    Ok((0..a.len())
+        .map(|i| if a.is_null(i) { 0.0 } else { a.value(i) })
+        .collect())
+}
+
+/// What was released, and how it was protected.
+pub(crate) struct Released {
+    pub rows: Vec<Vec<Cell>>,
+    /// Per aggregate column: the noise's standard deviation (None without noise).
+    pub deviations: Vec<Option<f64>>,
+    /// The noisy unit count a group had to reach (None without noise).
+    pub threshold: Option<f64>,
+}
+
+/// The sensitivity and grid step of each measure.
+fn measure_scale(m: &Measure, groups: f64, rows: f64) -> (f64, f64) {
+    match m {
+        Measure::Rows | Measure::NonNull(_) | Measure::Distinct(_) => (groups * rows, 1.0),
+        Measure::Sum {
+            bounds: [lo, hi], ..
+        } => {
+            let bound = lo.abs().max(hi.abs());
+            let step = 10f64.powf((bound.log10().floor() - 3.0).max(-2.0));
+            (groups * rows * bound, step)
+        }
+    }
+}
+
+/// Decides which groups are released and with what values.
+pub(crate) fn release(
+    acc: Accumulator<'_>,
+    analysis: &Analysis,
+    protection: Protection,
+    rng: &mut impl Rng,
+) -> Released {
+    let plan = acc.plan;
+    let k = protection.min_group_size;
+    let groups_bound = f64::from(plan.unit.max_groups);
+    let rows_bound = f64::from(plan.unit.max_rows);
+    // The measures the statistics read.
+    let mut used = vec![false; plan.measures.len()];
+    for s in &plan.statistics {
+        match s {
+            Statistic::Count(m) | Statistic::Sum(m) => used[*m] = true,
+            Statistic::Avg { sum, count, .. } => {
+                used[*sum] = true;
+                used[*count] = true;
+            }
+        }
+    }
+    let m_used = used.iter().filter(|u| **u).count().max(1) as f64;
+    let mechanisms: Option<(Mechanism, f64, Vec<Mechanism>)> = protection.noise.map(|p| {
+        let selection = Mechanism::new(groups_bound, p.epsilon / 2.0, 1.0);
+        let threshold = selection.threshold_above(k as f64, p.delta / groups_bound);
+        let values = plan
+            .measures
+            .iter()
+            .map(|m| {
+                let (sensitivity, step) = measure_scale(m, groups_bound, rows_bound);
+                Mechanism::new(sensitivity, p.epsilon / 2.0 / m_used, step)
+            })
+            .collect();
+        (selection, threshold, values)
+    });
+
+    let mut rows = Vec::new();
+    for g in &acc.groups {
+        let counts = std::iter::once(g.units).chain(g.others.iter().copied());
+        let passes = counts.into_iter().all(|units| {
+            units >= k
+                && match &mechanisms {
+                    Some((sel, threshold, _)) => sel.release(units as f64, rng) >= *threshold,
+                    None => true,
+                }
+        });
+        if !passes {
+            continue;
+        }
+        let values: Vec<f64> = match &mechanisms {
+            Some((_, _, mechs)) => g
+                .measures
+                .iter()
+                .zip(mechs)
+                .zip(&used)
+                .map(|((v, m), u)| if *u { m.release(*v, rng) } else { 0.0 })
+                .collect(),
+            None => g.measures.clone(),
+        };
+        let stats: Vec<Cell> = plan
+            .statistics
+            .iter()
+            .map(|s| match s {
+                Statistic::Count(m) => Cell::Int(values[*m].round().max(0.0) as i64),
+                Statistic::Sum(m) => Cell::Float(values[*m]),
+                Statistic::Avg { sum, count, bounds } => {
+                    let n = values[*count];
+                    if protection.noise.is_none() && n <= 0.0 {
+                        Cell::Null
+                    } else {
+                        let avg = values[*sum] / n.max(1.0);
+                        Cell::Float(if protection.noise.is_some() {
+                            avg.clamp(bounds[0], bounds[1])
+                        } else {
+                            avg
+                        })
+                    }
+                }
+            })
+            .collect();
+        if let Some(h) = &analysis.having
+            && !having_holds(h, &stats)
+        {
+            continue;
+        }
+        let row: Vec<Cell> = analysis
+            .outputs
+            .iter()
+            .map(|(_, o)| match o {
+                Output::Key(i) => g.key[*i].clone(),
+                Output::Aggregate(i) => stats[*i].clone(),
+            })
+            .collect();
+        rows.push(row);
+    }
+    for (column, descending) in analysis.order.iter().rev() {
+        rows.sort_by(|a, b| {
+            let o = compare(&a[*column], &b[*column]);
+            if *descending { o.reverse() } else { o }
+        });
+    }
+    if analysis.order.is_empty() {
+        // Without ORDER BY, by group key, so the order says nothing of the data.
+        rows.sort_by(|a, b| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| compare(x, y))
+                .find(|o| *o != Ordering::Equal)
+                .unwrap_or(Ordering::Equal)
+        });
+    }
+    if let Some(n) = analysis.limit {
+        rows.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+    }
+    let deviations = plan
+        .statistics
+        .iter()
+        .map(|s| {
+            mechanisms.as_ref().map(|(_, _, m)| match s {
+                Statistic::Count(i) | Statistic::Sum(i) => m[*i].standard_deviation(),
+                // The error of a ratio depends on the group's size; report the sum's.
+                Statistic::Avg { sum, .. } => m[*sum].standard_deviation(),
+            })
+        })
+        .collect();
+    Released {
+        rows,
+        deviations,
+        threshold: mechanisms.as_ref().map(|(_, t, _)| *t),
+    }
+}
+
+fn number(c: &Cell) -> Option<f64> {
+    match c {
+        Cell::Int(i) => Some(*i as f64),
+        Cell::Float(x) => Some(*x),
+        _ => None,
+    }
+}
+
+fn having_holds(h: &Having, stats: &[Cell]) -> bool {
+    match h {
+        Having::And(v) => v.iter().all(|x| having_holds(x, stats)),
+        Having::Or(v) => v.iter().any(|x| having_holds(x, stats)),
+        Having::Not(x) => !having_holds(x, stats),
+        Having::Compare(i, cmp, n) => stats
+            .get(*i)
+            .and_then(number)
+            .is_some_and(|v| cmp.holds(v, *n)),
+    }
+}
+
+fn rank(c: &Cell) -> u8 {
+    match c {
+        Cell::Null => 0,
+        Cell::Bool(_) => 1,
+        Cell::Int(_) | Cell::Float(_) => 2,
+        Cell::Text(_) => 3,
+    }
+}
+
+fn compare(a: &Cell, b: &Cell) -> Ordering {
+    match (a, b) {
+        (Cell::Bool(x), Cell::Bool(y)) => x.cmp(y),
+        (Cell::Text(x), Cell::Text(y)) => x.cmp(y),
+        _ => match (number(a), number(b)) {
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            _ => rank(a).cmp(&rank(b)),
+        },
+    }
+}
