@@ -190,6 +190,46 @@ async fn one(persons: u64) {
         "  alerts equal ground_truth.json: {} (model, subject, tier, station)",
         expected.len()
     );
+    gate_overhead(&engine).await;
+}
+
+/// Analysts' questions through the privacy gate (parse, check, charge, per-unit partials,
+/// bounds, noise) beside the same aggregate run directly on the engine.
+async fn gate_overhead(engine: &Engine) {
+    let questions = [
+        "SELECT station, count(*) FROM police.incidents GROUP BY station",
+        "SELECT station, category, count(*) FROM police.incidents GROUP BY station, category",
+        "SELECT drug_category, count(*), sum(amount), avg(amount) FROM insurance.claims GROUP BY drug_category",
+        "SELECT department, count(DISTINCT person) FROM hospital.visits GROUP BY department",
+        "SELECT status, count(*), avg(income) FROM tax.employment GROUP BY status",
+        "SELECT v.department, count(DISTINCT v.person) FROM hospital.visits v JOIN insurance.claims c ON v.person = c.person GROUP BY v.department",
+    ];
+    let settings = blindwatch_query::GateSettings::default();
+    let purpose = blindwatch_audit::Purpose::new("analysis").unwrap();
+    let (mut gate_total, mut plain_total) = (0.0, 0.0);
+    for (i, sql) in questions.iter().enumerate() {
+        let principal = Principal::new(format!("bench-{i}")).unwrap();
+        let t = Instant::now();
+        let answer = blindwatch_query::answer(engine, sql, &purpose, &settings, &principal)
+            .await
+            .unwrap();
+        let gate_s = t.elapsed().as_secs_f64();
+        drop(answer);
+        let t = Instant::now();
+        let plan = engine.plan(sql).await.unwrap();
+        engine.execute(&plan).await.unwrap();
+        let plain_s = t.elapsed().as_secs_f64();
+        gate_total += gate_s;
+        plain_total += plain_s;
+        println!(
+            "  gate {gate_s:>6.3} s  plain {plain_s:>6.3} s  ×{:.1}  {sql}",
+            gate_s / plain_s
+        );
+    }
+    println!(
+        "  the gate's questions: {gate_total:.2} s, the same aggregates unguarded {plain_total:.2} s (×{:.1})",
+        gate_total / plain_total
+    );
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -190,7 +190,8 @@ struct QueryArgs {
     purpose: String,
     #[arg(long, value_enum, default_value = "table")]
     format: FormatArg,
-    /// One SELECT whose result is the groups of one aggregate.
+    /// One aggregate question in the gate's language (see the README); `-` reads it from
+    /// standard input.
     sql: String,
 }
 

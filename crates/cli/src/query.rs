@@ -111,6 +111,14 @@ pub struct QueryArgs<'a> {
 /// outcome — refused by policy, refused by the gate, or run — is audited with the query's
 /// digest, never its text.
 pub async fn query(a: &QueryArgs<'_>) -> anyhow::Result<()> {
+    let from_stdin;
+    let sql = if a.sql == "-" {
+        from_stdin = read_question()?;
+        from_stdin.as_str()
+    } else {
+        a.sql
+    };
+    let a = &QueryArgs { sql, ..*a };
     let dir = DataDir::new(a.data_dir);
     let engine = open_engine(&dir).await?;
     let acting = parse_principal(a.principal, &dir)?;
@@ -149,6 +157,19 @@ pub async fn query(a: &QueryArgs<'_>) -> anyhow::Result<()> {
     .await?;
     print_result(&result, a.format)?;
     Ok(())
+}
+
+/// The question from standard input. Anything past the gate's largest allowed length is
+/// read no further: the gate refuses the text by its length anyway.
+fn read_question() -> anyhow::Result<String> {
+    use std::io::Read;
+    const MOST: u64 = 16 << 20;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .take(MOST)
+        .read_to_end(&mut bytes)
+        .context("reading the question from standard input")?;
+    String::from_utf8(bytes).context("the question on standard input is not UTF-8")
 }
 
 fn print_result(result: &QueryResult, format: Format) -> anyhow::Result<()> {

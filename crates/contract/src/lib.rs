@@ -146,8 +146,8 @@ pub struct Contract {
 
 /// The people a row is about, and how much one of them may contribute to a released answer.
 ///
-/// A row's *owner* is the first of `columns` (person token columns, by sealed name) that is
-/// not null; a row that names nobody is a unit of its own. Every released answer counts
+/// A row's *owner* is the first of `columns` (person or phone token columns, by sealed
+/// name) that is not null; a row that names nobody is a unit of its own. Every released answer counts
 /// owners (k applies to them) and bounds each owner's contribution: at most `max_groups`
 /// groups and at most `max_rows` rows in each.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -311,14 +311,15 @@ impl Contract {
         let unit = &self.privacy_unit;
         let mut seen = BTreeSet::new();
         for name in &unit.columns {
+            // A phone stands for the person who uses it, when no ID number is known.
             let person_token = self.columns.iter().any(|c| {
                 c.role == Role::Identifier
-                    && c.kind == Some(IdentifierKind::Person)
+                    && matches!(c.kind, Some(IdentifierKind::Person | IdentifierKind::Phone))
                     && c.token_name() == name
             });
             if !person_token {
                 return Err(format!(
-                    "privacy_unit: `{name}` is not the token column of a person identifier of this contract"
+                    "privacy_unit: `{name}` is not the token column of a person or phone identifier of this contract"
                 ));
             }
             if !seen.insert(name) {

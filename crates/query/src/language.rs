@@ -354,8 +354,35 @@ pub struct Analysis {
     pub limit: Option<u64>,
 }
 
-/// Parses `sql` into an analysis over the tables `contracts` describe.
+/// The stack the parser and the checks run on. Chains like `1 + 1 + ... + 1` parse into
+/// trees as deep as they are long, whatever the recursion limit; with the length limit they
+/// stay far within this.
+const PARSER_STACK: usize = 64 << 20;
+
+/// Parses `sql` into an analysis over the tables `contracts` describe, on a thread with a
+/// known stack, so no text can overflow the caller's.
 pub fn parse(sql: &str, contracts: &ContractSet, limits: &Limits) -> Result<Analysis, Refusal> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("bw-query-parse".into())
+            .stack_size(PARSER_STACK)
+            .spawn_scoped(scope, || parse_here(sql, contracts, limits))
+            .map_err(|_| Refusal {
+                rule: LanguageRule::Limits,
+                message: "the query could not be checked now (no thread for the parser); try again"
+                    .into(),
+            })?
+            .join()
+            .unwrap_or_else(|_| {
+                refuse(
+                    LanguageRule::Syntax,
+                    "the query could not be checked; simplify it",
+                )
+            })
+    })
+}
+
+fn parse_here(sql: &str, contracts: &ContractSet, limits: &Limits) -> Result<Analysis, Refusal> {
     if sql.len() > limits.max_sql_bytes {
         return refuse(
             LanguageRule::Limits,
@@ -393,6 +420,24 @@ pub fn parse(sql: &str, contracts: &ContractSet, limits: &Limits) -> Result<Anal
             "only a SELECT is answered: no DDL, DML, COPY, EXPLAIN, SET or functions of your own",
         );
     };
+    let mut terms = 0usize;
+    let counted = ast::visit_expressions(statement, |_| {
+        terms += 1;
+        if terms > limits.max_nodes {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    });
+    if counted.is_break() {
+        return refuse(
+            LanguageRule::Limits,
+            format!(
+                "the query has more than {} terms; split it into simpler questions",
+                limits.max_nodes
+            ),
+        );
+    }
     let mut parser = Reader {
         contracts,
         limits,
@@ -1274,7 +1319,7 @@ impl<'a> Reader<'a> {
             FunctionArgExpr::Expr(Expr::Value(v))
                 if name == "count"
                     && !distinct
-                    && matches!(&v.value, Value::Number(n, _) if n.to_string() == "1") =>
+                    && matches!(&v.value, Value::Number(n, _) if n == "1") =>
             {
                 return Ok(Some(Aggregate::CountRows));
             }

@@ -301,43 +301,46 @@ async fn answer_inner(
     });
 
     // Spend first: an answer is never released unpaid, and a failure is paid for too, so
-    // failures cannot be probed for free.
-    let (cost, limit) = if noise.is_some() {
-        (
-            Budget {
-                epsilon_micro: to_micro(for_purpose.epsilon_per_query),
-                delta_femto: to_femto(for_purpose.delta_per_query),
-            },
-            Budget {
-                epsilon_micro: to_micro(for_purpose.budget_epsilon),
-                delta_femto: to_femto(for_purpose.budget_delta),
-            },
-        )
-    } else {
-        (Budget::default(), Budget::default())
+    // failures cannot be probed for free. Without noise nothing is spent.
+    let ledger_failed = |e: blindwatch_store::CatalogError| {
+        tracing::error!(error = %e, "the privacy budget ledger failed");
+        QueryError::Execution
     };
-    let charge = engine
-        .catalog()
-        .charge_budget(principal.as_str(), purpose.as_str(), cost, limit)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "the privacy budget ledger failed");
-            QueryError::Execution
-        })?;
-    let spent = match charge {
-        Charge::Charged(s) => s,
-        Charge::Exhausted(s) => {
-            return Err(QueryError::Budget {
-                principal: principal.as_str().to_owned(),
-                purpose: purpose.as_str().to_owned(),
-                needed: for_purpose.epsilon_per_query,
-                needed_delta: for_purpose.delta_per_query,
-                spent: s.budget.epsilon_micro as f64 / 1e6,
-                spent_delta: s.budget.delta_femto as f64 / 1e15,
-                limit: for_purpose.budget_epsilon,
-                limit_delta: for_purpose.budget_delta,
-            });
+    let spent = if noise.is_some() {
+        let cost = Budget {
+            epsilon_micro: to_micro(for_purpose.epsilon_per_query),
+            delta_femto: to_femto(for_purpose.delta_per_query),
+        };
+        let limit = Budget {
+            epsilon_micro: to_micro(for_purpose.budget_epsilon),
+            delta_femto: to_femto(for_purpose.budget_delta),
+        };
+        match engine
+            .catalog()
+            .charge_budget(principal.as_str(), purpose.as_str(), cost, limit)
+            .await
+            .map_err(ledger_failed)?
+        {
+            Charge::Charged(s) => s,
+            Charge::Exhausted(s) => {
+                return Err(QueryError::Budget {
+                    principal: principal.as_str().to_owned(),
+                    purpose: purpose.as_str().to_owned(),
+                    needed: for_purpose.epsilon_per_query,
+                    needed_delta: for_purpose.delta_per_query,
+                    spent: s.budget.epsilon_micro as f64 / 1e6,
+                    spent_delta: s.budget.delta_femto as f64 / 1e15,
+                    limit: for_purpose.budget_epsilon,
+                    limit_delta: for_purpose.budget_delta,
+                });
+            }
         }
+    } else {
+        engine
+            .catalog()
+            .budget_spent(principal.as_str(), purpose.as_str())
+            .await
+            .map_err(ledger_failed)?
     };
 
     let protection = release::Protection {

@@ -367,10 +367,11 @@ pub(crate) fn release(
         .statistics
         .iter()
         .map(|s| {
-            mechanisms.as_ref().map(|(_, _, m)| match s {
-                Statistic::Count(i) | Statistic::Sum(i) => m[*i].standard_deviation(),
-                // The error of a ratio depends on the group's size; report the sum's.
-                Statistic::Avg { sum, .. } => m[*sum].standard_deviation(),
+            // An average is a noisy sum over a noisy count: its error depends on the
+            // group's size, so no single figure is stated for it.
+            mechanisms.as_ref().and_then(|(_, _, m)| match s {
+                Statistic::Count(i) | Statistic::Sum(i) => Some(m[*i].standard_deviation()),
+                Statistic::Avg { .. } => None,
             })
         })
         .collect();

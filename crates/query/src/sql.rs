@@ -287,6 +287,14 @@ pub(crate) fn plan(
             .map(|c| c.privacy_unit.clone())
             .map_err(|_| PlanError::NoContract(table.clone()))
     };
+    // A column that is never null counts like the rows (one measure less to add noise to).
+    let required = |c: &ColumnAt| -> bool {
+        contracts
+            .get(&a.instances[c.instance].table)
+            .ok()
+            .and_then(|x| x.sealed_column(&c.column))
+            .is_some_and(|x| x.required)
+    };
     let bounds_of = |c: &ColumnAt| -> Result<[f64; 2], PlanError> {
         let table = &a.instances[c.instance].table;
         let contract = contracts
@@ -340,7 +348,11 @@ pub(crate) fn plan(
                     },
                     &mut measures,
                 );
-                let count = index(Measure::NonNull(c.clone()), &mut measures);
+                let count = if required(c) {
+                    0
+                } else {
+                    index(Measure::NonNull(c.clone()), &mut measures)
+                };
                 Statistic::Avg { sum, count, bounds }
             }
         });
