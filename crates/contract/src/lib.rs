@@ -148,8 +148,9 @@ pub struct Contract {
 ///
 /// A row's *owner* is the first of `columns` (person or phone token columns, by sealed
 /// name) that is not null; a row that names nobody is a unit of its own. Every released answer counts
-/// owners (k applies to them) and bounds each owner's contribution: at most `max_groups`
-/// groups and at most `max_rows` rows in each.
+/// owners (k applies to them) and bounds each owner's contribution: at most `max_rows` rows
+/// in all, however they spread over the answer's groups, and a say in the release of at
+/// most `max_groups` groups.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrivacyUnit {

@@ -1,13 +1,15 @@
 //! From per-unit partial aggregates to released groups: contribution bounds, the release
 //! threshold, noise, then HAVING, ORDER BY and LIMIT on what is released.
 //!
-//! Each privacy unit (the owner of a row of the analysis' first table) keeps at most
-//! `max_groups` groups, chosen at random, and adds at most `max_rows` rows' worth to each
-//! (sums clipped to the contract's bounds). Then a released statistic moves by at most
-//! `max_groups · max_rows · bound` when one unit's rows come or go, which is the noise's
-//! sensitivity. A group is released only when it has at least k units and its noisy unit
-//! count reaches a threshold high enough that a group of exactly k units passes it with
-//! probability at most δ: the floor k is kept, and crossing it is no oracle.
+//! Each privacy unit (the owner of a row of the analysis' first table) adds at most
+//! `max_rows` rows in all to the released statistics — its groups taken in random order
+//! until the rows run out, a group's sums scaled to the rows kept and every value clamped to
+//! the contract's bounds — so a statistic's vector moves by at most `max_rows · bound` when
+//! one unit's rows come or go: the noise's sensitivity. For the release decision a unit
+//! counts in at most `max_groups` of its groups, chosen at random. A group is released only
+//! when it has at least k units and its noisy unit count reaches a threshold high enough
+//! that a group of exactly k units passes it with probability at most δ: the floor k is
+//! kept, and crossing it is no oracle.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -164,33 +166,46 @@ impl<'p> Accumulator<'p> {
             return;
         }
         let mut pending = std::mem::take(&mut self.pending);
-        let unit = &self.plan.unit;
-        if self.bounded && pending.len() > unit.max_groups as usize {
-            let keep = rand::seq::index::sample(rng, pending.len(), unit.max_groups as usize);
-            let mut kept: Vec<(usize, Vec<f64>)> = Vec::with_capacity(keep.len());
-            for i in keep.iter() {
-                kept.push(std::mem::take(&mut pending[i]));
+        self.current = None;
+        if !self.bounded {
+            for (group, values) in pending {
+                let g = &mut self.groups[group];
+                g.units += 1;
+                for (acc, v) in g.measures.iter_mut().zip(values) {
+                    *acc += v;
+                }
             }
-            pending = kept;
+            return;
         }
-        let rows = f64::from(unit.max_rows);
-        for (group, values) in pending {
+        let unit = &self.plan.unit;
+        // Random order: which groups keep the unit's rows, and which count it for release.
+        for i in (1..pending.len()).rev() {
+            pending.swap(i, rng.gen_range(0..=i));
+        }
+        let mut rows_left = f64::from(unit.max_rows);
+        for (n, (group, values)) in pending.into_iter().enumerate() {
             let g = &mut self.groups[group];
-            g.units += 1;
+            if n < unit.max_groups as usize {
+                g.units += 1;
+            }
+            let rows = values.first().copied().unwrap_or(0.0).max(0.0);
+            let kept = rows.min(rows_left);
+            rows_left -= kept;
+            if kept <= 0.0 {
+                continue;
+            }
+            let share = kept / rows.max(1.0);
             for ((acc, v), m) in g.measures.iter_mut().zip(values).zip(&self.plan.measures) {
-                *acc += if !self.bounded {
-                    v
-                } else {
-                    match m {
-                        Measure::Rows | Measure::NonNull(_) | Measure::Distinct(_) => v.min(rows),
-                        Measure::Sum {
-                            bounds: [lo, hi], ..
-                        } => v.clamp(rows * lo.min(0.0), rows * hi.max(0.0)),
-                    }
+                *acc += match m {
+                    Measure::Rows => kept,
+                    Measure::NonNull(_) => (v * share).min(kept),
+                    Measure::Distinct(_) => v.min(kept),
+                    Measure::Sum {
+                        bounds: [lo, hi], ..
+                    } => (v * share).clamp(kept * lo.min(0.0), kept * hi.max(0.0)),
                 };
             }
         }
-        self.current = None;
     }
 
     /// Adds one batch of the units query (keys, then per other table distinct and nameless).
@@ -234,16 +249,17 @@ pub(crate) struct Released {
     pub threshold: Option<f64>,
 }
 
-/// The sensitivity and grid step of each measure.
-fn measure_scale(m: &Measure, groups: f64, rows: f64) -> (f64, f64) {
+/// The sensitivity (over all groups together) and grid step of each measure, when one
+/// unit adds at most `rows` rows.
+fn measure_scale(m: &Measure, rows: f64) -> (f64, f64) {
     match m {
-        Measure::Rows | Measure::NonNull(_) | Measure::Distinct(_) => (groups * rows, 1.0),
+        Measure::Rows | Measure::NonNull(_) | Measure::Distinct(_) => (rows, 1.0),
         Measure::Sum {
             bounds: [lo, hi], ..
         } => {
             let bound = lo.abs().max(hi.abs());
             let step = 10f64.powf((bound.log10().floor() - 3.0).max(-2.0));
-            (groups * rows * bound, step)
+            (rows * bound, step)
         }
     }
 }
@@ -278,7 +294,7 @@ pub(crate) fn release(
             .measures
             .iter()
             .map(|m| {
-                let (sensitivity, step) = measure_scale(m, groups_bound, rows_bound);
+                let (sensitivity, step) = measure_scale(m, rows_bound);
                 Mechanism::new(sensitivity, p.epsilon / 2.0 / m_used, step)
             })
             .collect();
