@@ -711,3 +711,69 @@ fn end_to_end(db: &Db) {
     assert!(server.terminate().success());
     ok(&["audit", "verify", "--data-dir", s(&platform)]);
 }
+
+/// Opens the live stream and signals when its response ends (the last chunk), whether or not
+/// the connection stays open.
+fn stream_end(addr: &str, token: &str) -> mpsc::Receiver<()> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /v1/alerts/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            match line {
+                Ok(l) if l.trim() == "0" => break,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(());
+    });
+    rx
+}
+
+/// `users revoke`, run by another process while the user's live stream is open, ends that
+/// stream within a second or two; other users' streams stay open.
+#[test]
+fn revoking_a_user_ends_their_open_stream() {
+    let city = City::new(2000);
+    let platform = city.platform();
+    let db = Db::Sqlite;
+    let li = add_user(
+        &platform,
+        &db,
+        &["--name", "li", "--role", "officer", "--station", "S03"],
+    );
+    let wang = add_user(
+        &platform,
+        &db,
+        &["--name", "wang", "--role", "officer", "--station", "S03"],
+    );
+    let server = Server::start(&platform, &db);
+    let revoked = stream_end(&server.addr, &li);
+    let kept = stream_end(&server.addr, &wang);
+    std::thread::sleep(Duration::from_millis(300));
+    ok(&[
+        "users",
+        "revoke",
+        "--data-dir",
+        s(&platform),
+        "--role",
+        "officer",
+        "--name",
+        "li",
+    ]);
+    assert!(
+        revoked.recv_timeout(Duration::from_secs(3)).is_ok(),
+        "the revoked user's stream is still open after 3 s"
+    );
+    assert!(
+        kept.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "another user's stream ended too"
+    );
+    // The revoked token no longer opens anything.
+    problem(&get(&server.addr, "/v1/alerts/stream", &li), 401);
+}

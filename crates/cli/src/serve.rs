@@ -4,8 +4,8 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use blindwatch_access::Org;
-use blindwatch_server::users::{NewUser, Role, UserStore};
 use blindwatch_store::{DataDir, PostgresUrl};
+use blindwatch_users::{NewUser, Role, UserStore};
 
 pub struct ServeArgs<'a> {
     pub data_dir: &'a Path,

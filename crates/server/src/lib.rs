@@ -18,7 +18,8 @@ mod routes;
 mod scheduler;
 mod state;
 mod stream;
-pub mod users;
+/// Users live in their own crate (the CLI manages them without the server).
+pub use blindwatch_users as users;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -37,6 +37,9 @@ pub struct Inner {
     pub metrics: Metrics,
     pub fanout: Fanout,
     pub shutdown: watch::Receiver<bool>,
+    /// Changes whenever a user is revoked (by this server or `blindwatch users revoke`):
+    /// open streams then check that their caller is still active.
+    pub revocations: watch::Receiver<i64>,
 }
 
 impl std::ops::Deref for AppState {
@@ -44,6 +47,32 @@ impl std::ops::Deref for AppState {
     fn deref(&self) -> &Inner {
         &self.0
     }
+}
+
+/// How often revocations made by other processes are looked for.
+const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// Watches the users' revocation count until shutdown.
+async fn watch_revocations(
+    users: UserStore,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<watch::Receiver<i64>, crate::users::UserError> {
+    let (tx, rx) = watch::channel(users.revocations().await?);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REVOCATION_POLL);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => match users.revocations().await {
+                    Ok(n) => {
+                        tx.send_if_modified(|old| std::mem::replace(old, n) != n);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not read revocations"),
+                },
+            }
+        }
+    });
+    Ok(rx)
 }
 
 fn start(what: &str, e: impl std::fmt::Display) -> ServerError {
@@ -87,6 +116,9 @@ impl AppState {
         let fanout = Fanout::new(&alerts)
             .await
             .map_err(|e| start("alert events", e))?;
+        let revocations = watch_revocations(users.clone(), shutdown.clone())
+            .await
+            .map_err(|e| start("users", e))?;
         Ok(AppState(Arc::new(Inner {
             dir,
             users,
@@ -102,6 +134,7 @@ impl AppState {
             metrics: Metrics::default(),
             fanout,
             shutdown,
+            revocations,
         })))
     }
 

@@ -96,6 +96,7 @@ pub async fn stream(
         None => *state.fanout.published.lock().await,
     };
     let mut shutdown = state.shutdown.clone();
+    let mut revocations = state.revocations.clone();
     state
         .metrics
         .stream_subscribers
@@ -132,6 +133,13 @@ pub async fn stream(
             }
             tokio::select! {
                 _ = shutdown.changed() => return,
+                // A revoked caller's stream ends: the check fails closed.
+                Ok(()) = revocations.changed() => {
+                    if !matches!(state.users.is_active(user.id).await, Ok(true)) {
+                        tracing::info!("a revoked caller's live stream ended");
+                        return;
+                    }
+                }
                 received = rx.recv() => match received {
                     Ok(e) => {
                         if e.id <= cursor {

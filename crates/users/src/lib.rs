@@ -280,6 +280,26 @@ impl UserStore {
         Ok(done.rows_affected() > 0)
     }
 
+    /// How many users were ever revoked: a number that changes exactly when someone is
+    /// revoked, cheap for a server to watch.
+    pub async fn revocations(&self) -> Result<i64, UserError> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM users WHERE revoked_at IS NOT NULL")
+                .fetch_one(self.db.pool())
+                .await?,
+        )
+    }
+
+    /// Whether the user `id` is still active.
+    pub async fn is_active(&self, id: i64) -> Result<bool, UserError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM users WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .fetch_one(self.db.pool())
+                .await?;
+        Ok(n > 0)
+    }
+
     pub async fn list(&self) -> Result<Vec<User>, UserError> {
         let rows = sqlx::query(
             "SELECT id, name, role, station, duty FROM users WHERE revoked_at IS NULL ORDER BY id",
