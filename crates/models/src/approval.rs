@@ -329,3 +329,220 @@ pub async fn require(
         .into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use base64::Engine as _;
+
+    use super::*;
+
+    const MODEL: &str = r#"
+id = "m"
+version = 1
+title = { zh = "测试", en = "Test" }
+category = "fugitive"
+purpose = "fugitive-tracking"
+subject = "person"
+route = "station"
+schedule = "1h"
+evidence = ["n"]
+query = "SELECT 1"
+tiers = [ { level = "red", when = "n > 2" } ]
+"#;
+
+    fn model(text: &str) -> Model {
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("id = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap();
+        Model::parse(text, Path::new(&format!("{id}.toml"))).unwrap()
+    }
+
+    fn partner(name: &str, key: &SigningKey) -> PartnerRecord {
+        PartnerRecord {
+            name: name.into(),
+            key: key.verifying_key(),
+            datasets: Vec::new(),
+        }
+    }
+
+    /// Every way an approval can be wrong is refused with its own code, and only the
+    /// reader's own key over this exact model passes.
+    #[test]
+    fn only_a_readers_own_key_over_this_exact_model_approves_it() {
+        let hospital = SigningKey::generate().unwrap();
+        let insurance = SigningKey::generate().unwrap();
+        let tax = SigningKey::generate().unwrap();
+        let rogue = SigningKey::generate().unwrap();
+        let partners = [
+            partner("hospital", &hospital),
+            partner("insurance", &insurance),
+            partner("tax", &tax),
+        ];
+        let readers = BTreeSet::from(["hospital".to_owned(), "insurance".to_owned()]);
+        let m = model(MODEL);
+        let digest = m.digest();
+        let verify_as = |env: &[u8], signer: Option<&str>| {
+            verify(env, &m, &digest, &readers, &partners, signer)
+        };
+        let json = |e: Envelope| e.to_json();
+
+        let good = verify_as(&json(sign(&m, "hospital", &hospital)), None).unwrap();
+        assert_eq!(good.partner, "hospital");
+        assert_eq!(good.stored.digest, digest.to_string());
+        assert_eq!(good.stored.key_id, hospital.id().as_str());
+        assert!(verify_as(&json(sign(&m, "hospital", &hospital)), Some("hospital")).is_ok());
+
+        let other = |text: &str| model(text);
+        let statement = |s: &ApprovalStatement| serde_json::to_vec(s).unwrap();
+        let mut tampered = sign(&m, "hospital", &hospital);
+        tampered.payload =
+            base64::engine::general_purpose::STANDARD.encode(statement(&ApprovalStatement {
+                model: "m".into(),
+                version: 2,
+                digest,
+                partner: "hospital".into(),
+            }));
+        let cases: Vec<(&str, Vec<u8>, Option<&str>, ApprovalRefusal, Option<&str>)> = vec![
+            (
+                "not JSON",
+                b"approved".to_vec(),
+                None,
+                ApprovalRefusal::Malformed,
+                None,
+            ),
+            (
+                "not an envelope",
+                b"{}".to_vec(),
+                None,
+                ApprovalRefusal::Malformed,
+                None,
+            ),
+            (
+                "an unregistered key",
+                json(sign(&m, "hospital", &rogue)),
+                None,
+                ApprovalRefusal::UnknownKey,
+                None,
+            ),
+            (
+                "another partner's key, posted as the hospital",
+                json(sign(&m, "insurance", &insurance)),
+                Some("hospital"),
+                ApprovalRefusal::UnknownKey,
+                None,
+            ),
+            (
+                "another partner's key under the hospital's name",
+                json(sign(&m, "hospital", &insurance)),
+                None,
+                ApprovalRefusal::PartnerMismatch,
+                Some("insurance"),
+            ),
+            (
+                "altered after signing",
+                json(tampered),
+                None,
+                ApprovalRefusal::BadSignature,
+                Some("hospital"),
+            ),
+            (
+                "another payload type",
+                json(Envelope::sign(
+                    "application/json",
+                    &statement(&ApprovalStatement {
+                        model: "m".into(),
+                        version: 1,
+                        digest,
+                        partner: "hospital".into(),
+                    }),
+                    &hospital,
+                )),
+                None,
+                ApprovalRefusal::WrongPayloadType,
+                Some("hospital"),
+            ),
+            (
+                "a signed payload that is not a statement",
+                json(Envelope::sign(
+                    APPROVAL_PAYLOAD_TYPE,
+                    b"{\"model\":\"m\"}",
+                    &hospital,
+                )),
+                None,
+                ApprovalRefusal::Malformed,
+                Some("hospital"),
+            ),
+            (
+                "replayed from another model",
+                json(sign(
+                    &other(&MODEL.replace("id = \"m\"", "id = \"n\"")),
+                    "hospital",
+                    &hospital,
+                )),
+                None,
+                ApprovalRefusal::OtherModel,
+                Some("hospital"),
+            ),
+            (
+                "another version",
+                json(sign(
+                    &other(&MODEL.replace("version = 1", "version = 2")),
+                    "hospital",
+                    &hospital,
+                )),
+                None,
+                ApprovalRefusal::OtherVersion,
+                Some("hospital"),
+            ),
+            (
+                "a changed text of the same version",
+                json(sign(
+                    &other(&MODEL.replace("n > 2", "n > 1")),
+                    "hospital",
+                    &hospital,
+                )),
+                None,
+                ApprovalRefusal::ChangedModel,
+                Some("hospital"),
+            ),
+            (
+                "a partner whose data the model does not read",
+                json(sign(&m, "tax", &tax)),
+                None,
+                ApprovalRefusal::NotAReader,
+                Some("tax"),
+            ),
+        ];
+        for (what, env, signer, refusal, by) in cases {
+            let got = verify_as(&env, signer).map(|v| v.partner);
+            assert_eq!(
+                got,
+                Err(Refused {
+                    partner: by.map(str::to_owned),
+                    refusal
+                }),
+                "{what}"
+            );
+        }
+        // A key the catalog replaced: the old approval no longer verifies.
+        let replaced = [partner("hospital", &SigningKey::generate().unwrap())];
+        assert_eq!(
+            verify(
+                &json(sign(&m, "hospital", &hospital)),
+                &m,
+                &digest,
+                &readers,
+                &replaced,
+                None
+            )
+            .map(|v| v.partner)
+            .unwrap_err()
+            .refusal,
+            ApprovalRefusal::UnknownKey
+        );
+    }
+}
