@@ -96,7 +96,7 @@ fn describe(c: &CheckedModel, engine: &Engine) -> String {
     let m = &c.model;
     let released: usize = c.plan.released().values().map(|s| s.len()).sum();
     format!(
-        "{} v{} [{} {}] {} / {}: purpose {}, reads {}, {} column keys released, {} tiers, evidence {}; digest {}, approved by {}",
+        "{} v{} [{} {}] {} / {}: purpose {}, reads {}, {} column keys released, {} tiers, evidence {}; digest {}, to be approved by {}",
         m.id,
         m.version,
         m.category,
@@ -136,7 +136,7 @@ pub async fn model_check(data_dir: &Path, files: &[PathBuf]) -> anyhow::Result<(
 }
 
 /// The partners whose approval a model file needs on this platform (what `model check`
-/// prints after "approved by").
+/// prints after "to be approved by").
 pub async fn model_approvers(data_dir: &Path, file: &Path) -> anyhow::Result<Vec<String>> {
     let dir = DataDir::new(data_dir);
     let engine = open_engine(&dir).await?;

@@ -406,7 +406,15 @@ tiers = [ { level = "red", when = "n > 2" } ]
                 digest,
                 partner: "hospital".into(),
             }));
-        let cases: Vec<(&str, Vec<u8>, Option<&str>, ApprovalRefusal, Option<&str>)> = vec![
+        // (what, envelope, posted by, refusal, the partner whose key signed it)
+        type Case<'a> = (
+            &'a str,
+            Vec<u8>,
+            Option<&'a str>,
+            ApprovalRefusal,
+            Option<&'a str>,
+        );
+        let cases: Vec<Case<'_>> = vec![
             (
                 "not JSON",
                 b"approved".to_vec(),
