@@ -22,6 +22,7 @@ use blindwatch_crypto::token::{ConsortiumTokenizer, LinkageKey};
 use blindwatch_crypto::wrap::PlatformPrivateKey;
 use blindwatch_engine::Engine;
 use blindwatch_ingest::Ingestor;
+use blindwatch_models::approval;
 use blindwatch_partner::{Encoding, InputFormat, SealOptions};
 use blindwatch_store::{Catalog, DataDir};
 
@@ -130,10 +131,34 @@ async fn one(persons: u64) {
     let expected = expected_alerts(&city, &tokenizer, &pseudonyms);
     let mut found = std::collections::BTreeSet::new();
     let total = Instant::now();
+    let models_dir = dir.models_dir();
+    let registry = blindwatch_models::Registry {
+        engine: &engine,
+        models_dir: &models_dir,
+    };
     for m in models {
         let t = Instant::now();
         let checked = blindwatch_models::check(m, &engine).await.unwrap();
         let check_ms = t.elapsed().as_secs_f64() * 1e3;
+        // The partners whose data the model reads approve it with their keys.
+        let envelopes: Vec<Vec<u8>> = approval::readers(&checked, engine.contracts())
+            .iter()
+            .map(|p| approval::sign(&checked.model, p, &keys[p]).to_json())
+            .collect();
+        let submissions: Vec<blindwatch_models::Submission<'_>> = envelopes
+            .iter()
+            .map(|e| blindwatch_models::Submission {
+                source_name: "bench".into(),
+                envelope: e,
+            })
+            .collect();
+        registry
+            .submit_approvals(&mut audit, &actor, &checked, &submissions, None)
+            .await
+            .unwrap();
+        let checked = approval::require(checked, engine.contracts(), engine.catalog())
+            .await
+            .unwrap();
         let t = Instant::now();
         let evaluation = blindwatch_models::evaluate(&engine, &checked, &pseudonyms, now)
             .await
@@ -142,20 +167,20 @@ async fn one(persons: u64) {
         let (subjects, alerts) = (evaluation.rows, evaluation.findings.len());
         for f in &evaluation.findings {
             found.insert(Expected {
-                model: checked.model.id.clone(),
+                model: checked.model().id.clone(),
                 pseudonym: f.pseudonym.as_str().to_owned(),
                 tier: tier_name(f.tier),
                 station: f.station.as_str().to_owned(),
             });
         }
         let t = Instant::now();
-        blindwatch_models::record_run(&store, &mut audit, &actor, &checked.model, evaluation, now)
+        blindwatch_models::record_run(&store, &mut audit, &actor, checked.model(), evaluation, now)
             .await
             .unwrap();
         let record_ms = t.elapsed().as_secs_f64() * 1e3;
         println!(
             "  {:<20} check {check_ms:>6.1} ms  evaluate {eval_s:>6.2} s  record {record_ms:>7.1} ms  {subjects:>8} subjects  {alerts:>5} alerts",
-            checked.model.id
+            checked.model().id
         );
     }
     println!(

@@ -202,14 +202,29 @@ fn end_to_end(db: &Db) {
         None,
     );
     assert_eq!(run.status, 200, "{}", run.body);
-    let opened: u64 = run
-        .json()
-        .as_array()
+    // Counts of subjects reach the specialist only at k (10) or more.
+    for r in run.json().as_array().unwrap() {
+        for f in [
+            "subjects",
+            "opened",
+            "raised",
+            "lowered",
+            "resolved",
+            "unchanged",
+        ] {
+            let v = &r[f];
+            assert!(
+                v.as_u64().is_some_and(|n| n >= 10) || v == "fewer than 10",
+                "{f}: {v}"
+            );
+        }
+    }
+    let mut all_args = vec!["alerts", "--data-dir", s(&platform), "--format", "json"];
+    all_args.extend(db.args());
+    let opened = serde_json::from_str::<Vec<Value>>(&ok(&all_args))
         .unwrap()
-        .iter()
-        .map(|r| r["opened"].as_u64().unwrap())
-        .sum();
-    assert!(opened >= 48, "{}", run.body);
+        .len();
+    assert!(opened >= 48, "{opened}");
 
     // The stream delivers each station's new alerts to its officer, and nothing else.
     let li_events = drain(&li_stream, Duration::from_secs(3));
@@ -589,17 +604,12 @@ fn end_to_end(db: &Db) {
     std::thread::sleep(Duration::from_millis(300));
     let tier_now = || get(&addr, &format!("/v1/alerts/{red_id}"), &local).json()["alert"].clone();
 
-    let next_day = run_fugitive("2026-12-01");
-    assert!(next_day["lowered"].as_u64().unwrap() >= 1, "{next_day}");
+    // (The runs' own counts read "fewer than 10" here; the alert shows each change.)
+    run_fugitive("2026-12-01");
     assert_eq!(tier_now()["tier"], "orange");
-    let same_day = run_fugitive("2026-11-30");
-    assert!(same_day["raised"].as_u64().unwrap() >= 1, "{same_day}");
+    run_fugitive("2026-11-30");
     assert_eq!(tier_now()["tier"], "red");
-    let half_a_year_on = run_fugitive("2027-06-01");
-    assert!(
-        half_a_year_on["resolved"].as_u64().unwrap() >= 1,
-        "{half_a_year_on}"
-    );
+    run_fugitive("2027-06-01");
     assert_eq!(tier_now()["state"], "closed");
     for who in [&li, &wang, &duty, &local] {
         assert!(fugitive_open(who).is_empty());

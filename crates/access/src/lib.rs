@@ -4,7 +4,8 @@
 //! has `duty`), a data `Specialist`, an `Auditor`, a `Partner` agency.
 //! **Actions**: `read_alert`, `act_on_alert` (acknowledge, assign, comment, close), `reveal`
 //! (context: whether a justification was given), `check_model`, `register_model`,
-//! `run_model`, `query`, `contribute`, `read_audit`, `manage_silence`.
+//! `run_model`, `query`, `contribute`, `approve_model` (a partner consents to a model reading
+//! one of its datasets), `read_audit`, `manage_silence`.
 //! **Resources**: an `Alert` (station, county, tier 4 red .. 1 blue, model), a `Model`, a
 //! `Dataset` (owned by a partner), a `Station` (for silences), and the `Platform` singleton
 //! for queries and the audit log.

@@ -47,10 +47,12 @@ pub enum Action {
     ReadAudit,
     /// Create or expire alert silences for a station.
     ManageSilence,
+    /// Approve a model that reads the dataset (a partner, for its own datasets).
+    ApproveModel,
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::ReadAlert,
         Action::ActOnAlert,
         Action::Reveal,
@@ -61,6 +63,7 @@ impl Action {
         Action::Contribute,
         Action::ReadAudit,
         Action::ManageSilence,
+        Action::ApproveModel,
     ];
 
     /// The Cedar action id, as in `Blindwatch::Action::"read_alert"`.
@@ -76,6 +79,7 @@ impl Action {
             Action::Contribute => "contribute",
             Action::ReadAudit => "read_audit",
             Action::ManageSilence => "manage_silence",
+            Action::ApproveModel => "approve_model",
         }
     }
 }

@@ -419,6 +419,48 @@ fn partners_contribute_to_their_own_datasets_only() {
 }
 
 #[test]
+fn only_the_owning_partner_approves_a_model_for_a_dataset() {
+    let policies = shipped_policies();
+    let datasets = [
+        ("visits", "hospital"),
+        ("claims", "insurance"),
+        ("wanted", "police"),
+        ("visits", "tax"),
+    ];
+    let mut cases = Vec::new();
+    for (name, owner) in datasets {
+        for who in ["hospital", "insurance", "police", "tax"] {
+            let allowed = who == owner;
+            cases.push(case(
+                "partner",
+                partner(who),
+                Action::ApproveModel,
+                dataset(name, owner),
+                NONE,
+                if allowed {
+                    (true, &["partner-own-dataset"][..])
+                } else {
+                    DENY
+                },
+            ));
+        }
+        // Nobody else approves for a partner: not the specialist who wrote the model, not
+        // an officer, not an auditor.
+        for other in [specialist(), officer("o1", "S01"), auditor()] {
+            cases.push(case(
+                "not a partner",
+                other,
+                Action::ApproveModel,
+                dataset(name, owner),
+                JUSTIFIED,
+                DENY,
+            ));
+        }
+    }
+    run(&policies, &cases);
+}
+
+#[test]
 fn malformed_requests_are_denied_without_a_policy() {
     use Action::*;
     let o = || officer("o1", "S01");

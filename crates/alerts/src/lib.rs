@@ -67,7 +67,7 @@ mod workflow;
 pub use blindwatch_audit::Tier;
 pub use card::SubjectCard;
 pub use events::{AlertEvent, MAX_EVENTS_PAGE, Muted};
-pub use evidence::{Evidence, EvidenceValue};
+pub use evidence::{DayBucket, Evidence, EvidenceValue};
 pub use pseudonym::{Pseudonym, Pseudonymizer, SubjectKey};
 pub use query::{AlertOrder, AlertPage, AlertQuery, Cursor, DEFAULT_PAGE, MAX_PAGE, StationScope};
 pub use silence::{Silence, SilenceMatchers, StoredSilence};

@@ -458,6 +458,52 @@ pub enum AuditEvent {
         /// SHA-256 over the loaded policy files.
         digest: Sha256Digest,
     },
+    /// A partner's signed approval of one model version was verified and stored.
+    ModelApproved {
+        /// Model id.
+        model: ModelId,
+        /// Model version.
+        version: u32,
+        /// The approving partner (whose registered key signed it).
+        partner: PartnerId,
+        /// The model digest the partner signed.
+        digest: Sha256Digest,
+    },
+    /// A submitted approval was refused; nothing was stored.
+    ModelApprovalRefused {
+        /// The model it was submitted for.
+        model: ModelId,
+        /// The partner whose key signed it, when one was recognised.
+        partner: Option<PartnerId>,
+        /// Why, e.g. `bad-signature`, `changed-model`, `other-model`.
+        reason: ReasonCode,
+    },
+    /// A model's registration was refused for want of partners' approvals.
+    ModelRegistrationRefused {
+        /// Model id.
+        model: ModelId,
+        /// Model version.
+        version: u32,
+        /// The model's digest.
+        digest: Sha256Digest,
+        /// `approval-missing`.
+        reason: ReasonCode,
+        /// The partners whose valid approval of this digest is missing.
+        partners: Vec<PartnerId>,
+    },
+    /// A registered model was not run: its approvals are missing or stale.
+    ModelRunRefused {
+        /// Model id.
+        model: ModelId,
+        /// Model version.
+        version: u32,
+        /// The installed model's digest.
+        digest: Sha256Digest,
+        /// `approval-missing`.
+        reason: ReasonCode,
+        /// The partners whose valid approval of this digest is missing.
+        partners: Vec<PartnerId>,
+    },
 }
 
 /// One audit log entry: who, when, what.
@@ -656,6 +702,31 @@ mod tests {
             },
             AuditEvent::PolicyLoaded {
                 digest: Sha256Digest::of(b"policies"),
+            },
+            AuditEvent::ModelApproved {
+                model: m(),
+                version: 2,
+                partner: PartnerId::new("hospital").unwrap(),
+                digest: Sha256Digest::of(b"model"),
+            },
+            AuditEvent::ModelApprovalRefused {
+                model: m(),
+                partner: None,
+                reason: ReasonCode::new("bad-signature").unwrap(),
+            },
+            AuditEvent::ModelRegistrationRefused {
+                model: m(),
+                version: 1,
+                digest: Sha256Digest::of(b"model"),
+                reason: ReasonCode::new("approval-missing").unwrap(),
+                partners: vec![PartnerId::new("hospital").unwrap()],
+            },
+            AuditEvent::ModelRunRefused {
+                model: m(),
+                version: 1,
+                digest: Sha256Digest::of(b"model"),
+                reason: ReasonCode::new("approval-missing").unwrap(),
+                partners: vec![],
             },
         ];
         for event in events {

@@ -9,7 +9,8 @@
 //! D/authority                    the token authority: its OPRF key, partner register, audit log
 //!                                (served in process on a loopback port while partners seal)
 //! D/platform                     an ordinary platform data directory (no raw identifier)
-//! D/specialist/models           the data specialist's warning models (and their test cases)
+//! D/specialist/models           the data specialist's warning models (and their test cases),
+//!                                and the partners' signed approvals of them
 //! D/ground_truth.json            the generator's planted scenarios (for tests)
 //! ```
 
@@ -132,11 +133,13 @@ pub async fn run(root: &Path, options: &DemoOptions) -> anyhow::Result<()> {
 
     println!("3. partners: keys, registration, sealing");
     let mut packages = Vec::new();
+    let mut signing_keys = BTreeMap::new();
     for (partner, tables) in &by_partner {
         let home = root.join("partners").join(partner);
         let keys = home.join("keys");
         std::fs::create_dir_all(&keys)?;
         let (secret, public) = commands::partner_keygen(partner, &keys)?;
+        signing_keys.insert(partner.to_string(), secret.clone());
         let datasets: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
         commands::partner_register(platform.root(), partner, &public, &datasets).await?;
         let linkage = keys.join("linkage.key");
@@ -186,8 +189,9 @@ pub async fn run(root: &Path, options: &DemoOptions) -> anyhow::Result<()> {
     commands::ingest(platform.root(), &packages).await?;
     commands::catalog(platform.root()).await?;
 
-    // The data specialist's models, registered (checked against the contracts) and run.
-    println!("5. warning models: register and run as of {as_of}");
+    // The data specialist's models: checked against the contracts, approved by each partner
+    // whose data they read (with the partner's own key), registered and run.
+    println!("5. warning models: partners approve, the platform registers and runs as of {as_of}");
     let specialist = root.join("specialist").join("models");
     std::fs::create_dir_all(&specialist)?;
     let mut files = Vec::new();
@@ -195,9 +199,15 @@ pub async fn run(root: &Path, options: &DemoOptions) -> anyhow::Result<()> {
         let file = specialist.join(format!("{id}.toml"));
         std::fs::write(&file, model)?;
         std::fs::write(model_test::fixture_path(&file), fixture)?;
+        for partner in models::model_approvers(platform.root(), &file).await? {
+            let key = signing_keys.get(&partner).with_context(|| {
+                format!("{id} reads data of `{partner}`, a partner the demo does not have")
+            })?;
+            models::model_approve(&partner, key, &file, None)?;
+        }
         files.push(file);
     }
-    models::model_register(platform.root(), &files, true).await?;
+    models::model_register(platform.root(), &files, &[], true).await?;
     let reports = models::run(platform.root(), None, None, Some(as_of)).await?;
     models::print_runs(&reports);
     println!("6. open alerts by station and tier");

@@ -47,7 +47,7 @@ enum Command {
     /// The token authority of the blind mode (run by a party other than the platform).
     #[command(subcommand)]
     Tokens(TokensCommand),
-    /// Check, register and test warning models.
+    /// Check, approve (partners), register and test warning models.
     #[command(subcommand)]
     Model(ModelCommand),
     /// Evaluate the registered models and record their alerts.
@@ -155,12 +155,29 @@ enum ModelCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Check model files and register them (install into DIR/models), audited.
+    /// Check model files and register them (install into DIR/models), audited. Every
+    /// partner whose data a model reads must have approved its exact text: approvals are
+    /// read from --approval and from `<id>.approval.<partner>.json` beside each model.
     Register {
         #[arg(long)]
         data_dir: PathBuf,
+        /// A partner's approval file (`model approve`); with one model file. Repeatable.
+        #[arg(long = "approval")]
+        approvals: Vec<PathBuf>,
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// On a partner's machine: approve this exact model file (its digest) with the partner's
+    /// signing key. Writes `<id>.approval.<partner>.json` beside the model, or to --out.
+    Approve {
+        #[arg(long)]
+        partner: String,
+        /// The partner's signing key (NAME.key), the one registered on the platform.
+        #[arg(long)]
+        partner_key: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        file: PathBuf,
     },
     /// Run each model's fixture cases (MODEL.test.toml beside MODEL.toml).
     Test {
@@ -579,9 +596,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(ModelCommand::Check { data_dir, files }) => {
             models::model_check(&data_dir, &files).await
         }
-        Command::Model(ModelCommand::Register { data_dir, files }) => {
-            models::model_register(&data_dir, &files, false).await
-        }
+        Command::Model(ModelCommand::Register {
+            data_dir,
+            approvals,
+            files,
+        }) => models::model_register(&data_dir, &files, &approvals, false).await,
+        Command::Model(ModelCommand::Approve {
+            partner,
+            partner_key,
+            out,
+            file,
+        }) => models::model_approve(&partner, &partner_key, &file, out.as_deref()).map(|_| ()),
         Command::Model(ModelCommand::Test { files }) => model_test::model_test(&files).await,
         Command::Run(a) => {
             let reports = models::run(

@@ -3,7 +3,8 @@
 //! Beside `models/<id>.toml`, `models/<id>.test.toml` holds cases. Each case gives input
 //! rows per table (raw, as a partner would export them) and the alerts expected as of a day.
 //! The case runs the real pipeline in a scratch directory: the partners seal their rows
-//! (consortium tokens under a scratch key), the platform ingests, the model is checked and
+//! (consortium tokens under a scratch key), the platform ingests, the model is checked, the
+//! scratch partners whose data it reads approve it with their scratch keys, and it is
 //! evaluated; the expected subjects are tokenised the same way and compared by pseudonym.
 //!
 //! ```toml
@@ -25,13 +26,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use blindwatch_alerts::{Pseudonymizer, tier_name};
+use blindwatch_audit::Principal;
 use blindwatch_common::normalise;
 use blindwatch_contract::ContractSet;
 use blindwatch_crypto::sign::SigningKey;
 use blindwatch_crypto::token::{ConsortiumTokenizer, LinkageKey};
 use blindwatch_crypto::wrap::PlatformPrivateKey;
 use blindwatch_ingest::Ingestor;
-use blindwatch_models::{Model, check, evaluate};
+use blindwatch_models::{Model, Registry, Submission, approval, check, evaluate};
 use blindwatch_partner::{Encoding, InputFormat, SealOptions};
 use blindwatch_store::Catalog;
 use chrono::NaiveDate;
@@ -266,7 +268,9 @@ async fn run_case(model: &Model, case: &Case) -> anyhow::Result<()> {
         ingestor.ingest(m, &mut audit).await?;
     }
 
-    // The platform evaluates the model as of the case's day.
+    // The platform evaluates the model as of the case's day, once every partner whose data
+    // it reads approved it with its own key — the scratch partners, through the same
+    // approval service as a real platform.
     let mut engine = open_engine(&dir).await?;
     let now = run_time(Some(case.as_of));
     engine.set_clock(Some(now));
@@ -278,8 +282,38 @@ async fn run_case(model: &Model, case: &Case) -> anyhow::Result<()> {
                 .join("; ")
         )
     })?;
+    let mut envelopes = Vec::new();
+    for partner in approval::readers(&checked, engine.contracts()) {
+        if !partner_keys.contains_key(&partner) {
+            let key = SigningKey::generate()?;
+            engine
+                .catalog()
+                .register_partner(&partner, &key.verifying_key(), &[])
+                .await?;
+            partner_keys.insert(partner.clone(), key);
+        }
+        let key = partner_keys.get(&partner).with_context(|| "partner key")?;
+        envelopes.push(approval::sign(model, &partner, key).to_json());
+    }
+    let models_dir = dir.models_dir();
+    let registry = Registry {
+        engine: &engine,
+        models_dir: &models_dir,
+    };
+    let submissions: Vec<Submission<'_>> = envelopes
+        .iter()
+        .map(|e| Submission {
+            source_name: "scratch approval".into(),
+            envelope: e,
+        })
+        .collect();
+    let actor = Principal::new("platform")?;
+    registry
+        .submit_approvals(&mut audit, &actor, &checked, &submissions, None)
+        .await?;
+    let approved = approval::require(checked, engine.contracts(), engine.catalog()).await?;
     let pseudonyms = Pseudonymizer::read(&dir.deployment_key())?;
-    let evaluation = evaluate(&engine, &checked, &pseudonyms, now).await?;
+    let evaluation = evaluate(&engine, &approved, &pseudonyms, now).await?;
 
     let mut found: HashMap<String, &blindwatch_alerts::Finding> = evaluation
         .findings
@@ -330,6 +364,12 @@ async fn run_case(model: &Model, case: &Case) -> anyhow::Result<()> {
                 ));
             }
         }
+    }
+    if evaluation.duplicates > 0 {
+        problems.push(format!(
+            "{} subject(s) had more than one result row and were skipped: group by the subject",
+            evaluation.duplicates
+        ));
     }
     if !found.is_empty() {
         let mut tiers: Vec<&str> = found.values().map(|f| tier_name(f.tier)).collect();

@@ -1,16 +1,20 @@
-//! `blindwatch model check|register|test`, `blindwatch run`, `blindwatch alerts`.
+//! `blindwatch model check|approve|register|test`, `blindwatch run`, `blindwatch alerts`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use blindwatch_alerts::{
-    AlertFilter, AlertStore, Change, Pseudonymizer, RunOutcome, Status, TIERS, tier_name,
-};
-use blindwatch_audit::{AuditEvent, AuditRecord, ModelId, Principal};
+use blindwatch_alerts::{AlertFilter, AlertStore, Pseudonymizer, Status, TIERS, tier_name};
+use blindwatch_audit::Principal;
 use blindwatch_common::fsutil;
+use blindwatch_crypto::keys::KeyFileKind;
+use blindwatch_crypto::sign::SigningKey;
 use blindwatch_engine::Engine;
-use blindwatch_models::{CheckedModel, Model, ModelError, check, evaluate, load_dir, record_run};
+use blindwatch_models::{
+    CheckedModel, Counts, Model, ModelError, Registry, RegistryError, RunSummary, Submission,
+    check, evaluate, load_dir, record_run,
+};
+use blindwatch_query::GateSettings;
 use blindwatch_store::{DataDir, PostgresUrl};
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -58,6 +62,14 @@ pub async fn open_engine(dir: &DataDir) -> anyhow::Result<Engine> {
     Ok(Engine::open(dir).await?)
 }
 
+/// k: counts of subjects under it are not shown (`[query] min_group_size`).
+fn min_group_size(dir: &DataDir) -> anyhow::Result<u64> {
+    let path = dir.policies_dir().join("privacy.toml");
+    Ok(GateSettings::load(&path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .min_group_size)
+}
+
 async fn check_files(
     engine: &Engine,
     files: &[PathBuf],
@@ -80,11 +92,11 @@ async fn check_files(
     }
 }
 
-fn describe(c: &CheckedModel) -> String {
+fn describe(c: &CheckedModel, engine: &Engine) -> String {
     let m = &c.model;
     let released: usize = c.plan.released().values().map(|s| s.len()).sum();
     format!(
-        "{} v{} [{} {}] {} / {}: purpose {}, reads {}, {} column keys released, {} tiers, evidence {}",
+        "{} v{} [{} {}] {} / {}: purpose {}, reads {}, {} column keys released, {} tiers, evidence {}; digest {}, to be approved by {}",
         m.id,
         m.version,
         m.category,
@@ -100,8 +112,17 @@ fn describe(c: &CheckedModel) -> String {
             .join(", "),
         released,
         m.tiers.len(),
-        m.evidence.join(", ")
+        m.evidence.join(", "),
+        m.digest(),
+        approvers(c, engine).join(", ")
     )
+}
+
+/// The partners who must approve a checked model: the owners of the data it reads.
+fn approvers(c: &CheckedModel, engine: &Engine) -> Vec<String> {
+    blindwatch_models::approval::readers(c, engine.contracts())
+        .into_iter()
+        .collect()
 }
 
 pub async fn model_check(data_dir: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
@@ -109,49 +130,163 @@ pub async fn model_check(data_dir: &Path, files: &[PathBuf]) -> anyhow::Result<(
     let engine = open_engine(&dir).await?;
     let checked = check_files(&engine, files).await.map_err(|e| report(&e))?;
     for c in &checked {
-        println!("ok {}: {}", c.model.file.display(), describe(c));
+        println!("ok {}: {}", c.model.file.display(), describe(c, &engine));
     }
     Ok(())
 }
 
-/// Checks models and installs them in the data directory's `models/`, audited.
-pub async fn model_register(data_dir: &Path, files: &[PathBuf], quiet: bool) -> anyhow::Result<()> {
+/// The partners whose approval a model file needs on this platform (what `model check`
+/// prints after "to be approved by").
+pub async fn model_approvers(data_dir: &Path, file: &Path) -> anyhow::Result<Vec<String>> {
     let dir = DataDir::new(data_dir);
     let engine = open_engine(&dir).await?;
-    let checked = check_files(&engine, files).await.map_err(|e| report(&e))?;
-    std::fs::create_dir_all(dir.models_dir())?;
+    let checked = check_files(&engine, &[file.to_owned()])
+        .await
+        .map_err(|e| report(&e))?;
+    Ok(checked.iter().flat_map(|c| approvers(c, &engine)).collect())
+}
+
+/// Where `model approve` writes a partner's approval of `model` by default, and where
+/// `model register` finds approvals: beside the model file, `<id>.approval.<partner>.json`.
+pub fn approval_path(model: &Path, id: &str, partner: &str) -> PathBuf {
+    model
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("{id}.approval.{partner}.json"))
+}
+
+/// `model approve` (on the partner's machine): signs the partner's approval of this exact
+/// model file with its key.
+pub fn model_approve(
+    partner: &str,
+    key: &Path,
+    file: &Path,
+    out: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let model = Model::load(file).map_err(|e| report(&e))?;
+    let key = SigningKey::read(key, KeyFileKind::PartnerSigning)
+        .with_context(|| format!("reading the partner key {}", key.display()))?;
+    let envelope = blindwatch_models::approval::sign(&model, partner, &key);
+    let target = out.map_or_else(|| approval_path(file, &model.id, partner), Path::to_owned);
+    fsutil::replace(&target, &envelope.to_json())
+        .with_context(|| format!("writing {}", target.display()))?;
+    println!(
+        "{partner} approved {} v{} (digest {}) with key {}: {}",
+        model.id,
+        model.version,
+        model.digest(),
+        key.id(),
+        target.display()
+    );
+    Ok(target)
+}
+
+/// The approvals found beside a model file (`<id>.approval.*.json`), sorted.
+fn approvals_beside(file: &Path, id: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let prefix = format!("{id}.approval.");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".json"))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Checks models and installs them in the data directory's `models/`, each only once every
+/// partner whose data it reads approved its exact text. Approvals come from `approvals`
+/// (with one model file) and from the `<id>.approval.<partner>.json` files beside each model.
+/// Each model is registered or refused on its own; every step is audited.
+pub async fn model_register(
+    data_dir: &Path,
+    files: &[PathBuf],
+    approvals: &[PathBuf],
+    quiet: bool,
+) -> anyhow::Result<()> {
+    if !approvals.is_empty() && files.len() != 1 {
+        bail!(
+            "--approval goes with one model file; register models one at a time, or put each model's approvals beside it as <id>.approval.<partner>.json"
+        );
+    }
+    let dir = DataDir::new(data_dir);
+    let engine = open_engine(&dir).await?;
+    let models_dir = dir.models_dir();
+    let registry = Registry {
+        engine: &engine,
+        models_dir: &models_dir,
+    };
     let mut audit = dir.open_audit_log()?;
-    for c in &checked {
-        let text = std::fs::read(&c.model.file)?;
-        let target = dir.models_dir().join(format!("{}.toml", c.model.id));
-        audit.append(&AuditRecord::now(
-            Principal::new("platform")?,
-            AuditEvent::ModelRegistered {
-                model: ModelId::new(&c.model.id)?,
-                version: c.model.version,
-                tiers: c.model.tiers.len() as u32,
-            },
-        ))?;
-        fsutil::replace(&target, &text).with_context(|| format!("writing {}", target.display()))?;
-        if !quiet {
-            println!("registered {}", describe(c));
+    let actor = Principal::new("platform")?;
+    let mut refused = 0;
+    for file in files {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        let mut paths = approvals.to_vec();
+        paths.extend(approvals_beside(file, stem)?);
+        let mut envelopes = Vec::new();
+        for p in &paths {
+            envelopes.push((
+                p.display().to_string(),
+                std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+            ));
+        }
+        let submissions: Vec<Submission<'_>> = envelopes
+            .iter()
+            .map(|(name, bytes)| Submission {
+                source_name: name.clone(),
+                envelope: bytes,
+            })
+            .collect();
+        match registry
+            .register(&mut audit, &actor, &text, file, &submissions)
+            .await
+        {
+            Ok(approved) => {
+                if !quiet {
+                    println!("registered {}", describe(approved.checked(), &engine));
+                }
+            }
+            Err(RegistryError::Refused(errors)) => {
+                refused += 1;
+                for e in &errors {
+                    eprintln!("refused {e}");
+                }
+            }
+            Err(e @ (RegistryError::Approvals(_) | RegistryError::Unapproved(_))) => {
+                refused += 1;
+                eprintln!("refused {}: {e}", file.display());
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     audit.checkpoint()?;
+    if refused > 0 {
+        bail!("{refused} model(s) refused; they were not registered");
+    }
     Ok(())
 }
 
 /// One model's run, for reports.
 pub struct RunReport {
-    pub model: Model,
-    pub outcome: RunOutcome,
-    pub rows: u64,
-    pub without_subject: u64,
-    pub unroutable: u64,
+    pub summary: RunSummary,
     pub elapsed: std::time::Duration,
 }
 
-/// Evaluates the registered models (or one) and records their alerts.
+/// Evaluates the registered models (or one) and records their alerts. Every model's checks
+/// and partners' approvals are verified again first: if any is refused (audited), none runs.
 pub async fn run(
     data_dir: &Path,
     postgres: Option<&PostgresUrl>,
@@ -162,6 +297,7 @@ pub async fn run(
     let mut engine = open_engine(&dir).await?;
     let now = run_time(as_of);
     engine.set_clock(Some(now));
+    let k = min_group_size(&dir)?;
     let models = load_dir(&dir.models_dir()).map_err(|e| report(&e))?;
     let models: Vec<Model> = models
         .into_iter()
@@ -179,28 +315,44 @@ pub async fn run(
             ),
         }
     }
-    let pseudonyms = Pseudonymizer::read(&dir.deployment_key())?;
-    let store = AlertStore::connect(&dir.alerts_database(postgres)).await?;
     let mut audit = dir.open_audit_log()?;
     let actor = Principal::new("platform:scheduler")?;
-    let mut reports = Vec::new();
+    let models_dir = dir.models_dir();
+    let registry = Registry {
+        engine: &engine,
+        models_dir: &models_dir,
+    };
+    let mut approved = Vec::new();
+    let mut refusals = Vec::new();
     for model in models {
-        let started = std::time::Instant::now();
-        let checked = check(model, &engine).await.map_err(|e| report(&e))?;
-        let evaluation = evaluate(&engine, &checked, &pseudonyms, now).await?;
-        let (rows, without_subject, unroutable) = (
-            evaluation.rows,
-            evaluation.without_subject,
-            evaluation.unroutable,
+        match registry.approved_for_run(&mut audit, &actor, model).await {
+            Ok(a) => approved.push(a),
+            Err(e @ (RegistryError::Refused(_) | RegistryError::Unapproved(_))) => {
+                refusals.push(e);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !refusals.is_empty() {
+        audit.checkpoint()?;
+        for e in &refusals {
+            eprintln!("refused {e}");
+        }
+        bail!(
+            "{} registered model(s) refused; nothing was run (run the others with --model ID)",
+            refusals.len()
         );
-        let outcome =
-            record_run(&store, &mut audit, &actor, &checked.model, evaluation, now).await?;
+    }
+    let pseudonyms = Pseudonymizer::read(&dir.deployment_key())?;
+    let store = AlertStore::connect(&dir.alerts_database(postgres)).await?;
+    let mut reports = Vec::new();
+    for a in &approved {
+        let started = std::time::Instant::now();
+        let evaluation = evaluate(&engine, a, &pseudonyms, now).await?;
+        let counts = Counts::of(&evaluation);
+        let outcome = record_run(&store, &mut audit, &actor, a.model(), evaluation, now).await?;
         reports.push(RunReport {
-            model: checked.model,
-            outcome,
-            rows,
-            without_subject,
-            unroutable,
+            summary: RunSummary::new(a.model(), counts, &outcome, k),
             elapsed: started.elapsed(),
         });
     }
@@ -209,31 +361,40 @@ pub async fn run(
     Ok(reports)
 }
 
+/// One line per model; every count of subjects reads "fewer than k" below k.
 pub fn print_runs(reports: &[RunReport]) {
     for r in reports {
-        let o = &r.outcome;
+        let s = &r.summary;
         println!(
-            "  {:<20} {:>8} subjects  {:>5} opened {:>4} raised {:>4} lowered {:>4} resolved {:>5} unchanged  {:>6.2} s",
-            r.model.id,
-            r.rows,
-            o.count(Change::Opened),
-            o.count(Change::Raised),
-            o.count(Change::Lowered),
-            o.count(Change::Resolved),
-            o.unchanged,
+            "  {:<20} {:>15} subjects {:>15} opened {:>15} raised {:>15} lowered {:>15} resolved {:>15} unchanged  {:>6.2} s",
+            s.model,
+            s.subjects.to_string(),
+            s.opened.to_string(),
+            s.raised.to_string(),
+            s.lowered.to_string(),
+            s.resolved.to_string(),
+            s.unchanged.to_string(),
             r.elapsed.as_secs_f64()
         );
-        if r.without_subject > 0 {
-            eprintln!(
-                "warning: {}: {} result rows had no subject (a null token) and were skipped",
-                r.model.id, r.without_subject
-            );
-        }
-        if r.unroutable > 0 {
-            eprintln!(
-                "warning: {}: {} alerting subjects name no valid station and were not routed; fix the route column",
-                r.model.id, r.unroutable
-            );
+        for (count, what) in [
+            (
+                s.without_subject,
+                "result rows had no subject (a null token) and were skipped",
+            ),
+            (
+                s.duplicates,
+                "subjects had more than one result row and were skipped: group by the subject",
+            ),
+            (
+                s.unroutable,
+                "alerting subjects name no valid station and were not routed; fix the route column",
+            ),
+        ] {
+            // Below k nothing is said, not even whether there were any: `model test` shows
+            // them on fixture data.
+            if let Some(n) = count.released() {
+                eprintln!("warning: {}: {n} {what}", s.model);
+            }
         }
     }
 }

@@ -119,8 +119,54 @@ pub struct Column {
     /// average, every value is clamped into them, which bounds what one person can add.
     #[serde(default)]
     pub bounds: Option<[f64; 2]>,
+    /// How coarse any value derived from this column must be when a model shows it to an
+    /// officer as evidence (a date or timestamp attribute): `{ within_days = [1, 7, 30] }`.
+    #[serde(default)]
+    pub reveal_as: Option<RevealAs>,
     #[serde(default)]
     pub description: Option<String>,
+}
+
+/// The granularity at which values derived from a column may reach an officer: "within N
+/// days" of the run's day, for the listed bounds (ascending); beyond the largest, only "more
+/// than N days". A model shows such a value with the same bounds or a subset of them
+/// (coarser), never finer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevealAs {
+    pub within_days: Vec<u32>,
+}
+
+/// Most bounds a `reveal_as` may list, and the largest bound (100 years).
+pub const MAX_DAY_BOUNDS: usize = 16;
+pub const MAX_DAYS: u32 = 36_500;
+
+impl RevealAs {
+    /// Why the bounds are unusable, if they are: 1 to 16 whole days, ascending, at most 36500.
+    pub fn validate(&self) -> Result<(), String> {
+        let d = &self.within_days;
+        if d.is_empty() || d.len() > MAX_DAY_BOUNDS {
+            return Err(format!(
+                "`within_days` lists 1 to {MAX_DAY_BOUNDS} day bounds, e.g. [1, 7, 30, 90]"
+            ));
+        }
+        if d[0] == 0 || d.windows(2).any(|w| w[0] >= w[1]) || d.iter().any(|n| *n > MAX_DAYS) {
+            return Err(format!(
+                "`within_days` bounds are whole days from 1 to {MAX_DAYS}, strictly ascending"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether these buckets are the same as or coarser than `allowed`: every bound is one
+    /// of `allowed`'s, so each bucket is a union of allowed buckets.
+    pub fn within(&self, allowed: &RevealAs) -> bool {
+        !self.within_days.is_empty()
+            && self
+                .within_days
+                .iter()
+                .all(|n| allowed.within_days.contains(n))
+    }
 }
 
 fn yes() -> bool {
@@ -288,6 +334,20 @@ impl Contract {
             return Err("the contract seals no column".into());
         }
         self.validate_privacy_unit()?;
+        for c in &self.columns {
+            if let Some(r) = &c.reveal_as {
+                if c.role != Role::Attribute
+                    || !matches!(c.column_type, ColumnType::Date | ColumnType::Timestamp)
+                {
+                    return Err(format!(
+                        "column `{}`: `reveal_as` belongs to date and timestamp attributes only",
+                        c.name
+                    ));
+                }
+                r.validate()
+                    .map_err(|m| format!("column `{}`: reveal_as: {m}", c.name))?;
+            }
+        }
         for c in &self.columns {
             if let Some([low, high]) = c.bounds {
                 let numeric = matches!(c.column_type, ColumnType::Int64 | ColumnType::Float64);
@@ -508,6 +568,29 @@ columns = [
     }
 
     #[test]
+    fn reveal_as_is_met_by_the_same_or_coarser_bounds_only() {
+        let text = VISITS.replace(
+            "use_purposes = { reveal",
+            "reveal_as = { within_days = [1, 7, 30, 90] }, use_purposes = { reveal",
+        );
+        let c = Contract::parse(&text, Path::new("v.toml")).unwrap();
+        let allowed = c
+            .sealed_column("visit_date")
+            .unwrap()
+            .reveal_as
+            .clone()
+            .unwrap();
+        let r = |d: &[u32]| RevealAs {
+            within_days: d.to_vec(),
+        };
+        assert!(r(&[1, 7, 30, 90]).within(&allowed));
+        assert!(r(&[7, 90]).within(&allowed));
+        assert!(!r(&[1, 7, 14]).within(&allowed), "14 splits a bucket");
+        assert!(!r(&[1, 7, 30, 90, 180]).within(&allowed), "a finer tail");
+        assert!(!r(&[]).within(&allowed));
+    }
+
+    #[test]
     fn invalid_contracts_are_refused_with_the_column() {
         for (text, needle) in [
             (VISITS.replace("kind = \"person\", ", ""), "needs `kind`"),
@@ -538,6 +621,27 @@ columns = [
                     "role = \"drop\", bounds = [0.0, 1.0] }",
                 ),
                 "numeric attributes only",
+            ),
+            (
+                VISITS.replace(
+                    "role = \"drop\" }",
+                    "role = \"drop\", reveal_as = { within_days = [7] } }",
+                ),
+                "date and timestamp attributes only",
+            ),
+            (
+                VISITS.replace(
+                    "use_purposes = { reveal",
+                    "reveal_as = { within_days = [7, 7] }, use_purposes = { reveal",
+                ),
+                "strictly ascending",
+            ),
+            (
+                VISITS.replace(
+                    "use_purposes = { reveal",
+                    "reveal_as = { within_days = [] }, use_purposes = { reveal",
+                ),
+                "1 to 16 day bounds",
             ),
         ] {
             let err = Contract::parse(&text, Path::new("v.toml"))

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Schema, SchemaRef};
+use blindwatch_contract::ContractSet;
 use blindwatch_engine::{CheckedPlan, Engine};
 use blindwatch_policy::{OutputRule, check_column_uses};
 use datafusion::datasource::MemTable;
@@ -57,6 +58,57 @@ pub(crate) fn query_only() -> SQLOptions {
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false)
+}
+
+/// Evidence derived from a column whose contract declares `reveal_as` is shown only in the
+/// same or coarser day buckets: the model must say so, and the value must be a day count or
+/// a date. Returns the reasons it is not so.
+fn reveal_granularity(
+    model: &Model,
+    evidence: &str,
+    out: &blindwatch_engine::OutputColumn,
+    schema: &Schema,
+    contracts: &ContractSet,
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let declared = model.reveal_as.get(evidence);
+    for source in &out.derived_from {
+        let Some(allowed) = contracts
+            .get(&source.table)
+            .ok()
+            .and_then(|c| c.sealed_column(&source.column))
+            .and_then(|c| c.reveal_as.as_ref())
+        else {
+            continue;
+        };
+        let bounds = format!("{:?}", allowed.within_days);
+        match declared {
+            None => reasons.push(format!(
+                "`{evidence}` derives from {source}, whose contract lets officers see it only within {bounds} days: declare reveal_as = {{ {evidence} = {{ within_days = {bounds} }} }} (those bounds or fewer)"
+            )),
+            Some(r) if !r.within(allowed) => reasons.push(format!(
+                "`{evidence}` derives from {source}, whose contract allows only the day bounds {bounds}; within_days {:?} is finer: use those bounds or fewer",
+                r.within_days
+            )),
+            Some(_) => {}
+        }
+    }
+    if declared.is_some()
+        && let Ok(f) = schema.field_with_name(evidence)
+    {
+        let dt = f.data_type();
+        if !(dt.is_integer()
+            || matches!(
+                dt,
+                DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
+            ))
+        {
+            reasons.push(format!(
+                "`{evidence}` is {dt}: a value shown in day buckets is a date, a time or a whole number of days"
+            ));
+        }
+    }
+    reasons
 }
 
 /// Checks `model` against the engine's catalog and contracts. Reports every problem, each
@@ -153,6 +205,11 @@ pub async fn check(model: Model, engine: &Engine) -> Result<CheckedModel, Vec<Mo
                 ),
             ));
         }
+        errors.extend(
+            reveal_granularity(&model, e, out, &schema, engine.contracts())
+                .into_iter()
+                .map(|reason| err("reveal_as", reason)),
+        );
     }
 
     // Tier conditions see only the result's columns: a session with the result table alone.

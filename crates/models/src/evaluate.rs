@@ -1,18 +1,19 @@
 //! Evaluating a checked model: run the query through the engine, decide tiers, pseudonymise.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampSecondType};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
-use blindwatch_alerts::{Evidence, EvidenceValue, Finding, Pseudonymizer};
+use blindwatch_alerts::{DayBucket, Evidence, EvidenceValue, Finding, Pseudonymizer};
 use blindwatch_audit::StationId;
 use blindwatch_engine::{Engine, EngineError};
 use chrono::{DateTime, Utc};
 use datafusion::prelude::DataFrame;
 
-use crate::check::{CheckedModel, RESULT_TABLE, evidence_type, query_only, result_session};
+use crate::approval::ApprovedModel;
+use crate::check::{RESULT_TABLE, evidence_type, query_only, result_session};
 use crate::model::SUBJECT_COLUMN;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,10 +24,6 @@ pub enum EvaluateError {
         #[source]
         source: EngineError,
     },
-    #[error(
-        "model {model}: its query returned more than one row for a subject; group by the subject so each subject has one row (nothing was recorded)"
-    )]
-    DuplicateSubject { model: String },
     #[error(
         "model {model}: evaluating the tier conditions failed ({source}); nothing was recorded"
     )]
@@ -53,6 +50,9 @@ pub struct Evaluation {
     pub without_subject: u64,
     /// Rows that matched a tier but name no valid station: they cannot be routed.
     pub unroutable: u64,
+    /// Subjects with more than one result row: none of their rows counts (the model should
+    /// group by the subject). Not an error, so a run's success never depends on the data.
+    pub duplicates: u64,
 }
 
 fn tier_failure(model: &str, what: String) -> EvaluateError {
@@ -62,14 +62,22 @@ fn tier_failure(model: &str, what: String) -> EvaluateError {
     }
 }
 
-/// Evaluates `checked` with `engine` as of `now` (what `current_date` means in the query
+/// What one result row comes to.
+enum RowOutcome {
+    NoTier,
+    Unroutable,
+    Alert(Finding),
+}
+
+/// Evaluates `approved` with `engine` as of `now` (what `current_date` means in the query
 /// and the tier conditions).
 pub async fn evaluate(
     engine: &Engine,
-    checked: &CheckedModel,
+    approved: &ApprovedModel,
     pseudonyms: &Pseudonymizer,
     now: DateTime<Utc>,
 ) -> Result<Evaluation, EvaluateError> {
+    let checked = approved.checked();
     let model = &checked.model;
     let batches = engine
         .execute(&checked.plan)
@@ -109,8 +117,10 @@ pub async fn evaluate(
         rows: rows as u64,
         ..Evaluation::default()
     };
-    let mut subjects = HashSet::new();
+    let mut rows_of: HashMap<String, u32> = HashMap::new();
+    let mut outcomes = Vec::new();
     let kind = model.subject.as_str();
+    let today = now.date_naive();
     for batch in &tiered {
         let column = |name: &str| -> Result<&ArrayRef, EvaluateError> {
             batch.column_by_name(name).ok_or_else(|| {
@@ -145,11 +155,7 @@ pub async fn evaluate(
             }
             let token = subject.value(row);
             let (key, pseudonym) = pseudonyms.subject(kind, token);
-            if !subjects.insert(key.clone()) {
-                return Err(EvaluateError::DuplicateSubject {
-                    model: model.id.clone(),
-                });
-            }
+            *rows_of.entry(key.as_str().to_owned()).or_default() += 1;
             let Some(level) = model
                 .tiers
                 .iter()
@@ -157,26 +163,47 @@ pub async fn evaluate(
                 .find(|(_, h)| h.value(row))
                 .map(|(t, _)| t.level)
             else {
+                outcomes.push((key, RowOutcome::NoTier));
                 continue;
             };
             let station = (!route.is_null(row))
                 .then(|| StationId::new(route.value(row)).ok())
                 .flatten();
             let Some(station) = station else {
-                out.unroutable += 1;
+                outcomes.push((key, RowOutcome::Unroutable));
                 continue;
             };
             let mut evidence = Evidence::new();
             for (name, col) in &evidence_columns {
-                evidence.insert((*name).clone(), evidence_value(col, row));
+                let value = match model.reveal_as.get(*name) {
+                    Some(r) => days_before(col, row, today)
+                        .and_then(|d| DayBucket::of(d, &r.within_days))
+                        .map(EvidenceValue::Days),
+                    None => evidence_value(col, row),
+                };
+                evidence.insert((*name).clone(), value);
             }
-            out.findings.push(Finding {
-                subject: key,
-                pseudonym,
-                station,
-                tier: level,
-                evidence,
-            });
+            outcomes.push((
+                key.clone(),
+                RowOutcome::Alert(Finding {
+                    subject: key,
+                    pseudonym,
+                    station,
+                    tier: level,
+                    evidence,
+                }),
+            ));
+        }
+    }
+    out.duplicates = rows_of.values().filter(|n| **n > 1).count() as u64;
+    for (key, outcome) in outcomes {
+        if rows_of.get(key.as_str()).is_some_and(|n| *n > 1) {
+            continue;
+        }
+        match outcome {
+            RowOutcome::NoTier => {}
+            RowOutcome::Unroutable => out.unroutable += 1,
+            RowOutcome::Alert(f) => out.findings.push(f),
         }
     }
     tracing::info!(
@@ -186,9 +213,21 @@ pub async fn evaluate(
         alerts = out.findings.len(),
         without_subject = out.without_subject,
         unroutable = out.unroutable,
+        duplicates = out.duplicates,
         "model evaluated"
     );
     Ok(out)
+}
+
+/// How many days before `today` a bucketed evidence value lies: a date's or time's distance,
+/// an integer as a day count. The checker allows only those types to be bucketed.
+fn days_before(col: &ArrayRef, row: usize, today: chrono::NaiveDate) -> Option<i64> {
+    match evidence_value(col, row)? {
+        EvidenceValue::Int(n) => Some(n),
+        EvidenceValue::Date(d) => Some((today - d).num_days()),
+        EvidenceValue::Time(t) => Some((today - t.date()).num_days()),
+        EvidenceValue::Float(_) | EvidenceValue::Days(_) => None,
+    }
 }
 
 /// One evidence value; types were checked to be numbers, dates or times.

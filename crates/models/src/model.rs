@@ -11,19 +11,31 @@
 //! schedule = "1h"                    # how often it runs (s, m, h, d)
 //! keep_for = 2                       # runs a lower tier must hold before the alert follows
 //! evidence = ["days_since_seen"]     # features an alert shows (aggregates only)
+//! # how coarse an evidence feature is shown: "within N days" buckets (dates: days before the
+//! # run's day; integers: a day count). Required, at least as coarse as the contract's, for
+//! # evidence derived from a column whose contract declares `reveal_as`.
+//! reveal_as = { days_since_seen = { within_days = [1, 7, 30, 90] } }
 //! query = "SELECT ... AS subject, ... AS station, ... GROUP BY ..."
 //! tiers = [                          # highest first; the first that holds wins
 //!   { level = "red", when = "days_since_seen <= 1", why = "..." },
 //! ]
 //! ```
+//!
+//! **Digest.** A partner approves one exact model: [`Model::digest`] is the SHA-256 of the
+//! model's canonical form, the compact JSON of every parsed field in a fixed order (see
+//! [`Canonical`]): id, version, titles, category, purpose, subject, route, schedule in
+//! seconds, keep_for, evidence, reveal_as, description, query (byte for byte) and each tier's
+//! level, condition and reason. Comments, whitespace between fields and key order in the file
+//! do not change it; any changed value does, and needs a new approval.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use blindwatch_alerts::{Tier, parse_tier, tier_rank};
-use blindwatch_audit::ModelId;
+use blindwatch_audit::{ModelId, Sha256Digest};
 use blindwatch_common::IdentifierKind;
+use blindwatch_contract::RevealAs;
 
 /// The result column holding the subject's token.
 pub const SUBJECT_COLUMN: &str = "subject";
@@ -119,6 +131,8 @@ struct RawModel {
     keep_for: u32,
     evidence: Vec<String>,
     #[serde(default)]
+    reveal_as: BTreeMap<String, RevealAs>,
+    #[serde(default)]
     description: Option<String>,
     query: String,
     tiers: Vec<RawTier>,
@@ -151,12 +165,46 @@ pub struct Model {
     pub schedule: std::time::Duration,
     pub keep_for: u32,
     pub evidence: Vec<String>,
+    /// Evidence features shown only as "within N days" buckets.
+    pub reveal_as: BTreeMap<String, RevealAs>,
     pub description: Option<String>,
     pub query: String,
     pub tiers: Vec<TierRule>,
     /// Where it was read from (for messages).
     pub file: PathBuf,
 }
+
+/// The canonical form a model's digest is computed over: every parsed field, in this order,
+/// as compact JSON (`serde_json` writes struct fields in declaration order and escapes
+/// strings one way only). `format` names this layout; a new layout gets a new name.
+#[derive(serde::Serialize)]
+struct Canonical<'a> {
+    format: &'static str,
+    id: &'a str,
+    version: u32,
+    title: &'a Title,
+    category: Category,
+    purpose: &'a str,
+    subject: &'a str,
+    route: &'a str,
+    schedule_seconds: u64,
+    keep_for: u32,
+    evidence: &'a [String],
+    reveal_as: &'a BTreeMap<String, RevealAs>,
+    description: Option<&'a str>,
+    query: &'a str,
+    tiers: Vec<CanonicalTier<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct CanonicalTier<'a> {
+    level: &'static str,
+    when: &'a str,
+    why: Option<&'a str>,
+}
+
+/// The name of the canonical layout, part of what is digested.
+pub const CANONICAL_FORMAT: &str = "blindwatch-model/1";
 
 fn parse_schedule(s: &str) -> Option<std::time::Duration> {
     let s = s.trim();
@@ -264,6 +312,19 @@ impl Model {
                 "declare at least one feature an officer sees on the alert".into(),
             );
         }
+        for (name, r) in &raw.reveal_as {
+            if !raw.evidence.contains(name) {
+                err(
+                    "reveal_as",
+                    format!(
+                        "`{name}` is not listed in `evidence`: reveal_as says how an evidence feature is shown"
+                    ),
+                );
+            }
+            if let Err(m) = r.validate() {
+                err("reveal_as", format!("`{name}`: {m}"));
+            }
+        }
         let mut seen = BTreeSet::new();
         for e in &raw.evidence {
             if !seen.insert(e) {
@@ -336,11 +397,55 @@ impl Model {
             schedule: schedule.unwrap_or_default(),
             keep_for: raw.keep_for,
             evidence: raw.evidence,
+            reveal_as: raw.reveal_as,
             description: raw.description,
             query: raw.query,
             tiers,
             file: file.to_owned(),
         })
+    }
+
+    /// The digest a partner's approval signs: SHA-256 of the canonical form (module docs).
+    pub fn digest(&self) -> Sha256Digest {
+        let canonical = Canonical {
+            format: CANONICAL_FORMAT,
+            id: &self.id,
+            version: self.version,
+            title: &self.title,
+            category: self.category,
+            purpose: &self.purpose,
+            subject: self.subject.as_str(),
+            route: &self.route,
+            schedule_seconds: self.schedule.as_secs(),
+            keep_for: self.keep_for,
+            evidence: &self.evidence,
+            reveal_as: &self.reveal_as,
+            description: self.description.as_deref(),
+            query: &self.query,
+            tiers: self
+                .tiers
+                .iter()
+                .map(|t| CanonicalTier {
+                    level: blindwatch_alerts::tier_name(t.level),
+                    when: &t.when,
+                    why: t.why.as_deref(),
+                })
+                .collect(),
+        };
+        // Serialising these field types (strings, integers, maps with string keys) cannot
+        // fail; an empty encoding would still be digested, never silently approved.
+        Sha256Digest::of(&serde_json::to_vec(&canonical).unwrap_or_default())
+    }
+
+    /// Parses a model received as text (a request body); messages name it `<id>.toml`, as
+    /// its file would be named.
+    pub fn parse_posted(text: &str) -> Result<Model, Vec<ModelError>> {
+        let id = toml::from_str::<toml::Table>(text)
+            .ok()
+            .and_then(|t| t.get("id").and_then(|v| v.as_str()).map(str::to_owned))
+            .filter(|id| is_column_name(&id.replace('-', "_")));
+        let file = PathBuf::from(format!("{}.toml", id.as_deref().unwrap_or("model")));
+        Model::parse(text, &file)
     }
 
     /// Reads and parses a model file.
@@ -434,5 +539,68 @@ tiers = [ { level = "red", when = "n > 2" }, { level = "blue", when = "n > 0" } 
         let errs =
             Model::parse(&GOOD.replace("purpose", "porpose"), Path::new("m.toml")).unwrap_err();
         assert!(errs[0].reason.contains("porpose"), "{errs:?}");
+
+        let errs = Model::parse(
+            &GOOD.replace(
+                "evidence = [\"n\"]",
+                "evidence = [\"n\"]\nreveal_as = { m = { within_days = [7] }, n = { within_days = [9, 3] } }",
+            ),
+            Path::new("models/m.toml"),
+        )
+        .unwrap_err();
+        let reasons: Vec<&str> = errs.iter().map(|e| e.reason.as_str()).collect();
+        assert!(
+            reasons.iter().any(|r| r.contains("`m` is not listed")),
+            "{errs:?}"
+        );
+        assert!(reasons.iter().any(|r| r.contains("ascending")), "{errs:?}");
+    }
+
+    #[test]
+    fn the_digest_changes_with_every_value_and_nothing_else() {
+        let path = Path::new("models/m.toml");
+        let base = Model::parse(GOOD, path).unwrap().digest();
+        // Layout, comments and key order do not change what was approved.
+        let reordered = format!(
+            "# a comment\n{}",
+            GOOD.replace("version = 1\n", "")
+                .replace("id = \"m\"", "id = \"m\"\n\nversion   =   1")
+        );
+        assert_eq!(Model::parse(&reordered, path).unwrap().digest(), base);
+        // Every field's value does.
+        let changes = [
+            ("version = 1", "version = 2"),
+            ("en = \"Test\"", "en = \"Test!\""),
+            ("category = \"fugitive\"", "category = \"fraud\""),
+            ("purpose = \"fugitive-tracking\"", "purpose = \"analysis\""),
+            ("subject = \"person\"", "subject = \"phone\""),
+            ("route = \"station\"", "route = \"st\""),
+            ("schedule = \"1h\"", "schedule = \"2h\""),
+            ("evidence = [\"n\"]", "evidence = [\"n\"]\nkeep_for = 3"),
+            ("evidence = [\"n\"]", "evidence = [\"n\", \"o\"]"),
+            (
+                "evidence = [\"n\"]",
+                "evidence = [\"n\"]\nreveal_as = { n = { within_days = [7] } }",
+            ),
+            (
+                "evidence = [\"n\"]",
+                "evidence = [\"n\"]\ndescription = \"d\"",
+            ),
+            ("SELECT 1", "SELECT  1"),
+            ("n > 2", "n > 3"),
+            ("when = \"n > 0\" }", "when = \"n > 0\", why = \"w\" }"),
+            ("level = \"blue\"", "level = \"yellow\""),
+        ];
+        let mut seen = BTreeSet::from([base.to_string()]);
+        for (from, to) in changes {
+            assert!(GOOD.contains(from), "{from}");
+            let d = Model::parse(&GOOD.replacen(from, to, 1), path)
+                .unwrap_or_else(|e| panic!("{to}: {e:?}"))
+                .digest();
+            assert!(
+                seen.insert(d.to_string()),
+                "changing `{from}` to `{to}` kept the digest"
+            );
+        }
     }
 }

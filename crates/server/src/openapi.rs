@@ -78,10 +78,50 @@ pub fn spec() -> Value {
         }}}
     });
     let mut run = op(
-        "Evaluate registered models now and record their alerts",
+        "Evaluate registered models now and record their alerts (specialists). Each model's checks and partners' approvals are verified again first; a model whose approvals are missing or stale is refused (422 `model-unapproved`, audited) and nothing runs. Counts of subjects read `fewer than k` below `min_group_size`; alerts go to officers only",
         "models",
         "200",
     );
+    let count = json!({"oneOf": [
+        {"type": "integer", "minimum": 0, "description": "at least min_group_size"},
+        {"type": "string", "description": "`fewer than k` (k = min_group_size)"}
+    ]});
+    run["responses"]["200"] = json!({
+        "description": "one summary per model run",
+        "content": {"application/json": {"schema": {"type": "array", "items": {
+            "type": "object",
+            "required": ["model", "version", "subjects", "opened", "raised", "lowered", "resolved", "unchanged", "without_subject", "unroutable", "duplicates"],
+            "properties": {
+                "model": text, "version": {"type": "integer"},
+                "subjects": count, "opened": count, "raised": count, "lowered": count,
+                "resolved": count, "unchanged": count, "without_subject": count,
+                "unroutable": count, "duplicates": count
+            }
+        }}}}
+    });
+    let envelope = json!({
+        "type": "object",
+        "description": "a DSSE envelope as written by `blindwatch model approve`: payload type `application/vnd.blindwatch.model-approval+json`, payload {model, version, digest, partner}, signed with the partner's registered Ed25519 key",
+        "required": ["payloadType", "payload", "signatures"],
+        "properties": {
+            "payloadType": text,
+            "payload": {"type": "string", "contentEncoding": "base64"},
+            "signatures": {"type": "array", "items": {"type": "object", "required": ["keyid", "sig"], "properties": {"keyid": text, "sig": text}}}
+        }
+    });
+    let mut approve = with_body(
+        op(
+            "A partner's signed approval of one exact model that reads its datasets (partners only, for their own datasets; verified under the partner's registered key; audited, accepted or refused)",
+            "models",
+            "201",
+        ),
+        "application/json",
+        json!({"type": "object", "required": ["model", "approval"], "properties": {
+            "model": {"type": "string", "description": "the model file's text, exactly as approved"},
+            "approval": envelope
+        }}),
+    );
+    approve["parameters"] = id_param("id");
     run["parameters"] = json!([
         {"name": "model", "in": "query", "schema": text},
         {"name": "as_of", "in": "query", "schema": {"type": "string", "format": "date"}}
@@ -114,8 +154,9 @@ pub fn spec() -> Value {
             "/v1/silences/{id}/expire": {"post": expire},
             "/v1/models": {"get": op("Registered models", "models", "200")},
             "/v1/models/check": {"post": with_body(op("Check a model file against the catalog and contracts", "models", "200"), "application/toml", text.clone())},
-            "/v1/models/register": {"post": with_body(op("Check and register a model file (audited)", "models", "201"), "application/toml", text.clone())},
+            "/v1/models/register": {"post": with_body(op("Check and register a model file (audited). Every partner whose data the model reads must first have approved this exact text (POST /v1/models/{id}/approvals); otherwise 422 `model-unapproved` names the missing partners", "models", "201"), "application/toml", text.clone())},
             "/v1/models/run": {"post": run},
+            "/v1/models/{id}/approvals": {"post": approve},
             "/v1/query": {"post": with_body(op("An aggregate query through the privacy gate (audited by digest)", "query", "200"), "application/json", json!({"type": "object", "required": ["sql", "purpose"], "properties": {"sql": text, "purpose": text}}))},
             "/v1/contributions": {"post": with_body(op("Upload a sealed contribution (partners; same checks as `blindwatch ingest`)", "partners", "201"), "multipart/form-data", json!({"type": "object", "required": ["manifest", "package"], "properties": {"manifest": {"type": "string", "format": "binary"}, "package": {"type": "string", "format": "binary"}}}))}
         },

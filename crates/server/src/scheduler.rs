@@ -4,30 +4,38 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use blindwatch_alerts::Change;
 use blindwatch_audit::Principal;
 use blindwatch_engine::Engine;
-use blindwatch_models::{Model, check, evaluate, load_dir, record_run};
+use blindwatch_models::{
+    Counts, Model, Registry, RegistryError, RunSummary, evaluate, load_dir, record_run,
+};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::problem::Problem;
 use crate::state::AppState;
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunSummary {
-    pub model: String,
-    pub version: u32,
-    pub subjects: u64,
-    pub opened: u64,
-    pub raised: u64,
-    pub lowered: u64,
-    pub resolved: u64,
-    pub unchanged: u64,
+/// The problem for a refusal of the model service (checks, approvals); anything else is the
+/// server's own failure.
+pub fn registry_problem(e: &RegistryError) -> Problem {
+    match e {
+        RegistryError::Refused(_) => Problem::unprocessable("model-refused", e.to_string()),
+        RegistryError::Approvals(_) => {
+            Problem::unprocessable("approval-refused", e.to_string()).with_rule("partner-approval")
+        }
+        RegistryError::Unapproved(_) => {
+            Problem::unprocessable("model-unapproved", e.to_string()).with_rule("partner-approval")
+        }
+        RegistryError::Audit(_) | RegistryError::Catalog(_) | RegistryError::Install { .. } => {
+            Problem::internal(e)
+        }
+    }
 }
 
 /// Evaluates the registered models (or one) as of `now`, records their alerts (audited),
-/// and publishes the changes to the live streams.
+/// and publishes the changes to the live streams. Every model's checks and partners'
+/// approvals are verified again first; if any fails, none runs (the refusal is audited).
+/// Counts in the summaries are released only at `min_group_size` or more.
 pub async fn run_models(
     state: &AppState,
     only: Option<&str>,
@@ -55,44 +63,35 @@ pub async fn run_models(
         .await
         .map_err(|e| Problem::internal(&e))?;
     engine.set_clock(Some(now));
+    let models_dir = state.dir.models_dir();
+    let registry = Registry {
+        engine: &engine,
+        models_dir: &models_dir,
+    };
+    let k = state.gate.min_group_size;
     let mut summaries = Vec::new();
     let result = async {
+        let mut approved = Vec::new();
         for model in models {
-            let checked = check(model, &engine).await.map_err(|e| {
-                Problem::unprocessable(
-                    "model-refused",
-                    format!(
-                        "a registered model no longer passes its checks: {}",
-                        e.first().map_or_else(String::new, ToString::to_string)
-                    ),
-                )
-            })?;
-            let evaluation = evaluate(&engine, &checked, &state.pseudonyms, now)
+            let mut audit = state.audit.lock().await;
+            let a = registry
+                .approved_for_run(&mut audit, actor, model)
+                .await
+                .map_err(|e| registry_problem(&e))?;
+            approved.push(a);
+        }
+        for a in &approved {
+            let evaluation = evaluate(&engine, a, &state.pseudonyms, now)
                 .await
                 .map_err(|e| Problem::internal(&e))?;
+            let counts = Counts::of(&evaluation);
             let mut audit = state.audit.lock().await;
-            let outcome = record_run(
-                &state.alerts,
-                &mut audit,
-                actor,
-                &checked.model,
-                evaluation,
-                now,
-            )
-            .await
-            .map_err(|e| Problem::internal(&e))?;
+            let outcome = record_run(&state.alerts, &mut audit, actor, a.model(), evaluation, now)
+                .await
+                .map_err(|e| Problem::internal(&e))?;
             drop(audit);
             state.metrics.model_runs.fetch_add(1, Ordering::Relaxed);
-            summaries.push(RunSummary {
-                model: checked.model.id.clone(),
-                version: checked.model.version,
-                subjects: outcome.subjects,
-                opened: outcome.count(Change::Opened),
-                raised: outcome.count(Change::Raised),
-                lowered: outcome.count(Change::Lowered),
-                resolved: outcome.count(Change::Resolved),
-                unchanged: outcome.unchanged,
-            });
+            summaries.push(RunSummary::new(a.model(), counts, &outcome, k));
         }
         Ok::<(), Problem>(())
     }

@@ -6,8 +6,8 @@
 //! keys/deployment.key    pseudonym secret (0600)      keys/log.key       audit-log signing key (0600)
 //! keys/log.vkey          audit-log verifier key (signed-note format), for auditors
 //! policies/              contracts (datasets/), Cedar policies, privacy settings
-//! catalog.sqlite         partners, their datasets, accepted contributions
-//! models/<id>.toml       registered warning models (checked against the contracts)
+//! catalog.sqlite         partners, their datasets, accepted contributions, partners' model approvals
+//! models/<id>.toml       registered warning models (checked against the contracts, approved by partners)
 //! alerts.sqlite          alerts (pseudonymous subjects only), their history, model runs
 //! users.sqlite           the server's API users (hashed bearer tokens)
 //! packages/<partner>/<dataset>/<partner>.<dataset>.<seq>.{parquet,manifest.json}
@@ -20,6 +20,7 @@
 //! With `--database-url postgres://...` the alert store and the users live in PostgreSQL
 //! instead (schemas `alerts` and `users`); see [`database`].
 
+mod approvals;
 mod budget;
 mod catalog;
 pub mod database;
@@ -28,6 +29,7 @@ use blindwatch_audit::{AuditLog, LogSigner};
 use blindwatch_crypto::keys::KeyFileKind;
 use blindwatch_crypto::sign::SigningKey;
 
+pub use approvals::StoredApproval;
 pub use budget::{Budget, Charge, Spent};
 pub use catalog::{Catalog, CatalogError, Contribution, NewContribution, PartnerRecord};
 pub use database::{Database, DatabaseError, DatabaseTarget, PostgresUrl};

@@ -38,6 +38,7 @@ pub fn router(state: AppState, max_upload_bytes: usize) -> Router {
         .route("/v1/models/check", post(models::check))
         .route("/v1/models/register", post(models::register))
         .route("/v1/models/run", post(models::run))
+        .route("/v1/models/{id}/approvals", post(models::approve))
         .route("/v1/query", post(query::query))
         .route(
             "/v1/contributions",

@@ -1,18 +1,17 @@
-//! Warning models over the API: list, check, register, run (specialists).
-
-use std::path::Path;
+//! Warning models over the API: list, check, register, run (specialists); approvals
+//! (partners, for models that read their own datasets).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use blindwatch_access::{Action, Context, Resource};
-use blindwatch_audit::{AuditEvent, AuditRecord, ModelId};
+use blindwatch_access::{Action, Context, Principal, Resource};
 use blindwatch_engine::Engine;
-use blindwatch_models::{CheckedModel, Model, ModelError, load_dir};
+use blindwatch_models::approval::readers;
+use blindwatch_models::{CheckedModel, Model, Registry, RunSummary, Submission, load_dir};
 
 use crate::auth::Caller;
-use crate::problem::Problem;
-use crate::scheduler::{RunSummary, run_models};
+use crate::problem::{ApiJson, Problem};
+use crate::scheduler::{registry_problem, run_models};
 use crate::state::AppState;
 use crate::users::User;
 
@@ -28,11 +27,22 @@ pub struct ModelInfo {
     keep_for: u32,
     tiers: usize,
     evidence: Vec<String>,
-    /// Tables the model reads.
+    /// Tables the model reads (known once checked).
     reads: Vec<String>,
+    /// The digest partners approve (`blindwatch model approve`).
+    digest: String,
+    /// Partners whose approval the model needs (the owners of what it reads).
+    approvers: Vec<String>,
 }
 
-fn info(model: &Model, reads: Vec<String>) -> ModelInfo {
+fn info(model: &Model, checked: Option<&CheckedModel>, engine: Option<&Engine>) -> ModelInfo {
+    let (reads, approvers) = match (checked, engine) {
+        (Some(c), Some(e)) => (
+            c.plan.released().keys().cloned().collect(),
+            readers(c, e.contracts()).into_iter().collect(),
+        ),
+        _ => (Vec::new(), Vec::new()),
+    };
     ModelInfo {
         id: model.id.clone(),
         version: model.version,
@@ -45,47 +55,25 @@ fn info(model: &Model, reads: Vec<String>) -> ModelInfo {
         tiers: model.tiers.len(),
         evidence: model.evidence.clone(),
         reads,
+        digest: model.digest().to_string(),
+        approvers,
     }
-}
-
-fn refused(errors: &[ModelError]) -> Problem {
-    let list: Vec<String> = errors
-        .iter()
-        .map(|e| format!("{}: {}", e.field, e.reason))
-        .collect();
-    Problem::unprocessable(
-        "model-refused",
-        format!(
-            "{} problem(s); nothing was changed: {}",
-            errors.len(),
-            list.join("; ")
-        ),
-    )
 }
 
 fn model_resource(id: &str) -> Resource {
     Resource::Model { id: id.to_owned() }
 }
 
-async fn check_text(
-    state: &AppState,
-    user: &User,
-    action: Action,
-    text: &str,
-) -> Result<CheckedModel, Problem> {
-    let model = Model::parse(text, Path::new("model.toml")).map_err(|e| refused(&e))?;
-    state.authorize(
-        user,
-        action,
-        &model_resource(&model.id),
-        &Context::default(),
-    )?;
-    let engine = Engine::open(&state.dir)
+/// Parses a posted model far enough to authorise the caller for it.
+fn parse(text: &str) -> Result<Model, Problem> {
+    Model::parse_posted(text)
+        .map_err(|e| registry_problem(&blindwatch_models::RegistryError::Refused(e)))
+}
+
+async fn engine(state: &AppState) -> Result<Engine, Problem> {
+    Engine::open(&state.dir)
         .await
-        .map_err(|e| Problem::internal(&e))?;
-    blindwatch_models::check(model, &engine)
-        .await
-        .map_err(|e| refused(&e))
+        .map_err(|e| Problem::internal(&e))
 }
 
 /// `GET /v1/models`: the registered models.
@@ -99,8 +87,9 @@ pub async fn list(
         &model_resource("*"),
         &Context::default(),
     )?;
-    let models = load_dir(&state.dir.models_dir()).map_err(|e| refused(&e))?;
-    Ok(Json(models.iter().map(|m| info(m, Vec::new())).collect()))
+    let models = load_dir(&state.dir.models_dir())
+        .map_err(|e| registry_problem(&blindwatch_models::RegistryError::Refused(e)))?;
+    Ok(Json(models.iter().map(|m| info(m, None, None)).collect()))
 }
 
 /// `POST /v1/models/check` with the model file as the body.
@@ -109,38 +98,165 @@ pub async fn check(
     Caller(user): Caller,
     body: String,
 ) -> Result<Json<ModelInfo>, Problem> {
-    let checked = check_text(&state, &user, Action::CheckModel, &body).await?;
-    let reads = checked.plan.released().keys().cloned().collect();
-    Ok(Json(info(&checked.model, reads)))
+    let model = parse(&body)?;
+    state.authorize(
+        &user,
+        Action::CheckModel,
+        &model_resource(&model.id),
+        &Context::default(),
+    )?;
+    let engine = engine(&state).await?;
+    let checked = blindwatch_models::check(model, &engine)
+        .await
+        .map_err(|e| registry_problem(&blindwatch_models::RegistryError::Refused(e)))?;
+    Ok(Json(info(&checked.model, Some(&checked), Some(&engine))))
 }
 
-/// `POST /v1/models/register` with the model file as the body: checked, installed, audited.
+/// `POST /v1/models/register` with the model file as the body: checked, every partner whose
+/// data it reads must have approved this exact text (`POST /v1/models/{id}/approvals`),
+/// then installed and audited. A refusal names the missing partners.
 pub async fn register(
     State(state): State<AppState>,
     Caller(user): Caller,
     body: String,
 ) -> Result<(StatusCode, Json<ModelInfo>), Problem> {
-    let checked = check_text(&state, &user, Action::RegisterModel, &body).await?;
-    let model = &checked.model;
-    let id = ModelId::new(&model.id).map_err(|e| Problem::bad_request(e.to_string()))?;
+    let model = parse(&body)?;
+    state.authorize(
+        &user,
+        Action::RegisterModel,
+        &model_resource(&model.id),
+        &Context::default(),
+    )?;
+    let actor = crate::auth::audit_principal(&user)?;
     let _writer = state.writer.lock().await;
-    state
-        .audit(vec![AuditRecord::now(
-            crate::auth::audit_principal(&user)?,
-            AuditEvent::ModelRegistered {
-                model: id,
-                version: model.version,
-                tiers: model.tiers.len() as u32,
-            },
-        )])
-        .await?;
-    let target = state.dir.models_dir().join(format!("{}.toml", model.id));
-    std::fs::create_dir_all(state.dir.models_dir()).map_err(|e| Problem::internal(&e))?;
-    blindwatch_common::fsutil::replace(&target, body.as_bytes())
-        .map_err(|e| Problem::internal(&e))?;
-    tracing::info!(model = %model.id, version = model.version, "model registered");
-    let reads = checked.plan.released().keys().cloned().collect();
-    Ok((StatusCode::CREATED, Json(info(model, reads))))
+    let engine = engine(&state).await?;
+    let models_dir = state.dir.models_dir();
+    let registry = Registry {
+        engine: &engine,
+        models_dir: &models_dir,
+    };
+    let mut audit = state.audit.lock().await;
+    let registered = registry
+        .register(&mut audit, &actor, &body, &model.file, &[])
+        .await;
+    audit.checkpoint().map_err(|e| Problem::internal(&e))?;
+    drop(audit);
+    let approved = registered.map_err(|e| registry_problem(&e))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(info(
+            approved.model(),
+            Some(approved.checked()),
+            Some(&engine),
+        )),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+pub struct ApprovalBody {
+    /// The model file's text, exactly as approved.
+    model: String,
+    /// The DSSE envelope `blindwatch model approve` wrote.
+    approval: serde_json::Value,
+}
+
+#[derive(serde::Serialize)]
+pub struct ApprovalAccepted {
+    model: String,
+    version: u32,
+    digest: String,
+    partner: String,
+}
+
+/// `POST /v1/models/{id}/approvals` (partners): a partner's signed approval of a model that
+/// reads its datasets. Cedar allows it only for the caller's own datasets; the signature
+/// must verify under the key registered for the caller's partner. Accepted and refused
+/// approvals are audited; a refused one stores nothing.
+pub async fn approve(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ApprovalBody>,
+) -> Result<(StatusCode, Json<ApprovalAccepted>), Problem> {
+    let Some(Principal::Partner { name: partner }) = user.access_principal(&state.org) else {
+        return Err(Problem::forbidden());
+    };
+    let model = parse(&body.model)?;
+    if model.id != id {
+        return Err(Problem::unprocessable(
+            "model-refused",
+            "the model file's id is not the id in the path: post the approval to /v1/models/<the model's id>/approvals",
+        ));
+    }
+    let actor = crate::auth::audit_principal(&user)?;
+    let _writer = state.writer.lock().await;
+    let engine = engine(&state).await?;
+    let checked = blindwatch_models::check(model, &engine)
+        .await
+        .map_err(|e| registry_problem(&blindwatch_models::RegistryError::Refused(e)))?;
+    authorize_approval(&state, &user, &engine, &checked)?;
+    let models_dir = state.dir.models_dir();
+    let registry = Registry {
+        engine: &engine,
+        models_dir: &models_dir,
+    };
+    let envelope = serde_json::to_vec(&body.approval).map_err(|e| Problem::internal(&e))?;
+    let mut audit = state.audit.lock().await;
+    let submitted = registry
+        .submit_approvals(
+            &mut audit,
+            &actor,
+            &checked,
+            &[Submission {
+                source_name: "approval".into(),
+                envelope: &envelope,
+            }],
+            Some(&partner),
+        )
+        .await;
+    audit.checkpoint().map_err(|e| Problem::internal(&e))?;
+    drop(audit);
+    submitted.map_err(|e| registry_problem(&e))?;
+    tracing::info!(model = %checked.model.id, %partner, "model approval stored");
+    Ok((
+        StatusCode::CREATED,
+        Json(ApprovalAccepted {
+            model: checked.model.id.clone(),
+            version: checked.model.version,
+            digest: checked.model.digest().to_string(),
+            partner,
+        }),
+    ))
+}
+
+/// A partner approves only for its own data: Cedar must allow `approve_model` on at least
+/// one dataset the model reads.
+fn authorize_approval(
+    state: &AppState,
+    user: &User,
+    engine: &Engine,
+    checked: &CheckedModel,
+) -> Result<(), Problem> {
+    let allowed = checked.plan.analysis().tables.iter().any(|table| {
+        engine.contracts().get(table).is_ok_and(|c| {
+            state
+                .authorize(
+                    user,
+                    Action::ApproveModel,
+                    &Resource::Dataset {
+                        name: table.clone(),
+                        partner: c.partner.clone(),
+                    },
+                    &Context::default(),
+                )
+                .is_ok()
+        })
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(Problem::forbidden())
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -150,7 +266,8 @@ pub struct RunParams {
     as_of: Option<chrono::NaiveDate>,
 }
 
-/// `POST /v1/models/run[?model=ID][&as_of=YYYY-MM-DD]`: evaluate now, record alerts.
+/// `POST /v1/models/run[?model=ID][&as_of=YYYY-MM-DD]`: evaluate now, record alerts. The
+/// summary's counts read "fewer than k" below `min_group_size`.
 pub async fn run(
     State(state): State<AppState>,
     Caller(user): Caller,
