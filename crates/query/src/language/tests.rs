@@ -333,3 +333,98 @@ fn refusals_never_quote_constants() {
         assert!(!r.message.contains(secret), "{sql}: {r}");
     }
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const WORDS: &[&str] = &[
+        "SELECT",
+        "FROM",
+        "WHERE",
+        "GROUP",
+        "BY",
+        "HAVING",
+        "ORDER",
+        "LIMIT",
+        "JOIN",
+        "ON",
+        "AND",
+        "OR",
+        "NOT",
+        "IN",
+        "BETWEEN",
+        "IS",
+        "NULL",
+        "CASE",
+        "WHEN",
+        "THEN",
+        "ELSE",
+        "END",
+        "WITH",
+        "AS",
+        "UNION",
+        "DISTINCT",
+        "OVER",
+        "FILTER",
+        "count",
+        "sum",
+        "avg",
+        "max",
+        "date_trunc",
+        "encode",
+        "substr",
+        "(",
+        ")",
+        ",",
+        "*",
+        "+",
+        "-",
+        "/",
+        "=",
+        "<",
+        ">",
+        "'x'",
+        "'2026-01-01'",
+        "1",
+        "0",
+        "1e308",
+        "police.incidents",
+        "hospital.visits",
+        "tax.employment",
+        "caller",
+        "person",
+        "station",
+        "income",
+        "status",
+        "i",
+        "v",
+        ".",
+        ";",
+        "current_date",
+        "INTERVAL",
+        "'7'",
+        "DAY",
+        "X'00'",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any sequence of the language's words, and any text at all, is answered with an
+        /// analysis or a refusal naming a rule — never a panic, whatever its shape.
+        #[test]
+        fn any_text_gets_an_analysis_or_a_named_refusal(
+            words in proptest::collection::vec(proptest::sample::select(WORDS), 0..60),
+            noise in ".{0,80}",
+        ) {
+            let contracts = contracts();
+            for text in [words.join(" "), format!("SELECT count(*) FROM tax.employment WHERE {}", words.join(" ")), noise] {
+                match parse(&text, &contracts, &Limits::default()) {
+                    Ok(a) => prop_assert!(!a.aggregates.is_empty()),
+                    Err(r) => prop_assert!(!r.message.is_empty() && !r.rule.code().is_empty()),
+                }
+            }
+        }
+    }
+}
