@@ -458,6 +458,18 @@ pub enum AuditEvent {
         /// SHA-256 over the loaded policy files.
         digest: Sha256Digest,
     },
+    /// The token authority evaluated a batch of blinded elements for a partner (replaces
+    /// `token_evaluation_batch`, which older logs hold): the request's nonce digest makes the
+    /// log the durable record of accepted requests, so a restarted authority still refuses
+    /// a replay.
+    TokenEvaluation {
+        /// Requesting partner.
+        partner: PartnerId,
+        /// Elements evaluated.
+        count: u64,
+        /// SHA-256 of `partner ‖ 0x00 ‖ the request's nonce` (the nonce is random).
+        nonce: Sha256Digest,
+    },
 }
 
 /// One audit log entry: who, when, what.
@@ -656,6 +668,11 @@ mod tests {
             },
             AuditEvent::PolicyLoaded {
                 digest: Sha256Digest::of(b"policies"),
+            },
+            AuditEvent::TokenEvaluation {
+                partner: PartnerId::new("insurer").unwrap(),
+                count: 2048,
+                nonce: Sha256Digest::of(b"insurer\x000123456789abcdef0123456789abcdef"),
             },
         ];
         for event in events {

@@ -358,3 +358,5 @@ impl hyper::service::Service<hyper::Request<Incoming>> for RequestService {
         Box::pin(async move { tower_service::Service::call(&mut app, request).await })
     }
 }
+
+pub mod problem;
