@@ -250,6 +250,14 @@ impl Authority {
         Ok(checkpoint.text().to_owned())
     }
 
+    /// Nonces of accepted requests held for replay detection.
+    pub fn nonces_kept(&self) -> usize {
+        self.nonces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// Reads the audit log (tests, benchmarks, reports).
     pub fn with_audit_log<R>(&self, f: impl FnOnce(&AuditLog) -> R) -> R {
         let journal = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
