@@ -51,7 +51,11 @@ fn cpu_seconds() -> f64 {
 fn thread_cpu_seconds() -> f64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+        })
         .map_or(0.0, |ns| ns / 1e9)
 }
 
@@ -151,7 +155,10 @@ fn peer(n: usize) -> Option<f64> {
         println!("peer | {line}");
     }
     if !out.status.success() {
-        println!("peer: OpenMined PSI failed: {}", String::from_utf8_lossy(&out.stderr));
+        println!(
+            "peer: OpenMined PSI failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     text.lines()

@@ -84,7 +84,14 @@ fn blind_mode_through_the_binary() {
     let public = authority.join("oprf.pub");
     assert!(public.is_file(), "{out}");
     let keys = hospital.join("keys");
-    ok(&["partner", "keygen", "--partner", "hospital", "--out", s(&keys)]);
+    ok(&[
+        "partner",
+        "keygen",
+        "--partner",
+        "hospital",
+        "--out",
+        s(&keys),
+    ]);
     let add = |partner: &str| {
         bw(&[
             "tokens",
@@ -101,7 +108,11 @@ fn blind_mode_through_the_binary() {
     // The same key under a second name is refused.
     let twice = add("clinic");
     assert!(!twice.status.success());
-    assert!(stderr(&twice).contains("one key per partner"), "{}", stderr(&twice));
+    assert!(
+        stderr(&twice).contains("one key per partner"),
+        "{}",
+        stderr(&twice)
+    );
     ok(&[
         "partner",
         "register",
@@ -226,9 +237,21 @@ fn blind_mode_through_the_binary() {
     // First seal: the authority's key is trusted on first use and recorded.
     let first = run(&args("1", &[]));
     assert!(first.status.success(), "{}", stderr(&first));
-    assert!(stdout(&first).contains("trusting token authority key"), "{}", stdout(&first));
-    assert!(stdout(&first).contains("3 values sent blinded"), "{}", stdout(&first));
-    assert!(stdout(&first).contains("requests of up to 2"), "{}", stdout(&first));
+    assert!(
+        stdout(&first).contains("trusting token authority key"),
+        "{}",
+        stdout(&first)
+    );
+    assert!(
+        stdout(&first).contains("3 values sent blinded"),
+        "{}",
+        stdout(&first)
+    );
+    assert!(
+        stdout(&first).contains("requests of up to 2"),
+        "{}",
+        stdout(&first)
+    );
     // The recorded key, the cache key and the encrypted cache sit beside the partner's key.
     assert_eq!(
         std::fs::read(keys.join("token-authority.pub")).unwrap(),
@@ -240,15 +263,26 @@ fn blind_mode_through_the_binary() {
     // authority for nothing.
     let second = run(&args("2", &["--authority-key", s(&public)]));
     assert!(second.status.success(), "{}", stderr(&second));
-    assert!(stdout(&second).contains("0 values sent blinded"), "{}", stdout(&second));
+    assert!(
+        stdout(&second).contains("0 values sent blinded"),
+        "{}",
+        stdout(&second)
+    );
 
     // A key that is not the authority's: refused, nothing written.
     let other_key = tmp.path().join("other.key");
     ok(&["tokens", "keygen", "--key", s(&other_key)]);
-    let wrong = run(&args("3", &["--authority-key", s(&tmp.path().join("other.pub"))]));
+    let wrong = run(&args(
+        "3",
+        &["--authority-key", s(&tmp.path().join("other.pub"))],
+    ));
     assert!(!wrong.status.success());
     assert!(stderr(&wrong).contains("trusts key"), "{}", stderr(&wrong));
-    assert!(!outbox.join("hospital.visits.00000003.manifest.json").exists());
+    assert!(
+        !outbox
+            .join("hospital.visits.00000003.manifest.json")
+            .exists()
+    );
 
     // Blind mode refuses a linkage key.
     let out = run(&args("3", &["--linkage-key", s(&keys.join("x.key"))]));
@@ -259,8 +293,19 @@ fn blind_mode_through_the_binary() {
     let manifest = |seq: u32| outbox.join(format!("hospital.visits.{seq:08}.manifest.json"));
     let refused = bw(&["ingest", "--data-dir", s(&platform), s(&manifest(1))]);
     assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("keys authority"), "{}", stderr(&refused));
-    ok(&["keys", "authority", "--data-dir", s(&platform), "--key", s(&public)]);
+    assert!(
+        stderr(&refused).contains("keys authority"),
+        "{}",
+        stderr(&refused)
+    );
+    ok(&[
+        "keys",
+        "authority",
+        "--data-dir",
+        s(&platform),
+        "--key",
+        s(&public),
+    ]);
     ok(&["ingest", "--data-dir", s(&platform), s(&manifest(1))]);
     let catalog = ok(&["catalog", "--data-dir", s(&platform)]);
     let row = catalog
@@ -270,7 +315,14 @@ fn blind_mode_through_the_binary() {
     assert!(row.contains("blind") && row.contains(&key_id), "{catalog}");
     // After a rotation to another key, packages under the old key are refused.
     let other_public = tmp.path().join("other.pub");
-    let out = bw(&["keys", "authority", "--data-dir", s(&platform), "--key", s(&other_public)]);
+    let out = bw(&[
+        "keys",
+        "authority",
+        "--data-dir",
+        s(&platform),
+        "--key",
+        s(&other_public),
+    ]);
     assert!(!out.status.success(), "a different key needs --rotate");
     ok(&[
         "keys",
@@ -297,17 +349,35 @@ fn blind_mode_through_the_binary() {
     // Stop the authority as a service manager would (SIGTERM, by its process id): it signs
     // a last checkpoint.
     let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = server.0.wait().unwrap();
     assert!(status.success());
     let mut out = String::new();
-    server.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    server
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert!(out.contains("checkpoint signed"), "{out}");
     // Auditors verify the authority's log with the same command as the platform's.
     let report = ok(&["audit", "verify", "--data-dir", s(&authority)]);
     assert!(!report.is_empty());
     let mut log = String::new();
-    server.0.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    server
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
     for secret in ["11010519491231002X", "110105198001010016", "13812345678"] {
         assert!(!log.contains(secret));
     }

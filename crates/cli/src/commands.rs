@@ -486,7 +486,10 @@ pub fn keys_authority(data_dir: &Path, key: &Path, rotate: bool) -> anyhow::Resu
     };
     match &old {
         Some(old) if old == &new => {
-            println!("token authority key {} is already this deployment's", new.key_id());
+            println!(
+                "token authority key {} is already this deployment's",
+                new.key_id()
+            );
             return Ok(());
         }
         Some(old) if !rotate => bail!(

@@ -302,9 +302,7 @@ fn finalize_batch(
         .map(EvaluationElement::<Suite>::deserialize)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| {
-            TokenError::BadAnswer(
-                "an evaluated element is not a valid ristretto255 element".into(),
-            )
+            TokenError::BadAnswer("an evaluated element is not a valid ristretto255 element".into())
         })?;
     let outputs = VoprfClient::batch_finalize(inputs, states, &elements, &proof, public.elem)
         .map_err(|_| {
@@ -529,6 +527,16 @@ impl BlindTokenizer {
     }
 }
 
+/// Tokens paid for are kept whatever stops the run (the sealer flushes on success; this
+/// covers every other way out).
+impl Drop for BlindTokenizer {
+    fn drop(&mut self) {
+        if let Err(e) = self.lock_cache().save() {
+            tracing::warn!(error = %e, "the token cache could not be saved");
+        }
+    }
+}
+
 impl Tokenizer for BlindTokenizer {
     fn mode(&self) -> TokenMode {
         TokenMode::Blind
@@ -733,7 +741,10 @@ mod tests {
         assert_eq!(again.key_id(), key.key_id());
         let public = dir.path().join("authority.pub");
         key.public_key().write(&public).unwrap();
-        assert_eq!(&AuthorityPublicKey::read(&public).unwrap(), key.public_key());
+        assert_eq!(
+            &AuthorityPublicKey::read(&public).unwrap(),
+            key.public_key()
+        );
         // The key id is the public key's: it names the key, and nothing else does.
         assert_eq!(
             key.key_id(),

@@ -336,7 +336,8 @@ impl Ingestor {
                 self.data_dir.root().display()
             )));
         }
-        let key = AuthorityPublicKey::read(&path).map_err(|e| IngestError::TokenKey(e.to_string()))?;
+        let key =
+            AuthorityPublicKey::read(&path).map_err(|e| IngestError::TokenKey(e.to_string()))?;
         if &manifest.tokens.key_id != key.key_id() {
             return Err(IngestError::TokenKey(format!(
                 "the package's tokens were made under key {}, but this deployment's token authority key is {}: they would join nothing, or were made by an impostor; the partner must seal again through the deployment's authority, pinning its key",

@@ -132,7 +132,10 @@ pub fn read_certificates(
 }
 
 /// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
-pub fn read_private_key(path: &Path, what: &'static str) -> Result<PrivateKeyDer<'static>, NetError> {
+pub fn read_private_key(
+    path: &Path,
+    what: &'static str,
+) -> Result<PrivateKeyDer<'static>, NetError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| NetError::Pem {
         what,
         path: path.to_owned(),
@@ -164,10 +167,12 @@ pub fn tls_config(
                     why: e.to_string(),
                 })?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| NetError::Tls(e.to_string()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| NetError::Tls(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };

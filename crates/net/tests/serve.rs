@@ -114,14 +114,15 @@ impl Pki {
         };
         let (ca_cert, ca_key) = ca("test ca");
         let (other_cert, other_key) = ca("other ca");
-        let leaf = |names: Vec<String>, issuer: &rcgen::Certificate, issuer_key: &rcgen::KeyPair| {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let cert = rcgen::CertificateParams::new(names)
-                .unwrap()
-                .signed_by(&key, issuer, issuer_key)
-                .unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
+        let leaf =
+            |names: Vec<String>, issuer: &rcgen::Certificate, issuer_key: &rcgen::KeyPair| {
+                let key = rcgen::KeyPair::generate().unwrap();
+                let cert = rcgen::CertificateParams::new(names)
+                    .unwrap()
+                    .signed_by(&key, issuer, issuer_key)
+                    .unwrap();
+                (cert.pem(), key.serialize_pem())
+            };
         let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
         write("ca.pem", &ca_cert.pem());
         let (cert, key) = leaf(vec!["127.0.0.1".into()], &ca_cert, &ca_key);
@@ -166,7 +167,10 @@ fn tls_serves_trusting_clients_and_requires_client_certificates_when_asked() {
         ..ServeOptions::default()
     });
     let url = format!("https://{}/", server.addr);
-    let mut ok = tls_agent(&pki.path("ca.pem"), None).get(&url).call().unwrap();
+    let mut ok = tls_agent(&pki.path("ca.pem"), None)
+        .get(&url)
+        .call()
+        .unwrap();
     assert_eq!(ok.body_mut().read_to_string().unwrap(), "hello");
     // A client that trusts another CA refuses the server.
     assert!(
@@ -176,7 +180,11 @@ fn tls_serves_trusting_clients_and_requires_client_certificates_when_asked() {
             .is_err()
     );
     // Plain HTTP to a TLS port gets nothing.
-    assert!(ureq::get(format!("http://{}/", server.addr)).call().is_err());
+    assert!(
+        ureq::get(format!("http://{}/", server.addr))
+            .call()
+            .is_err()
+    );
     drop(server);
 
     let server = Running::start(ServeOptions {
@@ -192,7 +200,10 @@ fn tls_serves_trusting_clients_and_requires_client_certificates_when_asked() {
     });
     let url = format!("https://{}/", server.addr);
     let ca = pki.path("ca.pem");
-    assert!(tls_agent(&ca, None).get(&url).call().is_err(), "no client certificate");
+    assert!(
+        tls_agent(&ca, None).get(&url).call().is_err(),
+        "no client certificate"
+    );
     let (stranger, stranger_key) = (pki.path("stranger.pem"), pki.path("stranger.key"));
     assert!(
         tls_agent(&ca, Some((&stranger, &stranger_key)))
@@ -251,7 +262,8 @@ fn half_sent_heads_are_closed_and_half_sent_bodies_refused_as_problems() {
     assert!(!String::from_utf8_lossy(&got).contains("hello"));
     // An idle keep-alive connection is closed too, after answering.
     let mut idle = TcpStream::connect(server.addr).unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let got = read_until_closed(&mut idle).expect("the server closes an idle connection");
     assert!(String::from_utf8_lossy(&got).contains("hello"));
     // A body that stops half-way: 408, as a problem document, and the connection closes.
@@ -265,7 +277,9 @@ fn half_sent_heads_are_closed_and_half_sent_bodies_refused_as_problems() {
     // A body over the route's limit: 413, a problem too.
     let mut large = TcpStream::connect(server.addr).unwrap();
     large
-        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 65\r\n\r\n")
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 65\r\n\r\n",
+        )
         .unwrap();
     large.write_all(&[b'a'; 65]).unwrap();
     let got = String::from_utf8(read_until_closed(&mut large).expect("closed")).unwrap();
@@ -296,5 +310,8 @@ fn connections_over_the_cap_wait_until_a_slot_frees() {
             closed += 1;
         }
     }
-    assert!(closed >= 1, "the third client was served while both slots were held");
+    assert!(
+        closed >= 1,
+        "the third client was served while both slots were held"
+    );
 }

@@ -190,7 +190,10 @@ mod tests {
         let b = nonce_digest("insurer", "00000000000000000000000000000001");
         assert!(book.insert(&a, 1000, 1000));
         assert!(!book.insert(&a, 1001, 1001), "a replay");
-        assert!(book.insert(&b, 1001, 1001), "the same nonce of another partner");
+        assert!(
+            book.insert(&b, 1001, 1001),
+            "the same nonce of another partner"
+        );
         assert!(book.contains(&a, 1000 + NONCE_KEEP_SECS - 1));
         assert!(!book.contains(&a, 1000 + NONCE_KEEP_SECS));
         assert_eq!(book.len(), 1);

@@ -17,8 +17,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use blindwatch_crypto::KeyId;
 use blindwatch_crypto::blind::{
-    AuthorityInfo, AuthorityPublicKey, BlindTokenizer, BlindTransport, CacheLocation,
-    ELEMENT_LEN, MAX_BATCH, OPRF_MODE, OPRF_SUITE, PROOF_LEN,
+    AuthorityInfo, AuthorityPublicKey, BlindTokenizer, BlindTransport, CacheLocation, ELEMENT_LEN,
+    MAX_BATCH, OPRF_MODE, OPRF_SUITE, PROOF_LEN,
 };
 use blindwatch_crypto::sign::SigningKey;
 use blindwatch_crypto::token::TokenError;
@@ -323,7 +323,9 @@ impl BlindTransport for HttpTransport {
                 && serde_json::from_slice::<Problem>(&body)
                     .is_ok_and(|p| p.code() == "rate-limited");
             match retry_after {
-                Some(wait) if rate_limited && attempt < RATE_RETRIES && wait <= MAX_RETRY_WAIT_SECS => {
+                Some(wait)
+                    if rate_limited && attempt < RATE_RETRIES && wait <= MAX_RETRY_WAIT_SECS =>
+                {
                     attempt += 1;
                     std::thread::sleep(Duration::from_secs(wait.max(1)));
                 }
@@ -410,7 +412,11 @@ mod tests {
         ] {
             assert!(agent(&Endpoint::new(ok)).is_ok(), "{ok}");
         }
-        for refused in ["http://10.0.0.5:7300", "http://authority.example:7300", "ftp://x"] {
+        for refused in [
+            "http://10.0.0.5:7300",
+            "http://authority.example:7300",
+            "ftp://x",
+        ] {
             let err = agent(&Endpoint::new(refused)).err().unwrap().to_string();
             assert!(err.contains("https://"), "{refused}: {err}");
         }

@@ -36,6 +36,8 @@ pub(crate) fn listen(
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of descriptors and the like: wait instead of spinning.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
             let authority = authority.clone();

@@ -70,12 +70,18 @@ pub enum AuthorityError {
     #[error(
         "the audit log {dir} holds {size} entries, but the ledger recorded {expected}: the log was truncated; restore it from a backup (the authority will not start with quotas it cannot account for)"
     )]
-    Truncated { dir: PathBuf, size: u64, expected: u64 },
+    Truncated {
+        dir: PathBuf,
+        size: u64,
+        expected: u64,
+    },
     #[error(
         "the audit log {dir} does not have the entries the ledger recorded (its first {size} differ): the log was replaced; restore the original from a backup"
     )]
     Replaced { dir: PathBuf, size: u64 },
-    #[error("the ledger {path} is not valid: {why}; restore it from a backup, or move it away to recount usage from the audit log")]
+    #[error(
+        "the ledger {path} is not valid: {why}; restore it from a backup, or move it away to recount usage from the audit log"
+    )]
     Ledger { path: PathBuf, why: String },
     #[error("the running authority's control socket {path}: {why}")]
     Control { path: PathBuf, why: String },

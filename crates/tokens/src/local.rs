@@ -65,8 +65,8 @@ impl LocalAuthority {
             .name("token-authority".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).map_err(AuthorityError::Listen)?;
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .map_err(AuthorityError::Listen)?;
                     crate::serve(listener, served, settings, async {
                         let _ = stopped.await;
                     })

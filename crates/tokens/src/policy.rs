@@ -223,8 +223,11 @@ mod tests {
                 burst: 7
             }
         );
-        q.check_partners(["police", "hospital"].into_iter()).unwrap();
-        let err = q.check_partners(["polise", "hospital"].into_iter()).unwrap_err();
+        q.check_partners(["police", "hospital"].into_iter())
+            .unwrap();
+        let err = q
+            .check_partners(["polise", "hospital"].into_iter())
+            .unwrap_err();
         assert!(
             err.to_string().contains("`police`") && err.to_string().contains("polise"),
             "{err}"
@@ -261,8 +264,13 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("per day"), "{err}");
-        for bad in ["max_batch = 65536", "max_batch = 0", "rate = { per_second = 0, burst = 1 }"] {
-            let text = format!("[token_authority]\n{bad}\ndefault = {{ per_day = 1, total = 2 }}\n");
+        for bad in [
+            "max_batch = 65536",
+            "max_batch = 0",
+            "rate = { per_second = 0, burst = 1 }",
+        ] {
+            let text =
+                format!("[token_authority]\n{bad}\ndefault = {{ per_day = 1, total = 2 }}\n");
             assert!(Quotas::parse(&text, Path::new("p.toml")).is_err(), "{bad}");
         }
     }

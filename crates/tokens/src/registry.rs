@@ -193,7 +193,10 @@ impl AuthorityDir {
 }
 
 /// The partner that already holds `key`, if any.
-fn holder_of<'a>(partners: &'a BTreeMap<String, VerifyingKey>, key: &VerifyingKey) -> Option<&'a str> {
+fn holder_of<'a>(
+    partners: &'a BTreeMap<String, VerifyingKey>,
+    key: &VerifyingKey,
+) -> Option<&'a str> {
     partners
         .iter()
         .find(|(_, k)| k.as_bytes() == key.as_bytes())

@@ -227,7 +227,10 @@ impl Authority {
         key: &VerifyingKey,
     ) -> Result<(), AuthorityError> {
         crate::registry::check_partner_name(partner)?;
-        let mut partners = self.partners.write().unwrap_or_else(PoisonError::into_inner);
+        let mut partners = self
+            .partners
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         crate::registry::check_key_unused(&partners, partner, key)?;
         partners.insert(partner.to_owned(), key.clone());
         Ok(())
@@ -294,9 +297,9 @@ impl Authority {
                 "the request nonce must be 32 lowercase hex digits".into(),
             ));
         }
-        let signature = B64.decode(get(auth::HEADER_SIGNATURE)?).map_err(|_| {
-            Refusal::BadHeaders("the request signature is not base64".into())
-        })?;
+        let signature = B64
+            .decode(get(auth::HEADER_SIGNATURE)?)
+            .map_err(|_| Refusal::BadHeaders("the request signature is not base64".into()))?;
         let message = auth::signed_message(self.key_id(), partner, time, nonce, body);
         let key = self
             .partners

@@ -213,7 +213,11 @@ impl Auth {
         Authority::open(self.dir.clone(), self.key(), quotas)
     }
 
-    fn start_with(&mut self, quotas: Quotas, settings: ServeSettings) -> Result<(), AuthorityError> {
+    fn start_with(
+        &mut self,
+        quotas: Quotas,
+        settings: ServeSettings,
+    ) -> Result<(), AuthorityError> {
         let authority = Arc::new(self.open(quotas)?);
         self.local = Some(LocalAuthority::serve_with(authority, settings)?);
         Ok(())
@@ -265,7 +269,9 @@ fn blind_seal_gives_the_direct_evaluation_and_records_mode_and_key() {
     // The key id is the public key's.
     assert_eq!(
         auth.local().key_id(),
-        AuthorityPublicKey::read(&auth.public_file).unwrap().key_id()
+        AuthorityPublicKey::read(&auth.public_file)
+            .unwrap()
+            .key_id()
     );
     assert_eq!(outcome.manifest.row_count, 4);
 
@@ -358,7 +364,10 @@ fn the_authority_receives_no_identifier_nor_its_hash() {
     let outcome = partner.seal(&tokenizer, &partner.export(ROWS), 1).unwrap();
     assert_eq!(outcome.manifest.row_count, 4);
     let seen = seen.lock().unwrap().clone();
-    assert!(seen.len() > DISTINCT * ELEMENT_LEN, "the proxy saw the traffic");
+    assert!(
+        seen.len() > DISTINCT * ELEMENT_LEN,
+        "the proxy saw the traffic"
+    );
     let mut needles: Vec<Vec<u8>> = Vec::new();
     for (kind, values) in [
         (IdentifierKind::Person, PERSONS),
@@ -504,7 +513,11 @@ fn a_man_in_the_middle_with_another_key_fails_the_seal_with_nothing_written() {
         "{err}"
     );
     assert_eq!(evil.authority().usage("hospital").total, 0);
-    assert!(partner.outbox_files().is_empty(), "{:?}", partner.outbox_files());
+    assert!(
+        partner.outbox_files().is_empty(),
+        "{:?}",
+        partner.outbox_files()
+    );
 
     // An attacker's authority that evaluates whatever it gets, under its own key, with a
     // valid proof for that key: the proof does not verify against the pinned key.
@@ -525,9 +538,17 @@ fn a_man_in_the_middle_with_another_key_fails_the_seal_with_nothing_written() {
         matches!(err, SealError::Token(TokenError::BadAnswer(ref m)) if m.contains("does not verify")),
         "{err}"
     );
-    assert!(partner.outbox_files().is_empty(), "{:?}", partner.outbox_files());
+    assert!(
+        partner.outbox_files().is_empty(),
+        "{:?}",
+        partner.outbox_files()
+    );
     assert!(*evaluated.lock().unwrap() > 0, "the attacker did evaluate");
-    assert_eq!(partner.cached_for(&real_key), 0, "nothing of its answers was kept");
+    assert_eq!(
+        partner.cached_for(&real_key),
+        0,
+        "nothing of its answers was kept"
+    );
 
     // Everything to the attacker: refused before a single element is sent.
     let proxy = routing_proxy(&attacker, &attacker);
@@ -547,18 +568,28 @@ fn a_man_in_the_middle_with_another_key_fails_the_seal_with_nothing_written() {
     let tofu = Pin::FirstUse(recorded.clone());
     partner.connect(&Endpoint::new(real.url()), &tofu).unwrap();
     let pinned = std::fs::read(&recorded).unwrap();
-    for url in [routing_proxy(real.url(), &attacker), routing_proxy(&attacker, &attacker)] {
-        let result = partner
-            .connect(&Endpoint::new(&url), &tofu)
-            .and_then(|t| match partner.seal(&t, &input, 1) {
+    for url in [
+        routing_proxy(real.url(), &attacker),
+        routing_proxy(&attacker, &attacker),
+    ] {
+        let result = partner.connect(&Endpoint::new(&url), &tofu).and_then(|t| {
+            match partner.seal(&t, &input, 1) {
                 Ok(_) => Ok(()),
                 Err(SealError::Token(e)) => Err(e),
                 Err(e) => panic!("{e}"),
-            });
-        assert!(matches!(result, Err(TokenError::BadAnswer(_))), "{result:?}");
+            }
+        });
+        assert!(
+            matches!(result, Err(TokenError::BadAnswer(_))),
+            "{result:?}"
+        );
         assert!(partner.outbox_files().is_empty());
     }
-    assert_eq!(std::fs::read(&recorded).unwrap(), pinned, "the pin never changes");
+    assert_eq!(
+        std::fs::read(&recorded).unwrap(),
+        pinned,
+        "the pin never changes"
+    );
 
     // Sealing through the real authority still works.
     let tokenizer = partner.tokenizer(real.url(), &real.public_file);
@@ -671,7 +702,13 @@ fn over_quota_is_refused_whole_and_a_retry_asks_only_for_the_rest() {
     let key_id = auth.local().key_id().clone();
 
     // Over the daily quota: a 429 problem, refused whole, nothing used or audited.
-    let answer = signed_post(auth.url(), &key_id, &partner.signing, "hospital", &blinded_elements(1));
+    let answer = signed_post(
+        auth.url(),
+        &key_id,
+        &partner.signing,
+        "hospital",
+        &blinded_elements(1),
+    );
     assert_eq!(answer.status, 200);
     let big = Quotas {
         max_batch: 8,
@@ -679,7 +716,13 @@ fn over_quota_is_refused_whole_and_a_retry_asks_only_for_the_rest() {
     };
     auth.stop();
     auth.start(big).unwrap();
-    let answer = signed_post(auth.url(), &key_id, &partner.signing, "hospital", &blinded_elements(3));
+    let answer = signed_post(
+        auth.url(),
+        &key_id,
+        &partner.signing,
+        "hospital",
+        &blinded_elements(3),
+    );
     assert!(is_problem(&answer, 429, "over-quota"), "{}", answer.body);
     assert!(
         answer.body.contains("daily quota") && answer.body.contains("nothing was evaluated"),
@@ -695,13 +738,21 @@ fn over_quota_is_refused_whole_and_a_retry_asks_only_for_the_rest() {
     let public = AuthorityPublicKey::read(&auth.public_file).unwrap();
     let input = partner.export(ROWS);
     let tokenizer = partner.tokenizer(auth.url(), &auth.public_file);
-    assert_eq!(tokenizer.request_elements(), 1, "learned from the authority");
+    assert_eq!(
+        tokenizer.request_elements(),
+        1,
+        "learned from the authority"
+    );
     let err = partner.seal(&tokenizer, &input, 1).unwrap_err();
     assert!(
         matches!(err, SealError::Token(TokenError::Refused(ref m)) if m.contains("HTTP 429") && m.contains("daily quota")),
         "{err}"
     );
-    assert!(partner.outbox_files().is_empty(), "{:?}", partner.outbox_files());
+    assert!(
+        partner.outbox_files().is_empty(),
+        "{:?}",
+        partner.outbox_files()
+    );
     assert_eq!(auth.authority().usage("hospital").today, 3);
     assert_eq!(partner.cached_for(&public), 2);
     auth.stop();
@@ -741,7 +792,11 @@ fn requests_must_be_signed_by_a_registered_partner_fresh_and_for_this_authority(
     let body = blinded_elements(2);
     // No signature at all.
     let a = post_raw(&url, &[], &body);
-    assert!(is_problem(&a, 401, "bad-authentication-headers"), "{}", a.body);
+    assert!(
+        is_problem(&a, 401, "bad-authentication-headers"),
+        "{}",
+        a.body
+    );
     // Signed by another key, and by an unregistered partner: the same refusal, word for
     // word, so a caller cannot tell registered names from unknown ones.
     let stranger = SigningKey::generate().unwrap();
@@ -752,7 +807,7 @@ fn requests_must_be_signed_by_a_registered_partner_fresh_and_for_this_authority(
         (bad_signature.status, &bad_signature.body),
         (unknown.status, &unknown.body)
     );
-    assert!(bad_signature.body.contains(&NOT_AUTHENTICATED.replace('`', "`")));
+    assert!(bad_signature.body.contains(NOT_AUTHENTICATED));
     // Signed for another authority's key: refused here too.
     let other = AuthorityKey::generate().unwrap();
     let elsewhere = signed_post(&url, other.key_id(), &partner.signing, "hospital", &body);
@@ -769,17 +824,27 @@ fn requests_must_be_signed_by_a_registered_partner_fresh_and_for_this_authority(
     // Times outside the window, and times no arithmetic may wrap on.
     let now = chrono::Utc::now().timestamp();
     for skewed in [now - 301, now + 301, 0] {
-        let h = auth::sign_request_at(&key_id, "hospital", &partner.signing, &body, skewed)
-            .unwrap();
+        let h =
+            auth::sign_request_at(&key_id, "hospital", &partner.signing, &body, skewed).unwrap();
         let a = post_raw(&url, &headers_of(&h), &body);
         assert!(is_problem(&a, 401, "clock-skew"), "{}", a.body);
     }
-    for time in ["-9223372036854775808", "9223372036854775807", "99999999999999999999", "1e9", ""] {
+    for time in [
+        "-9223372036854775808",
+        "9223372036854775807",
+        "99999999999999999999",
+        "1e9",
+        "",
+    ] {
         let h = auth::sign_request(&key_id, "hospital", &partner.signing, &body).unwrap();
         let mut headers = headers_of(&h);
         headers[1].1 = time;
         let a = post_raw(&url, &headers, &body);
-        assert!(is_problem(&a, 401, "bad-authentication-headers"), "{time}: {}", a.body);
+        assert!(
+            is_problem(&a, 401, "bad-authentication-headers"),
+            "{time}: {}",
+            a.body
+        );
     }
     // Malformed elements: 400 and nothing used.
     let a = signed_post(&url, &key_id, &partner.signing, "hospital", &[0xffu8; 64]);
@@ -807,7 +872,11 @@ fn a_replay_after_a_restart_is_refused() {
     assert_eq!(post_raw(auth.url(), &headers_of(&h), &body).status, 200);
     auth.stop();
     auth.start(Quotas::unlimited()).unwrap();
-    assert_eq!(auth.authority().nonces_kept(), 1, "recovered from the audit log");
+    assert_eq!(
+        auth.authority().nonces_kept(),
+        1,
+        "recovered from the audit log"
+    );
     let replay = post_raw(auth.url(), &headers_of(&h), &body);
     assert!(is_problem(&replay, 401, "replayed"), "{}", replay.body);
     assert_eq!(auth.authority().usage("hospital").total, 2);
@@ -830,17 +899,42 @@ fn refused_requests_leave_nothing_in_the_nonce_book() {
     let key_id = auth.local().key_id().clone();
     let authority = auth.authority().clone();
     assert_eq!(
-        signed_post(auth.url(), &key_id, &partner.signing, "hospital", &blinded_elements(2)).status,
+        signed_post(
+            auth.url(),
+            &key_id,
+            &partner.signing,
+            "hospital",
+            &blinded_elements(2)
+        )
+        .status,
         200
     );
     assert_eq!(authority.nonces_kept(), 1);
     let stranger = SigningKey::generate().unwrap();
     for _ in 0..10 {
-        let over = signed_post(auth.url(), &key_id, &partner.signing, "hospital", &blinded_elements(1));
+        let over = signed_post(
+            auth.url(),
+            &key_id,
+            &partner.signing,
+            "hospital",
+            &blinded_elements(1),
+        );
         assert!(is_problem(&over, 429, "over-quota"), "{}", over.body);
-        let bad = signed_post(auth.url(), &key_id, &stranger, "hospital", &blinded_elements(1));
+        let bad = signed_post(
+            auth.url(),
+            &key_id,
+            &stranger,
+            "hospital",
+            &blinded_elements(1),
+        );
         assert_eq!(bad.status, 401);
-        let malformed = signed_post(auth.url(), &key_id, &partner.signing, "hospital", &[0xff; 32]);
+        let malformed = signed_post(
+            auth.url(),
+            &key_id,
+            &partner.signing,
+            "hospital",
+            &[0xff; 32],
+        );
         assert_eq!(malformed.status, 400);
     }
     assert_eq!(authority.nonces_kept(), 1);
@@ -863,14 +957,26 @@ fn a_lost_or_rolled_back_log_stops_the_authority_instead_of_resetting_quotas() {
     let mut auth = Auth::new(&partner, Quotas::unlimited());
     let key_id = auth.local().key_id().clone();
     for n in [2, 3] {
-        let a = signed_post(auth.url(), &key_id, &partner.signing, "hospital", &blinded_elements(n));
+        let a = signed_post(
+            auth.url(),
+            &key_id,
+            &partner.signing,
+            "hospital",
+            &blinded_elements(n),
+        );
         assert_eq!(a.status, 200);
     }
     auth.stop();
     let backup = auth._tmp.path().join("audit-backup");
     copy_dir(&auth.dir.audit_dir(), &backup);
     auth.start(Quotas::unlimited()).unwrap();
-    let a = signed_post(auth.url(), &key_id, &partner.signing, "hospital", &blinded_elements(4));
+    let a = signed_post(
+        auth.url(),
+        &key_id,
+        &partner.signing,
+        "hospital",
+        &blinded_elements(4),
+    );
     assert_eq!(a.status, 200);
     auth.stop();
 
@@ -885,14 +991,27 @@ fn a_lost_or_rolled_back_log_stops_the_authority_instead_of_resetting_quotas() {
     std::fs::rename(auth.dir.audit_dir(), &live).unwrap();
     copy_dir(&backup, &auth.dir.audit_dir());
     let err = auth.open(Quotas::unlimited()).err().unwrap();
-    assert!(matches!(err, AuthorityError::Truncated { size: 2, expected: 3, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            AuthorityError::Truncated {
+                size: 2,
+                expected: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("restore"), "{err}");
 
     // The log gone.
     std::fs::remove_dir_all(auth.dir.audit_dir()).unwrap();
     let err = auth.open(Quotas::unlimited()).err().unwrap();
     assert!(matches!(err, AuthorityError::MissingLog { .. }), "{err}");
-    assert!(!auth.dir.audit_dir().exists(), "a refused start creates no empty log");
+    assert!(
+        !auth.dir.audit_dir().exists(),
+        "a refused start creates no empty log"
+    );
 
     // Put back, it starts with every partner's usage.
     std::fs::rename(&live, auth.dir.audit_dir()).unwrap();
@@ -909,7 +1028,10 @@ fn operator_mistakes_are_refused() {
         .dir
         .add_partner("insurance", &partner.signing.verifying_key())
         .unwrap_err();
-    assert!(matches!(err, AuthorityError::DuplicateKey { ref partner } if partner == "hospital"), "{err}");
+    assert!(
+        matches!(err, AuthorityError::DuplicateKey { ref partner } if partner == "hospital"),
+        "{err}"
+    );
     let err = auth
         .local()
         .register_partner("insurance", &partner.signing.verifying_key())
@@ -917,7 +1039,11 @@ fn operator_mistakes_are_refused() {
     assert!(matches!(err, AuthorityError::DuplicateKey { .. }), "{err}");
     // A register edited by hand to the same effect is refused when read.
     let text = std::fs::read_to_string(auth.dir.partners_file()).unwrap();
-    let key_line = text.lines().find(|l| l.starts_with("key")).unwrap().to_owned();
+    let key_line = text
+        .lines()
+        .find(|l| l.starts_with("key"))
+        .unwrap()
+        .to_owned();
     std::fs::write(
         auth.dir.partners_file(),
         format!("{text}\n[partners.insurance]\n{key_line}\n"),
@@ -969,11 +1095,26 @@ fn limits_are_enforced_and_every_refusal_is_a_problem() {
     assert_eq!(info["key_id"], key_id.as_str());
 
     // A body over max_batch elements: 413 problem, before anything else is looked at.
-    let a = signed_post(&url, &key_id, &partner.signing, "hospital", &blinded_elements(3));
-    assert!(is_problem(&a, 413, "body-too-large"), "{} {}", a.status, a.body);
+    let a = signed_post(
+        &url,
+        &key_id,
+        &partner.signing,
+        "hospital",
+        &blinded_elements(3),
+    );
+    assert!(
+        is_problem(&a, 413, "body-too-large"),
+        "{} {}",
+        a.status,
+        a.body
+    );
     assert!(a.body.contains("max_batch"), "{}", a.body);
     // Unknown routes and methods.
-    assert!(is_problem(&send(&url, "GET", "/v1/other", &[], b""), 404, "not-found"));
+    assert!(is_problem(
+        &send(&url, "GET", "/v1/other", &[], b""),
+        404,
+        "not-found"
+    ));
     assert!(is_problem(
         &send(&url, "GET", auth::EVALUATE_PATH, &[], b""),
         405,
@@ -982,14 +1123,24 @@ fn limits_are_enforced_and_every_refusal_is_a_problem() {
     // Requests beyond the partner's rate: 429 with Retry-After.
     let mut limited = None;
     for _ in 0..4 {
-        let a = signed_post(&url, &key_id, &partner.signing, "hospital", &blinded_elements(1));
+        let a = signed_post(
+            &url,
+            &key_id,
+            &partner.signing,
+            "hospital",
+            &blinded_elements(1),
+        );
         if a.status != 200 {
             limited = Some(a);
             break;
         }
     }
     let limited = limited.expect("the rate limit refuses a burst beyond 2");
-    assert!(is_problem(&limited, 429, "rate-limited"), "{}", limited.body);
+    assert!(
+        is_problem(&limited, 429, "rate-limited"),
+        "{}",
+        limited.body
+    );
     assert!(limited.retry_after.is_some());
 
     // The partner tool sizes its requests to max_batch and waits out the rate limit.
@@ -1020,14 +1171,29 @@ fn checkpoints_are_signed_while_running_on_demand_and_at_shutdown() {
         },
     );
     let key_id = auth.local().key_id().clone();
-    let a = signed_post(auth.url(), &key_id, &partner.signing, "hospital", &blinded_elements(1));
+    let a = signed_post(
+        auth.url(),
+        &key_id,
+        &partner.signing,
+        "hospital",
+        &blinded_elements(1),
+    );
     assert_eq!(a.status, 200);
     // `audit checkpoint` reaches the running authority, which holds the log.
     let text = control::checkpoint(&auth.dir).unwrap();
     assert_eq!(checkpoint_size(&text), 1);
-    assert!(text.starts_with("blindwatch.local/token-authority\n"), "{text}");
+    assert!(
+        text.starts_with("blindwatch.local/token-authority\n"),
+        "{text}"
+    );
     // Periodic checkpoints (and ledgers) follow new entries.
-    let a = signed_post(auth.url(), &key_id, &partner.signing, "hospital", &blinded_elements(1));
+    let a = signed_post(
+        auth.url(),
+        &key_id,
+        &partner.signing,
+        "hospital",
+        &blinded_elements(1),
+    );
     assert_eq!(a.status, 200);
     let started = Instant::now();
     loop {
@@ -1036,16 +1202,28 @@ fn checkpoints_are_signed_while_running_on_demand_and_at_shutdown() {
         if ledger["audit_size"] == 2 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "no periodic checkpoint");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no periodic checkpoint"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let a = signed_post(auth.url(), &key_id, &partner.signing, "hospital", &blinded_elements(1));
+    let a = signed_post(
+        auth.url(),
+        &key_id,
+        &partner.signing,
+        "hospital",
+        &blinded_elements(1),
+    );
     assert_eq!(a.status, 200);
     auth.stop();
     // The last entry is covered by the shutdown checkpoint; the log verifies.
     let vkey = std::fs::read_to_string(auth.dir.log_public_key()).unwrap();
-    let report = blindwatch_audit::verify(auth.dir.audit_dir(), &LogPublicKey::from_vkey(vkey.trim()).unwrap())
-        .unwrap();
+    let report = blindwatch_audit::verify(
+        auth.dir.audit_dir(),
+        &LogPublicKey::from_vkey(vkey.trim()).unwrap(),
+    )
+    .unwrap();
     assert!(report.is_ok(), "{report}");
     let text = control::checkpoint(&auth.dir).unwrap();
     assert_eq!(checkpoint_size(&text), 3);
@@ -1064,7 +1242,9 @@ impl Pki {
         let ca = |name: &str| {
             let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
             params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            params.distinguished_name.push(rcgen::DnType::CommonName, name);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
             let key = rcgen::KeyPair::generate().unwrap();
             let cert = params.self_signed(&key).unwrap();
             (cert, key)
@@ -1124,10 +1304,15 @@ fn tls_with_a_ca_a_pinned_certificate_and_client_certificates() {
         client_cert: client.then(|| (pki.path("client.pem"), pki.path("client.key"))),
         allow_plain_http: false,
     };
-    let tokenizer = partner.connect(&endpoint(auth.url(), Some("ca.pem"), false), &pin).unwrap();
+    let tokenizer = partner
+        .connect(&endpoint(auth.url(), Some("ca.pem"), false), &pin)
+        .unwrap();
     partner.seal(&tokenizer, &input, 1).unwrap();
     // No CA given, or another CA: refused before anything is sent.
-    let err = partner.connect(&endpoint(auth.url(), None, false), &pin).err().unwrap();
+    let err = partner
+        .connect(&endpoint(auth.url(), None, false), &pin)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("--authority-ca"), "{err}");
     let err = partner
         .connect(&endpoint(auth.url(), Some("other-ca.pem"), false), &pin)
@@ -1142,9 +1327,15 @@ fn tls_with_a_ca_a_pinned_certificate_and_client_certificates() {
     // The authority's own self-signed certificate, pinned as the only one to trust.
     auth.start_with(Quotas::unlimited(), pki.settings("self", None))
         .unwrap();
-    let tokenizer = partner.connect(&endpoint(auth.url(), Some("self.pem"), false), &pin).unwrap();
+    let tokenizer = partner
+        .connect(&endpoint(auth.url(), Some("self.pem"), false), &pin)
+        .unwrap();
     partner.seal(&tokenizer, &input, 2).unwrap();
-    assert!(partner.connect(&endpoint(auth.url(), Some("ca.pem"), false), &pin).is_err());
+    assert!(
+        partner
+            .connect(&endpoint(auth.url(), Some("ca.pem"), false), &pin)
+            .is_err()
+    );
     auth.stop();
 
     // Client certificates required.
@@ -1155,7 +1346,9 @@ fn tls_with_a_ca_a_pinned_certificate_and_client_certificates() {
         .err()
         .unwrap();
     assert!(matches!(err, TokenError::Unreachable(_)), "{err}");
-    let tokenizer = partner.connect(&endpoint(auth.url(), Some("ca.pem"), true), &pin).unwrap();
+    let tokenizer = partner
+        .connect(&endpoint(auth.url(), Some("ca.pem"), true), &pin)
+        .unwrap();
     partner.seal(&tokenizer, &input, 3).unwrap();
 }
 
@@ -1206,7 +1399,10 @@ fn an_unreachable_or_lying_authority_fails_the_seal_with_nothing_written() {
     public.write(&public_file).unwrap();
     let pin = Pin::File(public_file.clone());
     // Nobody listens.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let err = partner
         .connect(&Endpoint::new(&format!("http://{port}")), &pin)
         .err()
@@ -1216,12 +1412,23 @@ fn an_unreachable_or_lying_authority_fails_the_seal_with_nothing_written() {
     let (k, o) = (key.clone(), other.clone());
     let cases: Vec<(Responder, &str)> = vec![
         // Not group elements.
-        (Arc::new(|b: &[u8]| (200, vec![0xff; PROOF_LEN + b.len()])), "not"),
+        (
+            Arc::new(|b: &[u8]| (200, vec![0xff; PROOF_LEN + b.len()])),
+            "not",
+        ),
         // Too short.
-        (Arc::new(|b: &[u8]| (200, vec![0; b.len() / 2])), "bytes answered"),
+        (
+            Arc::new(|b: &[u8]| (200, vec![0; b.len() / 2])),
+            "bytes answered",
+        ),
         // Server error.
         (
-            Arc::new(|_: &[u8]| (500, br#"{"type":"/problems/x","title":"x","status":500,"detail":"boom"}"#.to_vec())),
+            Arc::new(|_: &[u8]| {
+                (
+                    500,
+                    br#"{"type":"/problems/x","title":"x","status":500,"detail":"boom"}"#.to_vec(),
+                )
+            }),
             "HTTP 500",
         ),
         // The elements echoed back (a key of 1) behind a proof of the real key's.
@@ -1245,7 +1452,11 @@ fn an_unreachable_or_lying_authority_fails_the_seal_with_nothing_written() {
         let err = partner.seal(&tokenizer, &input, 1).unwrap_err();
         assert!(matches!(err, SealError::Token(_)), "{err}");
         assert!(err.to_string().contains(expect), "{expect}: {err}");
-        assert!(partner.outbox_files().is_empty(), "{:?}", partner.outbox_files());
+        assert!(
+            partner.outbox_files().is_empty(),
+            "{:?}",
+            partner.outbox_files()
+        );
     }
 
     // The authority goes away between the key question and the evaluations.
@@ -1257,7 +1468,11 @@ fn an_unreachable_or_lying_authority_fails_the_seal_with_nothing_written() {
         matches!(err, SealError::Token(TokenError::Unreachable(_))),
         "{err}"
     );
-    assert!(partner.outbox_files().is_empty(), "{:?}", partner.outbox_files());
+    assert!(
+        partner.outbox_files().is_empty(),
+        "{:?}",
+        partner.outbox_files()
+    );
 }
 
 #[test]
@@ -1277,7 +1492,10 @@ fn a_later_seal_sends_only_values_it_has_not_seen() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(cache_files.iter().any(|f| f == "token-cache.key"), "{cache_files:?}");
+    assert!(
+        cache_files.iter().any(|f| f == "token-cache.key"),
+        "{cache_files:?}"
+    );
     assert!(
         cache_files.contains(&format!("tokens-{}.cache", auth.local().key_id())),
         "{cache_files:?}"
