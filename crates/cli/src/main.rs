@@ -401,7 +401,7 @@ enum PartnerCommand {
         datasets: Vec<String>,
     },
     /// Seal an export: check against the contract, tokenise identifiers, encrypt, sign.
-    Seal(SealArgs),
+    Seal(Box<SealArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -55,6 +55,8 @@ const KEY_ID_LABEL: &str = "voprf-ristretto255-sha512";
 
 type Suite = Ristretto255;
 type Elem = <Suite as Group>::Elem;
+/// A value to tokenise: its cache lookup key and its tokenizer input.
+type Missing = ([u8; 16], Zeroizing<Vec<u8>>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlindError {
@@ -441,9 +443,8 @@ impl BlindTokenizer {
     /// Tokenises inputs that are not in the cache: chunks of `request_elements`, up to
     /// `in_flight` at once. Each answered chunk goes into the cache at once; on a failure
     /// the cache is saved (so a retry asks only for the rest) and the call fails.
-    fn fetch(&self, missing: &[([u8; 16], Zeroizing<Vec<u8>>)]) -> Result<Vec<Token>, TokenError> {
-        let chunks: Vec<&[([u8; 16], Zeroizing<Vec<u8>>)]> =
-            missing.chunks(self.request_elements).collect();
+    fn fetch(&self, missing: &[Missing]) -> Result<Vec<Token>, TokenError> {
+        let chunks: Vec<&[Missing]> = missing.chunks(self.request_elements).collect();
         let results: Vec<Mutex<Option<Vec<Token>>>> =
             chunks.iter().map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
@@ -505,10 +506,7 @@ impl BlindTokenizer {
         Ok(out)
     }
 
-    fn fetch_chunk(
-        &self,
-        chunk: &[([u8; 16], Zeroizing<Vec<u8>>)],
-    ) -> Result<Vec<Token>, TokenError> {
+    fn fetch_chunk(&self, chunk: &[Missing]) -> Result<Vec<Token>, TokenError> {
         let mut states = Vec::with_capacity(chunk.len());
         let mut request = Vec::with_capacity(chunk.len() * ELEMENT_LEN);
         for (_, input) in chunk {
@@ -547,7 +545,7 @@ impl Tokenizer for BlindTokenizer {
     fn tokenize(&self, inputs: &[&RawIdentifier]) -> Result<Vec<Token>, TokenError> {
         let mut out: Vec<Option<Token>> = vec![None; inputs.len()];
         // Distinct inputs that the cache does not hold, and where their tokens go.
-        let mut missing: Vec<([u8; 16], Zeroizing<Vec<u8>>)> = Vec::new();
+        let mut missing: Vec<Missing> = Vec::new();
         let mut wanted: HashMap<[u8; 16], Vec<usize>> = HashMap::new();
         {
             let cache = self.lock_cache();

@@ -403,8 +403,11 @@ fn the_authority_receives_no_identifier_nor_its_hash() {
     }
 }
 
+/// A request line, its headers (lower-case names) and its body.
+type Request = (String, Vec<(String, String)>, Vec<u8>);
+
 /// Reads one HTTP/1.1 request (head and `content-length` body); `None` at end of stream.
-fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<(String, String)>, Vec<u8>)> {
+fn read_request(stream: &mut TcpStream) -> Option<Request> {
     let mut data = Vec::new();
     let mut buf = [0u8; 8192];
     let head_end = loop {
