@@ -1,13 +1,17 @@
 //! End to end through the `blindwatch` binary in blind mode: the token authority runs as
-//! its own process (`tokens serve`), a partner seals with `--tokens blind`, the platform
-//! ingests the package and records mode `blind` with the authority's key id.
+//! its own process (`tokens serve`, over TLS), a partner seals with `--tokens blind`
+//! (pinning the authority's key on first use or from a file), the platform accepts blind
+//! packages only under its authority key, `audit checkpoint` works while the authority
+//! runs, SIGTERM checkpoints, and the authority will not start on a lost log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 use support::{bw, ok, s};
 
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 struct Server(Child);
@@ -33,6 +37,33 @@ V1,11010519491231002X,张三,13812345678,临江区人民医院,emergency,injury,
 V2,110105198001010016,李四,,临江区人民医院,surgery,injury,2026-11-03
 ";
 
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A self-signed TLS certificate for 127.0.0.1, which the partner pins as the one to trust.
+fn certificate(dir: &Path) {
+    let own = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(dir.join("tls.pem"), own.cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), own.key_pair.serialize_pem()).unwrap();
+}
+
+fn serve(args: &[&str]) -> Server {
+    Server(
+        Command::new(env!("CARGO_BIN_EXE_blindwatch"))
+            .args(args)
+            .env("BLINDWATCH_LOG", "blindwatch=debug,warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 #[test]
 fn blind_mode_through_the_binary() {
     let tmp = tempfile::tempdir().unwrap();
@@ -50,6 +81,8 @@ fn blind_mode_through_the_binary() {
         .and_then(|r| r.split(')').next())
         .unwrap()
         .to_owned();
+    let public = authority.join("oprf.pub");
+    assert!(public.is_file(), "{out}");
     let keys = hospital.join("keys");
     ok(&[
         "partner",
@@ -59,16 +92,27 @@ fn blind_mode_through_the_binary() {
         "--out",
         s(&keys),
     ]);
-    ok(&[
-        "tokens",
-        "add-partner",
-        "--dir",
-        s(&authority),
-        "--partner",
-        "hospital",
-        "--key",
-        s(&keys.join("hospital.pub")),
-    ]);
+    let add = |partner: &str| {
+        bw(&[
+            "tokens",
+            "add-partner",
+            "--dir",
+            s(&authority),
+            "--partner",
+            partner,
+            "--key",
+            s(&keys.join("hospital.pub")),
+        ])
+    };
+    assert!(add("hospital").status.success());
+    // The same key under a second name is refused.
+    let twice = add("clinic");
+    assert!(!twice.status.success());
+    assert!(
+        stderr(&twice).contains("one key per partner"),
+        "{}",
+        stderr(&twice)
+    );
     ok(&[
         "partner",
         "register",
@@ -82,34 +126,60 @@ fn blind_mode_through_the_binary() {
         "hospital.visits",
     ]);
     let privacy = tmp.path().join("privacy.toml");
-    std::fs::write(
-        &privacy,
-        "[retention]\ndays = 30\n[token_authority]\ndefault = { per_day = 100, total = 1000 }\n",
-    )
-    .unwrap();
-
+    let settings = |partners: &str| {
+        std::fs::write(
+            &privacy,
+            format!(
+                "[retention]\ndays = 30\n[token_authority]\nmax_batch = 2\ndefault = {{ per_day = 100, total = 1000 }}\n{partners}"
+            ),
+        )
+        .unwrap()
+    };
+    certificate(tmp.path());
+    let (cert, tls_key) = (tmp.path().join("tls.pem"), tmp.path().join("tls.key"));
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let url = format!("http://{listen}");
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_blindwatch"))
-            .args([
-                "tokens",
-                "serve",
-                "--key",
-                s(&key_file),
-                "--listen",
-                &listen,
-                "--dir",
-                s(&authority),
-                "--privacy",
-                s(&privacy),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let url = format!("https://{listen}");
+    let serve_args = |listen: &str, tls: bool| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "tokens",
+            "serve",
+            "--key",
+            s(&key_file),
+            "--listen",
+            listen,
+            "--dir",
+            s(&authority),
+            "--privacy",
+            s(&privacy),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        if tls {
+            a.extend(["--tls-cert", s(&cert), "--tls-key", s(&tls_key)].map(String::from));
+        }
+        a
+    };
+    let run = |a: &[String]| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        bw(&refs)
+    };
+
+    // Operator mistakes stop the authority at start: a misspelt per-partner quota, plain
+    // HTTP on an address other machines reach.
+    settings("[token_authority.partners]\nhospitl = { per_day = 1, total = 1 }\n");
+    let out = run(&serve_args(&listen, true));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("`hospitl`"), "{}", stderr(&out));
+    settings("[token_authority.partners]\nhospital = { per_day = 50, total = 1000 }\n");
+    let out = run(&serve_args("0.0.0.0:0", false));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("plain HTTP"), "{}", stderr(&out));
+
+    let refs: Vec<String> = serve_args(&listen, true);
+    let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+    let mut server = serve(&refs);
     let started = Instant::now();
     while std::net::TcpStream::connect(&listen).is_err() {
         assert!(
@@ -125,8 +195,8 @@ fn blind_mode_through_the_binary() {
     let partner_key = keys.join("hospital.key");
     let platform_key = platform.join("keys/platform.pub");
     let outbox = hospital.join("outbox");
-    let args = |seq: &str| -> Vec<String> {
-        [
+    let args = |seq: &str, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
             "partner",
             "seal",
             "--contract",
@@ -147,61 +217,141 @@ fn blind_mode_through_the_binary() {
             "blind",
             "--authority",
             &url,
+            "--authority-ca",
+            s(&cert),
         ]
         .iter()
         .map(|a| a.to_string())
-        .collect()
-    };
-    let run = |a: &[String]| {
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        bw(&refs)
+        .collect();
+        a.extend(extra.iter().map(|e| e.to_string()));
+        a
     };
 
-    let first = run(&args("1"));
-    let stdout = String::from_utf8_lossy(&first.stdout);
+    // https:// without a certificate to trust is refused.
+    let mut no_ca = args("1", &[]);
+    no_ca.truncate(no_ca.len() - 2);
+    let out = run(&no_ca);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--authority-ca"), "{}", stderr(&out));
+
+    // First seal: the authority's key is trusted on first use and recorded.
+    let first = run(&args("1", &[]));
+    assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        first.status.success(),
+        stdout(&first).contains("trusting token authority key"),
         "{}",
-        String::from_utf8_lossy(&first.stderr)
+        stdout(&first)
     );
-    assert!(stdout.contains("3 values sent blinded"), "{stdout}");
-    // The cache key and the encrypted cache sit beside the partner's keys.
+    assert!(
+        stdout(&first).contains("3 values sent blinded"),
+        "{}",
+        stdout(&first)
+    );
+    assert!(
+        stdout(&first).contains("requests of up to 2"),
+        "{}",
+        stdout(&first)
+    );
+    // The recorded key, the cache key and the encrypted cache sit beside the partner's key.
+    assert_eq!(
+        std::fs::read(keys.join("token-authority.pub")).unwrap(),
+        std::fs::read(&public).unwrap()
+    );
     assert!(keys.join("token-cache.key").is_file());
     assert!(keys.join(format!("tokens-{key_id}.cache")).is_file());
-    // A second seal of the same export asks the authority for nothing.
-    let second = run(&args("2"));
-    assert!(second.status.success());
+    // A second seal of the same export, pinning the key from the operator's file, asks the
+    // authority for nothing.
+    let second = run(&args("2", &["--authority-key", s(&public)]));
+    assert!(second.status.success(), "{}", stderr(&second));
     assert!(
-        String::from_utf8_lossy(&second.stdout).contains("0 values sent blinded"),
+        stdout(&second).contains("0 values sent blinded"),
         "{}",
-        String::from_utf8_lossy(&second.stdout)
+        stdout(&second)
     );
 
-    // Blind mode refuses a linkage key, and needs an authority.
-    let mut mixed = args("3");
-    mixed.extend([
-        "--linkage-key".to_owned(),
-        s(&keys.join("x.key")).to_owned(),
-    ]);
-    let out = run(&mixed);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("modes never mix"));
+    // A key that is not the authority's: refused, nothing written.
+    let other_key = tmp.path().join("other.key");
+    ok(&["tokens", "keygen", "--key", s(&other_key)]);
+    let wrong = run(&args(
+        "3",
+        &["--authority-key", s(&tmp.path().join("other.pub"))],
+    ));
+    assert!(!wrong.status.success());
+    assert!(stderr(&wrong).contains("trusts key"), "{}", stderr(&wrong));
+    assert!(
+        !outbox
+            .join("hospital.visits.00000003.manifest.json")
+            .exists()
+    );
 
-    let manifest = outbox.join("hospital.visits.00000001.manifest.json");
-    ok(&["ingest", "--data-dir", s(&platform), s(&manifest)]);
+    // Blind mode refuses a linkage key.
+    let out = run(&args("3", &["--linkage-key", s(&keys.join("x.key"))]));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("modes never mix"));
+
+    // The platform accepts blind packages only under its authority key.
+    let manifest = |seq: u32| outbox.join(format!("hospital.visits.{seq:08}.manifest.json"));
+    let refused = bw(&["ingest", "--data-dir", s(&platform), s(&manifest(1))]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("keys authority"),
+        "{}",
+        stderr(&refused)
+    );
+    ok(&[
+        "keys",
+        "authority",
+        "--data-dir",
+        s(&platform),
+        "--key",
+        s(&public),
+    ]);
+    ok(&["ingest", "--data-dir", s(&platform), s(&manifest(1))]);
     let catalog = ok(&["catalog", "--data-dir", s(&platform)]);
     let row = catalog
         .lines()
         .find(|l| l.starts_with("hospital.visits"))
         .unwrap();
     assert!(row.contains("blind") && row.contains(&key_id), "{catalog}");
+    // After a rotation to another key, packages under the old key are refused.
+    let other_public = tmp.path().join("other.pub");
+    let out = bw(&[
+        "keys",
+        "authority",
+        "--data-dir",
+        s(&platform),
+        "--key",
+        s(&other_public),
+    ]);
+    assert!(!out.status.success(), "a different key needs --rotate");
+    ok(&[
+        "keys",
+        "authority",
+        "--data-dir",
+        s(&platform),
+        "--key",
+        s(&other_public),
+        "--rotate",
+    ]);
+    let refused = bw(&["ingest", "--data-dir", s(&platform), s(&manifest(2))]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains(&key_id), "{}", stderr(&refused));
 
-    // Stop the authority as an operator would (SIGINT, by its process id): it signs a
-    // checkpoint of its audit log, which holds one entry per batch.
+    // A checkpoint of the running authority's log, through the authority.
+    let checkpoint = ok(&["audit", "checkpoint", "--data-dir", s(&authority)]);
+    assert!(
+        checkpoint.starts_with("blindwatch.local/token-authority\n"),
+        "{checkpoint}"
+    );
+    // 3 values in requests of at most 2: 2 entries.
+    assert_eq!(checkpoint.lines().nth(1), Some("2"), "{checkpoint}");
+
+    // Stop the authority as a service manager would (SIGTERM, by its process id): it signs
+    // a last checkpoint.
     let pid = server.0.id().to_string();
     assert!(
         Command::new("kill")
-            .args(["-INT", &pid])
+            .args(["-TERM", &pid])
             .status()
             .unwrap()
             .success()
@@ -209,7 +359,6 @@ fn blind_mode_through_the_binary() {
     let status = server.0.wait().unwrap();
     assert!(status.success());
     let mut out = String::new();
-    use std::io::Read;
     server
         .0
         .stdout
@@ -232,4 +381,10 @@ fn blind_mode_through_the_binary() {
     for secret in ["11010519491231002X", "110105198001010016", "13812345678"] {
         assert!(!log.contains(secret));
     }
+
+    // An authority whose log is gone does not start afresh.
+    std::fs::rename(authority.join("audit"), tmp.path().join("audit-moved")).unwrap();
+    let out = run(&serve_args(&listen, true));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("restore the log"), "{}", stderr(&out));
 }

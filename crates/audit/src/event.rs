@@ -504,6 +504,18 @@ pub enum AuditEvent {
         /// The partners whose valid approval of this digest is missing.
         partners: Vec<PartnerId>,
     },
+    /// The token authority evaluated a batch of blinded elements for a partner (replaces
+    /// `token_evaluation_batch`, which older logs hold): the request's nonce digest makes the
+    /// log the durable record of accepted requests, so a restarted authority still refuses
+    /// a replay.
+    TokenEvaluation {
+        /// Requesting partner.
+        partner: PartnerId,
+        /// Elements evaluated.
+        count: u64,
+        /// SHA-256 of `partner ‖ 0x00 ‖ the request's nonce` (the nonce is random).
+        nonce: Sha256Digest,
+    },
 }
 
 /// One audit log entry: who, when, what.
@@ -727,6 +739,11 @@ mod tests {
                 digest: Sha256Digest::of(b"model"),
                 reason: ReasonCode::new("approval-missing").unwrap(),
                 partners: vec![],
+            },
+            AuditEvent::TokenEvaluation {
+                partner: PartnerId::new("insurer").unwrap(),
+                count: 2048,
+                nonce: Sha256Digest::of(b"insurer\x000123456789abcdef0123456789abcdef"),
             },
         ];
         for event in events {

@@ -225,29 +225,58 @@ pub fn partner_seal(job: &SealJob<'_>, linkage_key: &Path) -> anyhow::Result<Sea
     partner_seal_with(job, &tokenizer)
 }
 
+/// How a blind seal reaches the token authority and which key it trusts.
+pub struct BlindJob<'a> {
+    pub endpoint: blindwatch_tokens::Endpoint,
+    /// `--authority-key FILE`, or trust on first use recorded beside the partner's key.
+    pub pin: blindwatch_tokens::Pin,
+    pub cache_dir: &'a Path,
+}
+
 /// Seals in blind mode: identifiers are blinded on this machine and only blinded elements
-/// go to the token authority at `authority`, signed with the partner's key; tokens are
-/// cached (encrypted) in `cache_dir` so a later seal asks only for new values.
-pub fn partner_seal_blind(
-    job: &SealJob<'_>,
-    authority: &str,
-    cache_dir: &Path,
-) -> anyhow::Result<SealOutcome> {
+/// go to the token authority, signed with the partner's key; every batch's proof is checked
+/// against the pinned authority key; tokens are cached (encrypted) in `cache_dir` as they
+/// arrive, so a later seal — or a retry after a refusal — asks only for new values.
+pub fn partner_seal_blind(job: &SealJob<'_>, blind: &BlindJob<'_>) -> anyhow::Result<SealOutcome> {
     let signing_key = Arc::new(SigningKey::read(
         job.partner_key,
         KeyFileKind::PartnerSigning,
     )?);
-    let tokenizer =
-        blindwatch_tokens::blind_tokenizer(authority, job.partner, signing_key, cache_dir)
-            .context("connecting to the token authority")?;
+    let connected = blindwatch_tokens::blind_tokenizer(
+        &blind.endpoint,
+        job.partner,
+        signing_key,
+        blind.cache_dir,
+        &blind.pin,
+    )
+    .context("connecting to the token authority")?;
+    if let (true, blindwatch_tokens::Pin::FirstUse(path)) = (connected.recorded, &blind.pin) {
+        println!(
+            "  trusting token authority key {} from now on (recorded on first use in {}; compare the key id with the authority's operator)",
+            connected.pinned.key_id(),
+            path.display()
+        );
+    }
+    let tokenizer = connected.tokenizer;
     let cached_before = tokenizer.cached();
-    let outcome = partner_seal_with(job, &tokenizer)?;
+    let outcome = partner_seal_with(job, &tokenizer).map_err(|e| {
+        let kept = tokenizer.cached().saturating_sub(cached_before);
+        if kept > 0 {
+            e.context(format!(
+                "{kept} tokens evaluated before the failure are kept in the encrypted cache ({}): a retry asks only for the rest",
+                blind.cache_dir.display()
+            ))
+        } else {
+            e
+        }
+    })?;
     println!(
-        "  blind tokens: key {}, {} values sent blinded to the authority, {} cached before ({})",
+        "  blind tokens: key {} (verified), {} values sent blinded to the authority in requests of up to {}, {} cached before ({})",
         outcome.manifest.tokens.key_id,
         tokenizer.requested(),
+        tokenizer.request_elements(),
         cached_before,
-        cache_dir.display()
+        blind.cache_dir.display()
     );
     Ok(outcome)
 }
@@ -384,6 +413,12 @@ pub fn audit_proof(data_dir: &Path, entry: u64) -> anyhow::Result<()> {
 }
 
 pub fn audit_checkpoint(data_dir: &Path) -> anyhow::Result<()> {
+    if blindwatch_tokens::AuthorityDir::is_authority_dir(data_dir) {
+        // A token authority's directory: through the running authority, if it runs.
+        let dir = blindwatch_tokens::AuthorityDir::new(data_dir);
+        print!("{}", blindwatch_tokens::control::checkpoint(&dir)?);
+        return Ok(());
+    }
     let dir = DataDir::new(data_dir);
     let mut log = dir.open_audit_log()?;
     print!("{}", log.checkpoint()?.text());
@@ -404,15 +439,92 @@ pub fn audit_verify_proof(bundle: &Path, key: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `tokens keygen`: a new OPRF key for the token authority.
+/// `tokens keygen`: a new VOPRF key for the token authority, and its public key beside it
+/// (`FILE.pub`), which partners pin and the platform accepts blind packages under.
 pub fn tokens_keygen(path: &Path) -> anyhow::Result<()> {
+    let public_path = path.with_extension("pub");
+    if public_path.exists() {
+        bail!(
+            "{} exists already: move it away, or choose another --key name",
+            public_path.display()
+        );
+    }
     let key = blindwatch_crypto::blind::AuthorityKey::generate()?;
     key.write(path)?;
+    key.public_key().write(&public_path)?;
     println!(
         "wrote token authority key {} (key id {}): keep it with the authority only, never on the platform",
         path.display(),
         key.key_id()
     );
+    println!(
+        "  public key {}: give it to every partner (--authority-key) and to the platform (blindwatch keys authority)",
+        public_path.display()
+    );
+    Ok(())
+}
+
+/// `keys authority`: the token authority public key this deployment accepts blind packages
+/// under. Replacing a different one needs `rotate` (packages sealed under the old key are
+/// refused from then on, until re-sealed).
+pub fn keys_authority(data_dir: &Path, key: &Path, rotate: bool) -> anyhow::Result<()> {
+    use blindwatch_crypto::blind::{AUTHORITY_PUBLIC_KEY_FILE, AuthorityPublicKey};
+    let dir = DataDir::new(data_dir);
+    if !dir.is_initialised() {
+        bail!(
+            "{} is not a platform data directory: run `blindwatch keys init --data-dir {}` first",
+            data_dir.display(),
+            data_dir.display()
+        );
+    }
+    let new = AuthorityPublicKey::read(key)?;
+    let target = dir.keys_dir().join(AUTHORITY_PUBLIC_KEY_FILE);
+    let old = if target.exists() {
+        Some(AuthorityPublicKey::read(&target)?)
+    } else {
+        None
+    };
+    match &old {
+        Some(old) if old == &new => {
+            println!(
+                "token authority key {} is already this deployment's",
+                new.key_id()
+            );
+            return Ok(());
+        }
+        Some(old) if !rotate => bail!(
+            "this deployment already accepts blind packages under token authority key {}; to replace it with {} add --rotate (packages sealed under the old key are refused from then on, until re-sealed)",
+            old.key_id(),
+            new.key_id()
+        ),
+        _ => {}
+    }
+    // Audited first: the key decides which packages are accepted.
+    let mut audit = dir.open_audit_log()?;
+    audit.append(&AuditRecord::now(
+        Principal::new("platform")?,
+        AuditEvent::PolicyLoaded {
+            digest: Sha256Digest::of(new.as_bytes()),
+        },
+    ))?;
+    audit.checkpoint()?;
+    let staged = target.with_extension("pub.new");
+    let _ = std::fs::remove_file(&staged);
+    new.write(&staged)?;
+    std::fs::rename(&staged, &target)
+        .with_context(|| format!("installing {}", target.display()))?;
+    match old {
+        Some(old) => println!(
+            "token authority key rotated: {} replaces {} (blind packages under the old key are refused from now on)",
+            new.key_id(),
+            old.key_id()
+        ),
+        None => println!(
+            "this deployment accepts blind packages under token authority key {} ({})",
+            new.key_id(),
+            target.display()
+        ),
+    }
     Ok(())
 }
 
@@ -428,43 +540,74 @@ pub fn tokens_add_partner(dir: &Path, partner: &str, key: &Path) -> anyhow::Resu
     Ok(())
 }
 
-/// `tokens serve`: the token authority, until interrupted.
-pub async fn tokens_serve(
-    key: &Path,
-    listen: &str,
-    dir: &Path,
-    privacy: &Path,
-) -> anyhow::Result<()> {
-    let key = blindwatch_crypto::blind::AuthorityKey::read(key)?;
-    let quotas = blindwatch_tokens::Quotas::load(privacy)?;
-    let authority_dir = blindwatch_tokens::AuthorityDir::new(dir);
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let partners = authority_dir.partners()?;
-    if partners.is_empty() {
-        tracing::warn!("no partner is registered yet: every request will be refused");
-    }
-    let audit = authority_dir.open_audit_log()?;
-    let authority = Arc::new(blindwatch_tokens::Authority::new(
+/// What `tokens serve` runs with.
+pub struct TokensServe<'a> {
+    pub key: &'a Path,
+    pub listen: &'a str,
+    pub dir: &'a Path,
+    pub privacy: &'a Path,
+    pub tls_cert: Option<&'a Path>,
+    pub tls_key: Option<&'a Path>,
+    pub tls_client_ca: Option<&'a Path>,
+    pub allow_plain_http: bool,
+    pub max_connections: usize,
+    pub header_timeout: std::time::Duration,
+    pub body_timeout: std::time::Duration,
+    pub checkpoint_every: std::time::Duration,
+}
+
+/// `tokens serve`: the token authority, until Ctrl-C or SIGTERM.
+pub async fn tokens_serve(a: &TokensServe<'_>) -> anyhow::Result<()> {
+    let tls = match (a.tls_cert, a.tls_key) {
+        (Some(cert), Some(key)) => Some(blindwatch_net::tls_config(cert, key, a.tls_client_ca)?),
+        (None, None) if a.tls_client_ca.is_some() => {
+            bail!("--tls-client-ca needs TLS: add --tls-cert FILE --tls-key FILE")
+        }
+        (None, None) => None,
+        _ => bail!("TLS needs both --tls-cert FILE and --tls-key FILE"),
+    };
+    let key = blindwatch_crypto::blind::AuthorityKey::read(a.key)?;
+    let quotas = blindwatch_tokens::Quotas::load(a.privacy)?;
+    std::fs::create_dir_all(a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    let authority_dir = blindwatch_tokens::AuthorityDir::new(a.dir);
+    let authority = Arc::new(blindwatch_tokens::Authority::open(
+        authority_dir.clone(),
         key,
         quotas,
-        partners.clone(),
-        Some(audit),
     )?);
-    let listener = tokio::net::TcpListener::bind(listen)
+    let partners = authority_dir.partners()?.len();
+    if partners == 0 {
+        tracing::warn!("no partner is registered yet: every request will be refused");
+    }
+    let listener = tokio::net::TcpListener::bind(a.listen)
         .await
-        .with_context(|| format!("listening on {listen}"))?;
+        .with_context(|| format!("listening on {}", a.listen))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let settings = blindwatch_tokens::ServeSettings {
+        net: blindwatch_net::ServeOptions {
+            tls,
+            header_read_timeout: a.header_timeout,
+            body_read_timeout: a.body_timeout,
+            max_connections: a.max_connections,
+            allow_plain_http: a.allow_plain_http,
+            ..blindwatch_net::ServeOptions::default()
+        },
+        checkpoint_every: a.checkpoint_every,
+    };
     println!(
-        "token authority: key {}, {} partners, listening on http://{} (audit log {}); Ctrl-C stops",
+        "token authority: key {}, {partners} partners, max_batch {}, listening on {scheme}://{} (audit log {}); Ctrl-C or SIGTERM stops",
         authority.key_id(),
-        partners.len(),
+        authority.quotas().max_batch,
         listener.local_addr()?,
         authority_dir.audit_dir().display()
     );
-    blindwatch_tokens::serve(listener, authority.clone(), async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+    blindwatch_tokens::serve(
+        listener,
+        authority.clone(),
+        settings,
+        crate::serve::shutdown_signal(),
+    )
     .await?;
-    authority.checkpoint()?;
     println!("token authority stopped; audit log checkpoint signed");
     Ok(())
 }

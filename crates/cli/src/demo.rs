@@ -35,7 +35,7 @@ const MARKER: &str = ".blindwatch-demo";
 /// How the demo's partners make tokens.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum TokenMode {
-    /// Through the token authority (RFC 9497 OPRF), the default.
+    /// Through the token authority (RFC 9497 VOPRF), the default.
     Blind,
     /// HMAC under a consortium key that every partner holds.
     Consortium,
@@ -45,7 +45,8 @@ pub enum TokenMode {
 enum Tokens {
     Blind {
         authority: LocalAuthority,
-        dir: AuthorityDir,
+        /// The authority's public key file, which partners pin.
+        public: std::path::PathBuf,
     },
     Consortium {
         master: std::path::PathBuf,
@@ -106,22 +107,45 @@ pub async fn run(root: &Path, options: &DemoOptions) -> anyhow::Result<()> {
     println!("2. platform keys and catalog");
     let platform = commands::keys_init(&root.join("platform")).await?;
 
-    let mut tokens = match mode {
+    println!("3. partners: keys, registration, sealing");
+    // Each partner's signing key, registered with the platform (and, in blind mode, with
+    // the token authority, which must know every partner its privacy settings name
+    // before it starts).
+    let authority_dir = AuthorityDir::new(root.join("authority"));
+    let mut keys = BTreeMap::new();
+    for (partner, tables) in &by_partner {
+        let home = root.join("partners").join(partner);
+        let dir = home.join("keys");
+        std::fs::create_dir_all(&dir)?;
+        let (secret, public) = commands::partner_keygen(partner, &dir)?;
+        let datasets: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+        commands::partner_register(platform.root(), partner, &public, &datasets).await?;
+        if mode == TokenMode::Blind {
+            std::fs::create_dir_all(authority_dir.root())?;
+            let key = VerifyingKey::read(&public, KeyFileKind::PartnerPublic)?;
+            authority_dir.add_partner(partner, &key)?;
+        }
+        keys.insert(*partner, (dir, secret));
+    }
+
+    let tokens = match mode {
         TokenMode::Blind => {
             // The token authority is a party of its own: its key never reaches the
-            // platform or the partners.
-            let dir = AuthorityDir::new(root.join("authority"));
-            std::fs::create_dir_all(dir.root())?;
-            let key = AuthorityKey::generate()?;
-            key.write(&dir.root().join("oprf.key"))?;
+            // platform or the partners. Its public key goes to both: partners pin it,
+            // the platform accepts blind packages only under it.
+            let key_file = authority_dir.root().join("oprf.key");
+            commands::tokens_keygen(&key_file)?;
+            let key = AuthorityKey::read(&key_file)?;
+            let public = key_file.with_extension("pub");
+            commands::keys_authority(platform.root(), &public, false)?;
             let quotas = Quotas::load(&platform.policies_dir().join("privacy.toml"))?;
-            let authority = LocalAuthority::start(key, quotas, Some(dir.open_audit_log()?))?;
+            let authority = LocalAuthority::start(authority_dir.clone(), key, quotas)?;
             println!(
                 "   token authority: key {}, serving at {} (in process)",
                 authority.key_id(),
                 authority.url()
             );
-            Tokens::Blind { authority, dir }
+            Tokens::Blind { authority, public }
         }
         TokenMode::Consortium => {
             // The consortium's linkage key, shared by the partners only.
@@ -131,25 +155,15 @@ pub async fn run(root: &Path, options: &DemoOptions) -> anyhow::Result<()> {
         }
     };
 
-    println!("3. partners: keys, registration, sealing");
     let mut packages = Vec::new();
-    let mut signing_keys = BTreeMap::new();
     for (partner, tables) in &by_partner {
         let home = root.join("partners").join(partner);
-        let keys = home.join("keys");
-        std::fs::create_dir_all(&keys)?;
-        let (secret, public) = commands::partner_keygen(partner, &keys)?;
-        signing_keys.insert(partner.to_string(), secret.clone());
-        let datasets: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
-        commands::partner_register(platform.root(), partner, &public, &datasets).await?;
-        let linkage = keys.join("linkage.key");
-        match &mut tokens {
-            Tokens::Blind { authority, dir } => {
-                let key = VerifyingKey::read(&public, KeyFileKind::PartnerPublic)?;
-                dir.add_partner(partner, &key)?;
-                authority.register_partner(partner, &key)?;
-            }
-            Tokens::Consortium { master } => copy_private(master, &linkage)?,
+        let Some((keys_dir, secret)) = keys.get(partner) else {
+            bail!("partner {partner} has no key");
+        };
+        let linkage = keys_dir.join("linkage.key");
+        if let Tokens::Consortium { master } = &tokens {
+            copy_private(master, &linkage)?;
         }
         for table in tables {
             let contract = platform.contracts_dir().join(format!("{table}.toml"));
@@ -157,7 +171,7 @@ pub async fn run(root: &Path, options: &DemoOptions) -> anyhow::Result<()> {
                 contract: &contract,
                 input: &home.join("exports").join(format!("{table}.csv")),
                 partner,
-                partner_key: &secret,
+                partner_key: secret,
                 platform_key: &platform.platform_public_key(),
                 sequence: 1,
                 out: &home.join("outbox"),
@@ -166,20 +180,25 @@ pub async fn run(root: &Path, options: &DemoOptions) -> anyhow::Result<()> {
                 token_cache_limit: blindwatch_partner::DEFAULT_TOKEN_CACHE_LIMIT,
             };
             let outcome = match &tokens {
-                Tokens::Blind { authority, .. } => {
-                    commands::partner_seal_blind(&job, authority.url(), &keys)?
-                }
+                Tokens::Blind { authority, public } => commands::partner_seal_blind(
+                    &job,
+                    &commands::BlindJob {
+                        endpoint: blindwatch_tokens::Endpoint::new(authority.url()),
+                        pin: blindwatch_tokens::Pin::File(public.clone()),
+                        cache_dir: keys_dir,
+                    },
+                )?,
                 Tokens::Consortium { .. } => commands::partner_seal(&job, &linkage)?,
             };
             packages.push(outcome.package.manifest);
         }
     }
     match tokens {
-        Tokens::Blind { authority, dir } => {
+        Tokens::Blind { authority, .. } => {
             authority.shutdown()?;
             println!(
                 "   token authority stopped; its audit log: {}",
-                dir.audit_dir().display()
+                authority_dir.audit_dir().display()
             );
         }
         Tokens::Consortium { master } => std::fs::remove_file(&master)?,
@@ -200,7 +219,7 @@ pub async fn run(root: &Path, options: &DemoOptions) -> anyhow::Result<()> {
         std::fs::write(&file, model)?;
         std::fs::write(model_test::fixture_path(&file), fixture)?;
         for partner in models::model_approvers(platform.root(), &file).await? {
-            let key = signing_keys.get(&partner).with_context(|| {
+            let (_, key) = keys.get(partner.as_str()).with_context(|| {
                 format!("{id} reads data of `{partner}`, a partner the demo does not have")
             })?;
             models::model_approve(&partner, key, &file, None)?;

@@ -259,13 +259,14 @@ struct AlertsArgs {
 
 #[derive(Subcommand)]
 enum TokensCommand {
-    /// Create the authority's OPRF key (ristretto255-SHA512), 0600; prints its key id.
+    /// Create the authority's VOPRF key (ristretto255-SHA512), 0600, and its public key
+    /// beside it (KEY with extension .pub) for partners and the platform; prints its key id.
     Keygen {
         #[arg(long)]
         key: PathBuf,
     },
     /// Let a partner ask for evaluations: register its Ed25519 public key (NAME.pub, the
-    /// key it signs manifests with) in the authority's directory.
+    /// key it signs manifests with) in the authority's directory. One key per partner.
     AddPartner {
         /// The authority's directory (partner register, audit log).
         #[arg(long)]
@@ -276,28 +277,57 @@ enum TokensCommand {
         #[arg(long)]
         key: PathBuf,
     },
-    /// Serve batch OPRF evaluations over HTTP to registered partners, within their quotas.
-    Serve {
-        /// The authority's OPRF key file.
-        #[arg(long)]
-        key: PathBuf,
-        /// Address to listen on, e.g. 127.0.0.1:7300.
-        #[arg(long)]
-        listen: String,
-        /// The authority's directory (partner register, audit log).
-        #[arg(long)]
-        dir: PathBuf,
-        /// Privacy settings with the [token_authority] quotas.
-        #[arg(long, default_value = "policies/privacy.toml")]
-        privacy: PathBuf,
-    },
+    /// Serve batch VOPRF evaluations (one proof per batch) to registered partners, within
+    /// their quotas and rates; HTTPS with --tls-cert/--tls-key.
+    Serve(TokensServeArgs),
+}
+
+#[derive(Args)]
+struct TokensServeArgs {
+    /// The authority's VOPRF key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// Address to listen on, e.g. 0.0.0.0:7300 (with TLS) or 127.0.0.1:7300.
+    #[arg(long)]
+    listen: String,
+    /// The authority's directory (partner register, audit log, ledger).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Privacy settings with the [token_authority] quotas.
+    #[arg(long, default_value = "policies/privacy.toml")]
+    privacy: PathBuf,
+    /// The TLS certificate chain (PEM) partners see.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates issued by this CA (PEM) as well.
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve plain HTTP on an address that is not loopback (only behind a TLS-terminating
+    /// proxy on a trusted network).
+    #[arg(long)]
+    allow_plain_http: bool,
+    /// Connections served at once; more wait.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// Seconds a client has for the TLS handshake and each request head.
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a client has to send a request body.
+    #[arg(long, default_value_t = 60)]
+    body_timeout_secs: u64,
+    /// Seconds between signed audit checkpoints while serving.
+    #[arg(long, default_value_t = 60)]
+    checkpoint_secs: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum TokensArg {
     /// HMAC-SHA256 under the consortium linkage key (--linkage-key).
     Consortium,
-    /// RFC 9497 OPRF through a token authority (--authority).
+    /// RFC 9497 VOPRF through a token authority (--authority).
     Blind,
 }
 
@@ -353,6 +383,17 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Accept blind packages only under this token authority public key (the .pub that
+    /// `tokens keygen` wrote); audited.
+    Authority {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        /// Replace a different key already set (a key rotation).
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -378,7 +419,7 @@ enum PartnerCommand {
         datasets: Vec<String>,
     },
     /// Seal an export: check against the contract, tokenise identifiers, encrypt, sign.
-    Seal(SealArgs),
+    Seal(Box<SealArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -410,9 +451,27 @@ struct SealArgs {
     /// The consortium linkage key (consortium mode).
     #[arg(long)]
     linkage_key: Option<PathBuf>,
-    /// The token authority's URL, e.g. http://127.0.0.1:7300 (blind mode).
+    /// The token authority's URL, e.g. https://authority.example:7300 (blind mode; plain
+    /// http:// only to this machine unless --allow-plain-http).
     #[arg(long)]
     authority: Option<String>,
+    /// The token authority's public key (from its operator); every batch's proof is
+    /// checked against it. Without it the key served on first use is recorded beside
+    /// --partner-key (token-authority.pub) and trusted from then on.
+    #[arg(long)]
+    authority_key: Option<PathBuf>,
+    /// For https://: the CA of the authority's TLS certificate, or that certificate (PEM).
+    #[arg(long)]
+    authority_ca: Option<PathBuf>,
+    /// A client certificate chain (PEM), when the authority requires one.
+    #[arg(long, requires = "authority_client_key")]
+    authority_client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "authority_client_cert")]
+    authority_client_key: Option<PathBuf>,
+    /// Allow plain http:// to an authority on another machine (trusted networks only).
+    #[arg(long)]
+    allow_plain_http: bool,
     /// Where the encrypted token cache and its key live (blind mode; default: the directory of --partner-key).
     #[arg(long)]
     token_cache: Option<PathBuf>,
@@ -520,6 +579,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Command::Keys(KeysCommand::Init(a)) => c::keys_init(&a.data_dir).await.map(|_| ()),
         Command::Keys(KeysCommand::Linkage { out }) => c::keys_linkage(&out),
+        Command::Keys(KeysCommand::Authority {
+            data_dir,
+            key,
+            rotate,
+        }) => c::keys_authority(&data_dir, &key, rotate),
         Command::Partner(PartnerCommand::Keygen { partner, out }) => {
             c::partner_keygen(&partner, &out).map(|_| ())
         }
@@ -558,14 +622,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "--authority is for blind mode: add --tokens blind, or drop --authority"
                 ),
                 (TokensArg::Blind, None, Some(url)) => {
-                    let default_cache = a
+                    let key_dir = a
                         .partner_key
                         .parent()
                         .filter(|p| !p.as_os_str().is_empty())
                         .unwrap_or(std::path::Path::new("."))
                         .to_owned();
-                    let cache = a.token_cache.clone().unwrap_or(default_cache);
-                    c::partner_seal_blind(&job, url, &cache).map(|_| ())
+                    let cache = a.token_cache.clone().unwrap_or_else(|| key_dir.clone());
+                    let pin = match &a.authority_key {
+                        Some(file) => blindwatch_tokens::Pin::File(file.clone()),
+                        None => blindwatch_tokens::Pin::FirstUse(
+                            key_dir.join(blindwatch_crypto::blind::AUTHORITY_PUBLIC_KEY_FILE),
+                        ),
+                    };
+                    let endpoint = blindwatch_tokens::Endpoint {
+                        url: url.clone(),
+                        ca: a.authority_ca.clone(),
+                        client_cert: a
+                            .authority_client_cert
+                            .clone()
+                            .zip(a.authority_client_key.clone()),
+                        allow_plain_http: a.allow_plain_http,
+                    };
+                    c::partner_seal_blind(
+                        &job,
+                        &c::BlindJob {
+                            endpoint,
+                            pin,
+                            cache_dir: &cache,
+                        },
+                    )
+                    .map(|_| ())
                 }
                 (TokensArg::Blind, Some(_), _) => anyhow::bail!(
                     "--linkage-key is for consortium mode: add --tokens consortium, or drop it and use the token authority (--authority URL); modes never mix"
@@ -587,12 +674,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens(TokensCommand::AddPartner { dir, partner, key }) => {
             c::tokens_add_partner(&dir, &partner, &key)
         }
-        Command::Tokens(TokensCommand::Serve {
-            key,
-            listen,
-            dir,
-            privacy,
-        }) => c::tokens_serve(&key, &listen, &dir, &privacy).await,
+        Command::Tokens(TokensCommand::Serve(a)) => {
+            let secs = std::time::Duration::from_secs;
+            c::tokens_serve(&c::TokensServe {
+                key: &a.key,
+                listen: &a.listen,
+                dir: &a.dir,
+                privacy: &a.privacy,
+                tls_cert: a.tls_cert.as_deref(),
+                tls_key: a.tls_key.as_deref(),
+                tls_client_ca: a.tls_client_ca.as_deref(),
+                allow_plain_http: a.allow_plain_http,
+                max_connections: a.max_connections,
+                header_timeout: secs(a.header_timeout_secs),
+                body_timeout: secs(a.body_timeout_secs),
+                checkpoint_every: secs(a.checkpoint_secs),
+            })
+            .await
+        }
         Command::Model(ModelCommand::Check { data_dir, files }) => {
             models::model_check(&data_dir, &files).await
         }

@@ -28,7 +28,7 @@ pub async fn serve(a: &ServeArgs<'_>) -> anyhow::Result<()> {
 }
 
 /// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -88,6 +88,9 @@ pub enum KeyFileKind {
     TokenAuthority,
     /// A partner's key for its local encrypted token cache.
     TokenCache,
+    /// The token authority's VOPRF public key (a ristretto255 element): what partners pin
+    /// and the platform accepts blind packages under.
+    TokenAuthorityPublic,
 }
 
 impl KeyFileKind {
@@ -105,13 +108,19 @@ impl KeyFileKind {
                 "blindwatch token authority key v1 (OPRF ristretto255-SHA512)"
             }
             KeyFileKind::TokenCache => "blindwatch partner token cache key v1 (AES-256-GCM)",
+            KeyFileKind::TokenAuthorityPublic => {
+                "blindwatch token authority public key v1 (VOPRF ristretto255-SHA512)"
+            }
         }
     }
 
     pub fn is_secret(self) -> bool {
         !matches!(
             self,
-            KeyFileKind::PartnerPublic | KeyFileKind::PlatformPublic | KeyFileKind::LogPublic
+            KeyFileKind::PartnerPublic
+                | KeyFileKind::PlatformPublic
+                | KeyFileKind::LogPublic
+                | KeyFileKind::TokenAuthorityPublic
         )
     }
 }

@@ -2,8 +2,9 @@
 //! encryption); what is written here is only the glue and the formats.
 //!
 //! - [`token`]: the [`token::Tokenizer`] seam and the consortium (HMAC-SHA256) mode.
-//! - [`blind`]: the blind mode, RFC 9497 OPRF (ristretto255-SHA512): the authority's key,
-//!   the partner's [`blind::BlindTokenizer`] and the [`blind::BlindTransport`] seam.
+//! - [`blind`]: the blind mode, RFC 9497 VOPRF (ristretto255-SHA512): the authority's key
+//!   and public key, the partner's [`blind::BlindTokenizer`] (which checks every batch's
+//!   proof against the pinned public key) and the [`blind::BlindTransport`] seam.
 //! - [`token_cache`]: the partner's encrypted local token cache.
 //! - [`keys`]: key files (0600, refused when readable by others) and key ids.
 //! - [`wrap`]: HPKE (RFC 9180) wrapping of Parquet column keys to the platform's key.

@@ -46,6 +46,8 @@ pub enum IngestError {
     Keys(String),
     #[error("storage: {0}")]
     Storage(String),
+    #[error("token key: {0}")]
+    TokenKey(String),
 }
 
 impl IngestError {
@@ -60,6 +62,7 @@ impl IngestError {
             IngestError::Sequence(_) => "stale-sequence",
             IngestError::Keys(_) => "key-unwrap-failed",
             IngestError::Storage(_) => "storage-failed",
+            IngestError::TokenKey(_) => "unknown-token-key",
         }
     }
 }
@@ -220,6 +223,8 @@ impl Ingestor {
             )));
         }
 
+        self.check_token_key(&manifest)?;
+
         // 3. File hash, computed on the staged copy so what is checked is what is stored.
         let staged = self.stage(&parquet_path, &manifest)?;
 
@@ -314,6 +319,33 @@ impl Ingestor {
             contribution_id: id,
             stored_at: stored,
         })
+    }
+
+    /// A blind package's tokens must be the deployment's token authority's (its public key
+    /// in `keys/token-authority.pub`, set by `blindwatch keys authority`): tokens under any
+    /// other key join nothing, or were made by an impostor's key.
+    fn check_token_key(&self, manifest: &Manifest) -> Result<(), IngestError> {
+        use blindwatch_crypto::blind::{AUTHORITY_PUBLIC_KEY_FILE, AuthorityPublicKey};
+        if manifest.tokens.mode != blindwatch_crypto::token::TokenMode::Blind {
+            return Ok(());
+        }
+        let path = self.data_dir.keys_dir().join(AUTHORITY_PUBLIC_KEY_FILE);
+        if !path.exists() {
+            return Err(IngestError::TokenKey(format!(
+                "this platform has no token authority key, so it accepts no blind package: run `blindwatch keys authority --data-dir {} --key AUTHORITY.pub` with the public key the authority's operator gives",
+                self.data_dir.root().display()
+            )));
+        }
+        let key =
+            AuthorityPublicKey::read(&path).map_err(|e| IngestError::TokenKey(e.to_string()))?;
+        if &manifest.tokens.key_id != key.key_id() {
+            return Err(IngestError::TokenKey(format!(
+                "the package's tokens were made under key {}, but this deployment's token authority key is {}: they would join nothing, or were made by an impostor; the partner must seal again through the deployment's authority, pinning its key",
+                manifest.tokens.key_id,
+                key.key_id()
+            )));
+        }
+        Ok(())
     }
 
     /// Copies the file into the staging area while hashing it, and checks hash and size.

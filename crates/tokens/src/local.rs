@@ -1,47 +1,58 @@
 //! A token authority running inside the current process, on a loopback port, with its own
-//! runtime thread: for the demo, tests and benchmarks. It speaks the same HTTP as
-//! `blindwatch tokens serve`, so partners use the same transport.
+//! runtime thread: for the demo, tests and benchmarks. It is the same [`Authority`] served
+//! the same way as `blindwatch tokens serve`, so partners use the same transport.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use blindwatch_audit::AuditLog;
 use blindwatch_crypto::KeyId;
-use blindwatch_crypto::blind::AuthorityKey;
+use blindwatch_crypto::blind::{AuthorityKey, AuthorityPublicKey};
 use blindwatch_crypto::sign::VerifyingKey;
 
-use crate::AuthorityError;
 use crate::policy::Quotas;
-use crate::server::{self, Authority};
+use crate::server::Authority;
+use crate::{AuthorityDir, AuthorityError, ServeSettings};
 
 pub struct LocalAuthority {
     url: String,
     authority: Arc<Authority>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<std::io::Result<()>>>,
+    thread: Option<JoinHandle<Result<(), AuthorityError>>>,
 }
 
 impl LocalAuthority {
-    /// Starts an authority on `127.0.0.1` (a free port) with `key`, `quotas` and,
-    /// optionally, an audit log of its own (one entry per evaluated batch).
+    /// Opens the authority of `dir` ([`Authority::open`]) with `key` and `quotas` and serves
+    /// it on `127.0.0.1` (a free port).
     pub fn start(
+        dir: AuthorityDir,
         key: AuthorityKey,
         quotas: Quotas,
-        audit: Option<AuditLog>,
     ) -> Result<LocalAuthority, AuthorityError> {
-        let authority = Arc::new(Authority::new(key, quotas, BTreeMap::new(), audit)?);
+        let authority = Arc::new(Authority::open(dir, key, quotas)?);
         LocalAuthority::serve(authority)
     }
 
-    /// Serves an authority that is already set up.
+    /// Serves an authority that is already set up, over plain HTTP on loopback.
     pub fn serve(authority: Arc<Authority>) -> Result<LocalAuthority, AuthorityError> {
+        LocalAuthority::serve_with(authority, ServeSettings::default())
+    }
+
+    /// Serves with these settings (TLS, deadlines, connection cap, checkpoint interval).
+    pub fn serve_with(
+        authority: Arc<Authority>,
+        settings: ServeSettings,
+    ) -> Result<LocalAuthority, AuthorityError> {
         let listener =
             std::net::TcpListener::bind("127.0.0.1:0").map_err(AuthorityError::Listen)?;
         listener
             .set_nonblocking(true)
             .map_err(AuthorityError::Listen)?;
         let addr = listener.local_addr().map_err(AuthorityError::Listen)?;
+        let scheme = if settings.net.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("token-authority")
@@ -54,8 +65,9 @@ impl LocalAuthority {
             .name("token-authority".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
-                    server::serve(listener, served, async {
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .map_err(AuthorityError::Listen)?;
+                    crate::serve(listener, served, settings, async {
                         let _ = stopped.await;
                     })
                     .await
@@ -64,7 +76,7 @@ impl LocalAuthority {
             .map_err(AuthorityError::Listen)?;
         tracing::info!(%addr, key_id = %authority.key_id(), "local token authority started");
         Ok(LocalAuthority {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             authority,
             stop: Some(stop),
             thread: Some(thread),
@@ -76,9 +88,14 @@ impl LocalAuthority {
         &self.url
     }
 
-    /// The OPRF key's id: what blind packages record in their manifests.
+    /// The VOPRF key's id: what blind packages record in their manifests.
     pub fn key_id(&self) -> &KeyId {
         self.authority.key_id()
+    }
+
+    /// The public key partners pin.
+    pub fn public_key(&self) -> &AuthorityPublicKey {
+        self.authority.public_key()
     }
 
     /// Lets a partner ask for evaluations, authenticated by its Ed25519 key (the public half
@@ -95,10 +112,9 @@ impl LocalAuthority {
         &self.authority
     }
 
-    /// Stops serving, signs a checkpoint of the audit log and hands it back.
-    pub fn shutdown(mut self) -> Result<Option<AuditLog>, AuthorityError> {
-        self.stop_thread()?;
-        self.authority.take_audit_log()
+    /// Stops serving; the last checkpoint is signed and the ledger written.
+    pub fn shutdown(mut self) -> Result<(), AuthorityError> {
+        self.stop_thread()
     }
 
     fn stop_thread(&mut self) -> Result<(), AuthorityError> {
@@ -107,7 +123,7 @@ impl LocalAuthority {
         }
         if let Some(thread) = self.thread.take() {
             match thread.join() {
-                Ok(result) => result.map_err(AuthorityError::Listen)?,
+                Ok(result) => result?,
                 Err(_) => return Err(AuthorityError::Crashed),
             }
         }

@@ -3,16 +3,18 @@
 //!
 //! ```toml
 //! [token_authority]
-//! max_batch = 65536                                  # blinded elements per request
+//! max_batch = 16384                                  # blinded elements per request (≤ 65535)
+//! rate = { per_second = 20, burst = 40 }             # requests per partner
 //! default = { per_day = 5000000, total = 100000000 } # partners not listed below
 //!
-//! [token_authority.partners]
+//! [token_authority.partners]                         # each must be a registered partner
 //! police = { per_day = 20000000, total = 500000000 }
 //! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use blindwatch_crypto::blind::MAX_BATCH;
 use serde::Deserialize;
 
 /// A partner's limits, in evaluated elements: per UTC day and in total.
@@ -30,18 +32,35 @@ impl Limits {
     };
 }
 
+/// Requests per partner: a token bucket refilled at `per_second`, holding at most `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    pub const DEFAULT: RateLimit = RateLimit {
+        per_second: 20,
+        burst: 40,
+    };
+}
+
 /// The authority's quota settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quotas {
     /// Most elements a single request may carry.
     pub max_batch: usize,
+    /// Requests per partner.
+    pub rate: RateLimit,
     /// Limits for partners without their own entry.
     pub default: Limits,
     /// Limits per partner.
     pub partners: BTreeMap<String, Limits>,
 }
 
-pub const DEFAULT_MAX_BATCH: usize = 65_536;
+pub const DEFAULT_MAX_BATCH: usize = 16_384;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -56,6 +75,10 @@ pub enum PolicyError {
         "the privacy settings {path} have no [token_authority] section: add one with `default = {{ per_day = N, total = N }}` (see README)"
     )]
     Missing { path: PathBuf },
+    #[error(
+        "[token_authority.partners] names `{name}`, which is not a registered partner of this authority (registered: {registered}): fix the name, or register the partner with `blindwatch tokens add-partner` first"
+    )]
+    UnknownPartner { name: String, registered: String },
 }
 
 #[derive(Deserialize)]
@@ -68,6 +91,7 @@ struct PrivacyFile {
 #[serde(deny_unknown_fields)]
 struct Section {
     max_batch: Option<usize>,
+    rate: Option<RateLimit>,
     default: Limits,
     #[serde(default)]
     partners: BTreeMap<String, Limits>,
@@ -78,6 +102,10 @@ impl Quotas {
     pub fn unlimited() -> Quotas {
         Quotas {
             max_batch: DEFAULT_MAX_BATCH,
+            rate: RateLimit {
+                per_second: u32::MAX,
+                burst: u32::MAX,
+            },
             default: Limits::UNLIMITED,
             partners: BTreeMap::new(),
         }
@@ -112,10 +140,16 @@ impl Quotas {
             path: path.to_owned(),
         })?;
         let max_batch = section.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
-        if max_batch == 0 || max_batch > 1 << 20 {
+        if max_batch == 0 || max_batch > MAX_BATCH {
             return Err(invalid(format!(
-                "max_batch is {max_batch}; use 1 to 1048576"
+                "max_batch is {max_batch}; use 1 to {MAX_BATCH} (one proof covers at most that many)"
             )));
+        }
+        let rate = section.rate.unwrap_or(RateLimit::DEFAULT);
+        if rate.per_second == 0 || rate.burst == 0 {
+            return Err(invalid(
+                "rate.per_second and rate.burst must be at least 1".into(),
+            ));
         }
         for (name, limits) in std::iter::once(("default", &section.default))
             .chain(section.partners.iter().map(|(n, l)| (n.as_str(), l)))
@@ -129,6 +163,7 @@ impl Quotas {
         }
         Ok(Quotas {
             max_batch,
+            rate,
             default: section.default,
             partners: section.partners,
         })
@@ -136,6 +171,28 @@ impl Quotas {
 
     pub fn limits_for(&self, partner: &str) -> Limits {
         self.partners.get(partner).copied().unwrap_or(self.default)
+    }
+
+    /// Refuses per-partner limits for a name that is not registered: a misspelt name would
+    /// otherwise leave the real partner on the default limits without anyone noticing.
+    pub fn check_partners<'a>(
+        &self,
+        registered: impl Iterator<Item = &'a str> + Clone,
+    ) -> Result<(), PolicyError> {
+        for name in self.partners.keys() {
+            if !registered.clone().any(|r| r == name) {
+                let list: Vec<&str> = registered.clone().collect();
+                return Err(PolicyError::UnknownPartner {
+                    name: name.clone(),
+                    registered: if list.is_empty() {
+                        "none".into()
+                    } else {
+                        list.join(", ")
+                    },
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -152,12 +209,29 @@ mod tests {
             k = 10
             [token_authority]
             max_batch = 1024
+            rate = { per_second = 5, burst = 7 }
             default = { per_day = 10, total = 100 }
             [token_authority.partners]
             police = { per_day = 50, total = 500 }
         "#;
         let q = Quotas::parse(text, Path::new("privacy.toml")).unwrap();
         assert_eq!(q.max_batch, 1024);
+        assert_eq!(
+            q.rate,
+            RateLimit {
+                per_second: 5,
+                burst: 7
+            }
+        );
+        q.check_partners(["police", "hospital"].into_iter())
+            .unwrap();
+        let err = q
+            .check_partners(["polise", "hospital"].into_iter())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("`police`") && err.to_string().contains("polise"),
+            "{err}"
+        );
         assert_eq!(
             q.limits_for("hospital"),
             Limits {
@@ -190,6 +264,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("per day"), "{err}");
+        for bad in [
+            "max_batch = 65536",
+            "max_batch = 0",
+            "rate = { per_second = 0, burst = 1 }",
+        ] {
+            let text =
+                format!("[token_authority]\n{bad}\ndefault = {{ per_day = 1, total = 2 }}\n");
+            assert!(Quotas::parse(&text, Path::new("p.toml")).is_err(), "{bad}");
+        }
     }
 
     #[test]
