@@ -161,6 +161,7 @@ pub async fn run(root: &Path, options: &DemoOptions) -> anyhow::Result<()> {
                 encoding: Encoding::Auto,
                 batch_rows: 65_536,
                 token_cache_limit: blindwatch_partner::DEFAULT_TOKEN_CACHE_LIMIT,
+                allow_empty: false,
             };
             let outcome = match &tokens {
                 Tokens::Blind { authority, .. } => {
@@ -184,7 +185,7 @@ pub async fn run(root: &Path, options: &DemoOptions) -> anyhow::Result<()> {
 
     println!("4. platform: ingest");
     commands::ingest(platform.root(), &packages).await?;
-    commands::catalog(platform.root()).await?;
+    commands::catalog(platform.root(), false).await?;
 
     // The data specialist's models, registered (checked against the contracts) and run.
     println!("5. warning models: register and run as of {as_of}");

@@ -3,7 +3,7 @@
 //! refusals as `blindwatch ingest`, after the access policies let this partner contribute
 //! to the dataset the manifest names.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
@@ -78,6 +78,16 @@ pub async fn upload(
             "the upload is not valid multipart/form-data: {e}"
         )))
     })? {
+        let duplicate = match field.name() {
+            Some("manifest") => manifest.is_some(),
+            Some("package") => package.is_some(),
+            _ => false,
+        };
+        if duplicate {
+            return Err(refuse(bad(
+                "send exactly one `manifest` part and one `package` part",
+            )));
+        }
         match field.name() {
             Some("manifest") => {
                 let bytes = field
@@ -106,18 +116,13 @@ pub async fn upload(
                 manifest = Some((bytes.to_vec(), claimed));
             }
             Some("package") => {
-                let Some((_, claimed)) = &manifest else {
+                if manifest.is_none() {
                     return Err(refuse(bad(
                         "send the `manifest` part before the `package` part",
                     )));
-                };
-                let name = &claimed.file_name;
-                if !valid_file_name(name) {
-                    return Err(refuse(bad(
-                        "the manifest's file name is not a plain `.parquet` file name",
-                    )));
                 }
-                let path = staging.0.join(name);
+                // The platform names files; a name in the manifest never reaches the disk.
+                let path = staging.0.join("package.parquet");
                 let mut file = tokio::fs::File::create(&path)
                     .await
                     .map_err(|e| Problem::internal(&e))?;
@@ -140,12 +145,12 @@ pub async fn upload(
             }
         }
     }
-    let (Some((manifest_bytes, claimed)), Some(package)) = (manifest, package) else {
+    let (Some((manifest_bytes, _)), Some(package)) = (manifest, package) else {
         return Err(refuse(bad(
             "an upload has two parts: `manifest` (the signed manifest JSON) and `package` (the Parquet file)",
         )));
     };
-    let manifest_path = manifest_path_for(&package, &claimed.file_name);
+    let manifest_path = package.with_file_name("package.manifest.json");
     tokio::fs::write(&manifest_path, &manifest_bytes)
         .await
         .map_err(|e| Problem::internal(&e))?;
@@ -190,7 +195,7 @@ pub async fn upload(
 fn ingest_problem(e: &IngestError) -> Problem {
     let status = match e {
         IngestError::Storage(_) => return Problem::internal(e),
-        IngestError::Sequence(_) => StatusCode::CONFLICT,
+        IngestError::Sequence(_) | IngestError::Tokens(_) => StatusCode::CONFLICT,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
     Problem::new(
@@ -199,20 +204,6 @@ fn ingest_problem(e: &IngestError) -> Problem {
         format!("refused; nothing was stored: {e}"),
     )
     .with_rule(e.reason_code())
-}
-
-fn valid_file_name(name: &str) -> bool {
-    name.ends_with(".parquet")
-        && name.len() <= 200
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        && !name.starts_with('.')
-}
-
-fn manifest_path_for(package: &Path, file_name: &str) -> PathBuf {
-    let stem = file_name.strip_suffix(".parquet").unwrap_or(file_name);
-    package.with_file_name(format!("{stem}.manifest.json"))
 }
 
 /// A unique name for a staging directory (not a secret).
