@@ -118,9 +118,27 @@ pub async fn model_check(data_dir: &Path, files: &[PathBuf]) -> anyhow::Result<(
 pub async fn model_register(data_dir: &Path, files: &[PathBuf], quiet: bool) -> anyhow::Result<()> {
     let dir = DataDir::new(data_dir);
     let engine = open_engine(&dir).await?;
-    let checked = check_files(&engine, files).await.map_err(|e| report(&e))?;
-    std::fs::create_dir_all(dir.models_dir())?;
     let mut audit = dir.open_audit_log()?;
+    let checked = match check_files(&engine, files).await {
+        Ok(c) => c,
+        Err(errors) => {
+            // A refused registration is audited too: each file, by model id when it has one.
+            for file in files {
+                let model = Model::load(file).ok().and_then(|m| ModelId::new(m.id).ok());
+                audit.append(&AuditRecord::now(
+                    Principal::new("platform")?,
+                    AuditEvent::ModelRegistrationRefused {
+                        model,
+                        principal: Principal::new("platform")?,
+                        rule: blindwatch_audit::ReasonCode::new("model-refused")?,
+                    },
+                ))?;
+            }
+            audit.checkpoint()?;
+            return Err(report(&errors));
+        }
+    };
+    std::fs::create_dir_all(dir.models_dir())?;
     for c in &checked {
         let text = std::fs::read(&c.model.file)?;
         let target = dir.models_dir().join(format!("{}.toml", c.model.id));

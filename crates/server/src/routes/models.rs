@@ -114,19 +114,61 @@ pub async fn check(
     Ok(Json(info(&checked.model, reads)))
 }
 
-/// `POST /v1/models/register` with the model file as the body: checked, installed, audited.
+/// `POST /v1/models/register` with the model file as the body: checked, installed, audited;
+/// a refusal is audited with its rule.
 pub async fn register(
     State(state): State<AppState>,
     Caller(user): Caller,
-    body: String,
+    body: Result<String, axum::extract::rejection::StringRejection>,
 ) -> Result<(StatusCode, Json<ModelInfo>), Problem> {
-    let checked = check_text(&state, &user, Action::RegisterModel, &body).await?;
+    let principal = crate::auth::audit_principal(&user)?;
+    let outcome = match &body {
+        Ok(text) => register_checked(&state, &user, text).await,
+        Err(e) => Err(
+            Problem::bad_request(format!("the body is not a model file: {e}"))
+                .with_rule("bad-body"),
+        ),
+    };
+    if let Err(problem) = &outcome {
+        let model = body
+            .as_ref()
+            .ok()
+            .and_then(|text| Model::parse(text, Path::new("model.toml")).ok())
+            .and_then(|m| ModelId::new(m.id).ok());
+        let rule = problem.rule.clone().unwrap_or_else(|| {
+            problem
+                .kind
+                .strip_prefix("/problems/")
+                .unwrap_or("internal")
+                .to_owned()
+        });
+        state
+            .audit(vec![AuditRecord::now(
+                principal.clone(),
+                AuditEvent::ModelRegistrationRefused {
+                    model,
+                    principal,
+                    rule: blindwatch_audit::ReasonCode::new(rule)
+                        .map_err(|e| Problem::internal(&e))?,
+                },
+            )])
+            .await?;
+    }
+    outcome
+}
+
+async fn register_checked(
+    state: &AppState,
+    user: &User,
+    body: &str,
+) -> Result<(StatusCode, Json<ModelInfo>), Problem> {
+    let checked = check_text(state, user, Action::RegisterModel, body).await?;
     let model = &checked.model;
     let id = ModelId::new(&model.id).map_err(|e| Problem::bad_request(e.to_string()))?;
     let _writer = state.writer.lock().await;
     state
         .audit(vec![AuditRecord::now(
-            crate::auth::audit_principal(&user)?,
+            crate::auth::audit_principal(user)?,
             AuditEvent::ModelRegistered {
                 model: id,
                 version: model.version,
