@@ -277,9 +277,9 @@ privacy_unit = { columns = ["caller"], max_rows = 10 }
 columns = [
   { name = "caller_id_number", type = "utf8", role = "identifier", kind = "person", token = "caller", reveal = true, uses = ["join"] },
   { name = "caller_name", type = "utf8", role = "identifier", kind = "name", token = "caller_name_token", reveal = true },
-  { name = "caller_phone", type = "utf8", role = "identifier", kind = "phone", token = "caller_phone", reveal = true, uses = ["join"] },
-  { name = "home", type = "utf8", role = "identifier", kind = "address", token = "home", reveal = true, uses = ["join"] },
-  { name = "incident_address", type = "utf8", role = "identifier", kind = "address", token = "incident_address", reveal = true, uses = ["join"] },
+  { name = "caller_phone", type = "utf8", role = "identifier", kind = "phone", token = "caller_phone_t", reveal = true, uses = ["join"] },
+  { name = "home", type = "utf8", role = "identifier", kind = "address", token = "home_t", reveal = true, uses = ["join"] },
+  { name = "incident_address", type = "utf8", role = "identifier", kind = "address", token = "incident_address_t", reveal = true, uses = ["join"] },
 ]"#,
         ));
         all.push(contract(
@@ -290,8 +290,8 @@ privacy_unit = { columns = ["person"], max_rows = 1 }
 columns = [
   { name = "id_number", type = "utf8", role = "identifier", kind = "person", token = "person", reveal = true, uses = ["join"] },
   { name = "name", type = "utf8", role = "identifier", kind = "name", token = "name_token", reveal = true },
-  { name = "contact_phone", type = "utf8", role = "identifier", kind = "phone", token = "contact_phone", reveal = true, uses = ["join"] },
-  { name = "home", type = "utf8", role = "identifier", kind = "address", token = "home", reveal = true, uses = ["join"] },
+  { name = "contact_phone", type = "utf8", role = "identifier", kind = "phone", token = "contact_phone_t", reveal = true, uses = ["join"] },
+  { name = "home", type = "utf8", role = "identifier", kind = "address", token = "home_t", reveal = true, uses = ["join"] },
 ]"#,
         ));
         all.push(contract(
@@ -356,7 +356,7 @@ columns = [
             cols(&targets(
                 &set,
                 "police",
-                &at("police.calls", "caller_phone"),
+                &at("police.calls", "caller_phone_t"),
                 "phone"
             )),
             ["police.calls.caller_phone"]
@@ -365,7 +365,7 @@ columns = [
             cols(&targets(
                 &set,
                 "police",
-                &at("police.contacts", "contact_phone"),
+                &at("police.contacts", "contact_phone_t"),
                 "phone"
             )),
             ["police.contacts.contact_phone"]
@@ -376,7 +376,7 @@ columns = [
             cols(&targets(
                 &set,
                 "police",
-                &at("police.calls", "incident_address"),
+                &at("police.calls", "incident_address_t"),
                 "address"
             )),
             ["police.calls.incident_address"]
@@ -385,7 +385,7 @@ columns = [
             cols(&targets(
                 &set,
                 "police",
-                &at("police.calls", "home"),
+                &at("police.calls", "home_t"),
                 "address"
             )),
             ["police.calls.home"]
@@ -406,15 +406,15 @@ columns = [
             cols(&targets(
                 &set,
                 "police",
-                &at("police.contacts", "home"),
+                &at("police.contacts", "home_t"),
                 "address"
             )),
             ["police.contacts.home"]
         );
         // Two lineage columns (a subject from either table): each its own.
         let both = [
-            ColumnRef::new("police.calls", "caller_phone"),
-            ColumnRef::new("police.contacts", "contact_phone"),
+            ColumnRef::new("police.calls", "caller_phone_t"),
+            ColumnRef::new("police.contacts", "contact_phone_t"),
         ];
         assert_eq!(
             cols(&targets(&set, "police", &both, "phone")),
@@ -427,7 +427,7 @@ columns = [
             targets(
                 &set,
                 "police",
-                &at("police.contacts", "contact_phone"),
+                &at("police.contacts", "contact_phone_t"),
                 "person"
             )
             .is_empty()

@@ -133,7 +133,8 @@ pub async fn register(
         let model = body
             .as_ref()
             .ok()
-            .and_then(|text| Model::parse(text, Path::new("model.toml")).ok())
+            // No file name here: the id is what the body says (a path would be compared).
+            .and_then(|text| Model::parse(text, Path::new("")).ok())
             .and_then(|m| ModelId::new(m.id).ok());
         let rule = problem.rule.clone().unwrap_or_else(|| {
             problem
