@@ -646,11 +646,20 @@ fn end_to_end(db: &Db) {
         &upload(&addr, &hospital, &police_manifest, b"not parquet"),
         403,
     );
-    // A tampered package: 422, nothing stored.
-    let mut tampered = package.clone();
+    // A tampered package (a new sequence, signed, one byte of the file changed after): 422,
+    // nothing stored.
+    let key = forge::partner_key(&city.partner("hospital").join("keys/hospital.key"));
+    let fresh = forge::Package::read(&manifest_path).edit(|m| {
+        m.sequence = 2;
+        m.file_name = "hospital.visits.00000002.parquet".into();
+    });
+    let mut tampered = fresh.parquet.clone();
     let mid = tampered.len() / 2;
     tampered[mid] ^= 0x40;
-    let refused = problem(&upload(&addr, &hospital, &manifest, &tampered), 422);
+    let refused = problem(
+        &upload(&addr, &hospital, &fresh.signed_manifest(&key), &tampered),
+        422,
+    );
     assert_eq!(refused["rule"], "bad-file-hash");
     // Not multipart at all.
     problem(
