@@ -82,7 +82,7 @@ mod tests {
                 continue;
             };
             if nd.is_match(c.encode_utf8(&mut [0; 4])) {
-                if run % 10 == 0 {
+                if run.is_multiple_of(10) {
                     zeros.push(c);
                 }
                 run += 1;

@@ -40,7 +40,9 @@ use blindwatch_crypto::sealing::{
 };
 use blindwatch_crypto::sign::{Envelope, EnvelopeError};
 use blindwatch_crypto::wrap::PlatformPrivateKey;
-use blindwatch_store::{Catalog, CatalogError, DataDir, NewContribution, PartnerRecord};
+use blindwatch_store::{
+    Catalog, CatalogError, DataDir, NewContribution, PartnerRecord, TokenMismatch,
+};
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 
 /// A manifest is small; anything bigger is not one.
@@ -376,7 +378,7 @@ impl Ingestor {
             .await
             .map_err(|e| match e {
                 CatalogError::Stale { .. } => IngestError::Sequence(e.to_string()),
-                CatalogError::TokenMismatch { .. } => IngestError::Tokens(e.to_string()),
+                CatalogError::TokenMismatch(_) => IngestError::Tokens(e.to_string()),
                 other => IngestError::Storage(other.to_string()),
             })?;
         [placed_file, placed_manifest]
@@ -472,7 +474,7 @@ impl Ingestor {
             && (g.token_mode != mode || g.token_key_id != manifest.tokens.key_id.as_str())
         {
             return Err(IngestError::Tokens(
-                CatalogError::TokenMismatch {
+                TokenMismatch {
                     table,
                     generation: g.generation,
                     current_mode: g.token_mode,

@@ -29,21 +29,8 @@ pub enum CatalogError {
     BadKey(String),
     #[error("sequence {0} is out of range: sequence numbers run from 1 to 2^63 - 1")]
     SequenceRange(u64),
-    #[error(
-        "{table} holds its tokens as {current_mode} tokens under key {current_key} (generation {generation}), \
-         the contribution's are {mode} tokens under key {key}: tokens under different keys never match. \
-         If the token key was rotated, the platform operator starts a new generation with \
-         `blindwatch dataset rotate-tokens --dataset {table} --tokens {mode} --key-id {key}` and the partner \
-         seals the dataset's history again under the new key; otherwise seal with the dataset's key"
-    )]
-    TokenMismatch {
-        table: String,
-        generation: u64,
-        current_mode: String,
-        current_key: String,
-        mode: String,
-        key: String,
-    },
+    #[error(transparent)]
+    TokenMismatch(Box<TokenMismatch>),
     #[error(
         "{table} already holds {mode} tokens under key {key} (generation {generation}): a rotation needs another key"
     )]
@@ -55,6 +42,24 @@ pub enum CatalogError {
     },
     #[error("the catalog holds a damaged value in {0}: restore the catalog from a backup")]
     Damaged(&'static str),
+}
+
+/// A contribution's tokens are not those of its dataset's current generation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{table} holds its tokens as {current_mode} tokens under key {current_key} (generation {generation}), \
+     the contribution's are {mode} tokens under key {key}: tokens under different keys never match. \
+     If the token key was rotated, the platform operator starts a new generation with \
+     `blindwatch dataset rotate-tokens --dataset {table} --tokens {mode} --key-id {key}` and the partner \
+     seals the dataset's history again under the new key; otherwise seal with the dataset's key"
+)]
+pub struct TokenMismatch {
+    pub table: String,
+    pub generation: u64,
+    pub current_mode: String,
+    pub current_key: String,
+    pub mode: String,
+    pub key: String,
 }
 
 /// A dataset's token generation: the mode and key all its current contributions share.
@@ -291,14 +296,14 @@ impl Catalog {
         let generation = match current_generation(&mut tx, c.table).await? {
             Some(g) if g.token_mode == c.token_mode && g.token_key_id == c.token_key_id => g,
             Some(g) => {
-                return Err(CatalogError::TokenMismatch {
+                return Err(CatalogError::TokenMismatch(Box::new(TokenMismatch {
                     table: c.table.to_owned(),
                     generation: g.generation,
                     current_mode: g.token_mode,
                     current_key: g.token_key_id,
                     mode: c.token_mode.to_owned(),
                     key: c.token_key_id.to_owned(),
-                });
+                })));
             }
             None => {
                 let by = format!("partner:{}", c.partner);
@@ -559,12 +564,12 @@ mod tests {
         assert_eq!(g1.started_by, "partner:hospital");
         // Another key, or another mode, is refused and changes nothing.
         let other_key = cat.record_contribution(&contribution(2, "k2")).await;
-        assert!(matches!(other_key, Err(CatalogError::TokenMismatch { .. })));
+        assert!(matches!(other_key, Err(CatalogError::TokenMismatch(_))));
         let mut blind = contribution(2, "k1");
         blind.token_mode = "blind";
         assert!(matches!(
             cat.record_contribution(&blind).await,
-            Err(CatalogError::TokenMismatch { .. })
+            Err(CatalogError::TokenMismatch(_))
         ));
         assert_eq!(cat.last_sequence("hospital.visits").await.unwrap(), Some(1));
         cat.record_contribution(&contribution(2, "k1"))
@@ -598,7 +603,7 @@ mod tests {
         );
         assert!(matches!(
             cat.record_contribution(&contribution(3, "k1")).await,
-            Err(CatalogError::TokenMismatch { generation: 2, .. })
+            Err(CatalogError::TokenMismatch(m)) if m.generation == 2
         ));
         // Sequences keep growing across generations.
         assert!(matches!(

@@ -33,6 +33,7 @@ use blindwatch_crypto::sign::SigningKey;
 pub use budget::{Budget, Charge, Spent};
 pub use catalog::{
     Catalog, CatalogError, Contribution, NewContribution, PartnerRecord, TokenGeneration,
+    TokenMismatch,
 };
 pub use database::{Database, DatabaseError, DatabaseTarget, PostgresUrl};
 
