@@ -1435,6 +1435,38 @@ async fn reveal_names_only_the_subjects_own_lineage_and_every_attempt_is_audited
         &r.event,
         AuditEvent::ContributionRefused { reason, .. } if reason.as_str() == "not-sealed"
     )));
+    // Refused before ingest sees it: another partner's dataset, a file past its declared
+    // size (the upload stops there). Audited, nothing stored.
+    let next = package.clone().edit(|m| {
+        m.sequence = 2;
+        m.file_name = "police.calls.00000002.parquet".into();
+    });
+    let mut longer = next.parquet.clone();
+    longer.extend([0u8; 4096]);
+    for (manifest, file, status, rule) in [
+        (
+            next.clone()
+                .edit(|m| m.partner = "hospital".into())
+                .signed_manifest(&key),
+            next.parquet.clone(),
+            403,
+            "access-policy",
+        ),
+        (next.signed_manifest(&key), longer, 422, "bad-file-size"),
+    ] {
+        let from = app.audit_len().await;
+        let (content_type, body) = multipart(&manifest, &file);
+        let (got, problem) = app
+            .send("POST", "/v1/contributions", &police, &content_type, body)
+            .await;
+        assert_eq!(got, status, "{problem}");
+        let records = app.audit_since(from).await;
+        assert!(
+            matches!(&records[..], [AuditRecord { event: AuditEvent::RequestRefused { rule: r, .. }, .. }] if r.as_str() == rule),
+            "{records:?}"
+        );
+    }
+    assert_eq!(files_and_bytes(&platform), before);
 }
 
 /// Every file under the platform directory but the audit log, with its bytes.

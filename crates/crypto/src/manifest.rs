@@ -118,7 +118,7 @@ pub struct Manifest {
 /// A manifest field outside the grammar this version writes. Names the field and the rule,
 /// never the value (it is the sender's text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("manifest field `{field}`: {rule}")]
+#[error("field `{field}`: {rule}")]
 pub struct GrammarError {
     pub field: &'static str,
     pub rule: &'static str,

@@ -3,7 +3,7 @@
 //! refusals as `blindwatch ingest`, after the access policies let this partner contribute
 //! to the dataset the manifest names.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use axum::Json;
@@ -17,9 +17,12 @@ use blindwatch_crypto::sign::Envelope;
 use blindwatch_ingest::{IngestError, Ingestor};
 use tokio::io::AsyncWriteExt;
 
-use crate::auth::Caller;
+use blindwatch_audit::{AuditEvent, AuditRecord, ReasonCode};
+
+use crate::auth::{Caller, audit_principal};
 use crate::problem::Problem;
 use crate::state::AppState;
+use crate::users::User;
 
 /// Manifests are small; anything bigger is not one.
 const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
@@ -50,15 +53,6 @@ pub async fn upload(
     Caller(user): Caller,
     form: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), Problem> {
-    let mut form = form.map_err(|e| {
-        state
-            .metrics
-            .uploads_refused
-            .fetch_add(1, Ordering::Relaxed);
-        Problem::bad_request(format!(
-            "send the package as multipart/form-data with parts `manifest` and `package`: {e}"
-        ))
-    })?;
     let refuse = |p: Problem| {
         state
             .metrics
@@ -68,92 +62,32 @@ pub async fn upload(
     };
     let staging = Staging(state.dir.tmp_dir().join(format!("upload-{}", uuid_like())));
     std::fs::create_dir_all(&staging.0).map_err(|e| Problem::internal(&e))?;
-
-    // The manifest must come first: nothing of the package is written before the caller is
-    // known to be allowed to contribute to the dataset it names.
-    let mut manifest: Option<(Vec<u8>, Manifest)> = None;
-    let mut package: Option<PathBuf> = None;
-    while let Some(mut field) = form.next_field().await.map_err(|e| {
-        refuse(bad(format!(
-            "the upload is not valid multipart/form-data: {e}"
-        )))
-    })? {
-        let duplicate = match field.name() {
-            Some("manifest") => manifest.is_some(),
-            Some("package") => package.is_some(),
-            _ => false,
-        };
-        if duplicate {
-            return Err(refuse(bad(
-                "send exactly one `manifest` part and one `package` part",
-            )));
+    let manifest_path = match receive(&state, &user, form, &staging.0).await {
+        Ok(p) => p,
+        Err(problem) => {
+            // Refused before ingest saw it: audited here (ingest audits its own outcomes).
+            let principal = audit_principal(&user)?;
+            let rule = problem.rule.clone().unwrap_or_else(|| {
+                problem
+                    .kind
+                    .strip_prefix("/problems/")
+                    .unwrap_or("internal")
+                    .to_owned()
+            });
+            let code = |c: &str| ReasonCode::new(c).map_err(|e| Problem::internal(&e));
+            state
+                .audit(vec![AuditRecord::now(
+                    principal.clone(),
+                    AuditEvent::RequestRefused {
+                        principal,
+                        action: code("contribute")?,
+                        rule: code(&rule)?,
+                    },
+                )])
+                .await?;
+            return Err(refuse(problem));
         }
-        match field.name() {
-            Some("manifest") => {
-                let bytes = field
-                    .bytes()
-                    .await
-                    .map_err(|e| refuse(bad(format!("reading the manifest part: {e}"))))?;
-                if bytes.len() > MAX_MANIFEST_BYTES {
-                    return Err(refuse(bad(
-                        "the manifest part is larger than 1 MiB; it is not a manifest",
-                    )));
-                }
-                let envelope = Envelope::from_json(&bytes).map_err(|e| {
-                    refuse(bad(format!(
-                        "the manifest part is not a signed manifest: {e}"
-                    )))
-                })?;
-                let claimed = Manifest::peek_unverified(&envelope)
-                    .ok_or_else(|| refuse(bad("the manifest part is not a signed manifest")))?;
-                let resource = Resource::Dataset {
-                    name: claimed.table_name(),
-                    partner: claimed.partner.clone(),
-                };
-                state
-                    .authorize(&user, Action::Contribute, &resource, &Context::default())
-                    .map_err(refuse)?;
-                manifest = Some((bytes.to_vec(), claimed));
-            }
-            Some("package") => {
-                if manifest.is_none() {
-                    return Err(refuse(bad(
-                        "send the `manifest` part before the `package` part",
-                    )));
-                }
-                // The platform names files; a name in the manifest never reaches the disk.
-                let path = staging.0.join("package.parquet");
-                let mut file = tokio::fs::File::create(&path)
-                    .await
-                    .map_err(|e| Problem::internal(&e))?;
-                while let Some(chunk) = field
-                    .chunk()
-                    .await
-                    .map_err(|e| refuse(bad(format!("reading the package part: {e}"))))?
-                {
-                    file.write_all(&chunk)
-                        .await
-                        .map_err(|e| Problem::internal(&e))?;
-                }
-                file.sync_all().await.map_err(|e| Problem::internal(&e))?;
-                package = Some(path);
-            }
-            _ => {
-                return Err(refuse(bad(
-                    "unexpected part: send exactly `manifest` (the signed manifest JSON) and `package` (the Parquet file)",
-                )));
-            }
-        }
-    }
-    let (Some((manifest_bytes, _)), Some(package)) = (manifest, package) else {
-        return Err(refuse(bad(
-            "an upload has two parts: `manifest` (the signed manifest JSON) and `package` (the Parquet file)",
-        )));
     };
-    let manifest_path = package.with_file_name("package.manifest.json");
-    tokio::fs::write(&manifest_path, &manifest_bytes)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
 
     let _writer = state.writer.lock().await;
     let contracts =
@@ -190,6 +124,111 @@ pub async fn upload(
         }
         Err(e) => Err(refuse(ingest_problem(&e))),
     }
+}
+
+/// Receives the two parts into `staging`, the manifest first and the package never past the
+/// size the manifest declares; returns the manifest's path.
+async fn receive(
+    state: &AppState,
+    user: &User,
+    form: Result<Multipart, MultipartRejection>,
+    staging: &Path,
+) -> Result<PathBuf, Problem> {
+    let mut form = form.map_err(|e| {
+        Problem::bad_request(format!(
+            "send the package as multipart/form-data with parts `manifest` and `package`: {e}"
+        ))
+    })?;
+
+    // The manifest must come first: nothing of the package is written before the caller is
+    // known to be allowed to contribute to the dataset it names.
+    let mut manifest: Option<(Vec<u8>, Manifest)> = None;
+    let mut package: Option<PathBuf> = None;
+    while let Some(mut field) = form
+        .next_field()
+        .await
+        .map_err(|e| bad(format!("the upload is not valid multipart/form-data: {e}")))?
+    {
+        let duplicate = match field.name() {
+            Some("manifest") => manifest.is_some(),
+            Some("package") => package.is_some(),
+            _ => false,
+        };
+        if duplicate {
+            return Err(bad(
+                "send exactly one `manifest` part and one `package` part",
+            ));
+        }
+        match field.name() {
+            Some("manifest") => {
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|e| bad(format!("reading the manifest part: {e}")))?;
+                if bytes.len() > MAX_MANIFEST_BYTES {
+                    return Err(bad(
+                        "the manifest part is larger than 1 MiB; it is not a manifest",
+                    ));
+                }
+                let envelope = Envelope::from_json(&bytes)
+                    .map_err(|e| bad(format!("the manifest part is not a signed manifest: {e}")))?;
+                let claimed = Manifest::peek_unverified(&envelope)
+                    .ok_or_else(|| bad("the manifest part is not a signed manifest"))?;
+                let resource = Resource::Dataset {
+                    name: claimed.table_name(),
+                    partner: claimed.partner.clone(),
+                };
+                state.authorize(user, Action::Contribute, &resource, &Context::default())?;
+                manifest = Some((bytes.to_vec(), claimed));
+            }
+            Some("package") => {
+                let Some((_, claimed)) = &manifest else {
+                    return Err(bad("send the `manifest` part before the `package` part"));
+                };
+                let declared = claimed.file_bytes;
+                // The platform names files; a name in the manifest never reaches the disk.
+                let path = staging.join("package.parquet");
+                let mut written = 0u64;
+                let mut file = tokio::fs::File::create(&path)
+                    .await
+                    .map_err(|e| Problem::internal(&e))?;
+                while let Some(chunk) = field
+                    .chunk()
+                    .await
+                    .map_err(|e| bad(format!("reading the package part: {e}")))?
+                {
+                    written += chunk.len() as u64;
+                    if written > declared {
+                        return Err(Problem::unprocessable(
+                            "bad-file-size",
+                            "the package part is larger than its manifest declares; nothing was stored",
+                        )
+                        .with_rule("bad-file-size"));
+                    }
+                    file.write_all(&chunk)
+                        .await
+                        .map_err(|e| Problem::internal(&e))?;
+                }
+                file.sync_all().await.map_err(|e| Problem::internal(&e))?;
+                package = Some(path);
+            }
+            _ => {
+                return Err(bad(
+                    "unexpected part: send exactly `manifest` (the signed manifest JSON) and `package` (the Parquet file)",
+                ));
+            }
+        }
+    }
+    let (Some((manifest_bytes, _)), Some(package)) = (manifest, package) else {
+        return Err(bad(
+            "an upload has two parts: `manifest` (the signed manifest JSON) and `package` (the Parquet file)",
+        ));
+    };
+    let manifest_path = package.with_file_name("package.manifest.json");
+    tokio::fs::write(&manifest_path, &manifest_bytes)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(manifest_path)
 }
 
 fn ingest_problem(e: &IngestError) -> Problem {
