@@ -146,8 +146,11 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
 
 /// `YYYY-MM-DDTHH:MM:SSZ`: RFC 3339 in UTC at whole seconds, as the sealer writes it.
 pub fn is_utc_seconds(s: &str) -> bool {
-    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%SZ")
-        .is_ok_and(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string() == s)
+    // Twenty characters starting with a digit: no signed or five-digit years.
+    s.len() == 20
+        && s.starts_with(|c: char| c.is_ascii_digit())
+        && chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%SZ")
+            .is_ok_and(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string() == s)
 }
 
 /// Whether `code` is one the sealer gives for a rejected row, for a column of this role.
@@ -481,6 +484,43 @@ mod tests {
             assert_eq!(e.field, expected, "{e}");
             // The refusal names the rule, never the value.
             assert!(!e.to_string().contains("1101011990"), "{e}");
+        }
+    }
+
+    #[test]
+    fn created_at_takes_exactly_one_form() {
+        // Every one-character change of a valid time either is another valid time in the
+        // same form or is refused: no other spelling gets through.
+        let valid = "2026-11-30T08:15:00Z";
+        assert!(is_utc_seconds(valid));
+        let alphabet = [
+            '0', '1', '3', '9', ':', '-', 'T', 'Z', ' ', '.', '+', 'z', '１', '٣',
+        ];
+        for i in 0..valid.len() {
+            for c in alphabet {
+                for insert in [false, true] {
+                    let mut v: Vec<char> = valid.chars().collect();
+                    if insert {
+                        v.insert(i, c);
+                    } else {
+                        v[i] = c;
+                    }
+                    let text: String = v.into_iter().collect();
+                    let reparsed =
+                        chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%SZ")
+                            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+                    assert_eq!(
+                        is_utc_seconds(&text),
+                        reparsed.as_deref() == Ok(text.as_str())
+                            && text.starts_with(|c: char| c.is_ascii_digit())
+                            && text.len() == valid.len(),
+                        "{text}"
+                    );
+                    if text.chars().count() != valid.len() || !text.is_ascii() {
+                        assert!(!is_utc_seconds(&text), "{text}");
+                    }
+                }
+            }
         }
     }
 

@@ -798,3 +798,96 @@ fn read_small(path: &Path) -> Result<Vec<u8>, IngestError> {
     }
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blindwatch_crypto::manifest::{IDENTIFIER_REJECTIONS, attribute_rejection as a};
+
+    fn with_reason(reason: &str) -> Manifest {
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "format": 3, "partner": "p", "dataset": "d", "sequence": 1,
+            "created_at": "2026-11-30T00:00:00Z", "file_name": "p.d.00000001.parquet",
+            "file_sha256": "0".repeat(64), "file_bytes": 12, "row_count": 0, "columns": [],
+            "schema_digest": "0".repeat(64),
+            "tokens": {"mode": "consortium", "key_id": "0123456789abcdef"},
+            "platform_key_id": "0123456789abcdef", "partner_key_id": "0123456789abcdef",
+            "input_rows": 1, "rejected_rows": {}, "token_counts": {}, "allow_empty": false
+        }))
+        .unwrap();
+        m.rejected_rows.insert(reason.to_owned(), 1);
+        m
+    }
+
+    /// Every column of every shipped contract against every code the sealer has: a reason
+    /// passes exactly when the sealer could have given it for that column.
+    #[test]
+    fn rejection_reasons_name_a_contract_column_and_its_codes() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/datasets");
+        let contracts = ContractSet::load_dir(&dir).unwrap();
+        let codes: Vec<&str> = IDENTIFIER_REJECTIONS
+            .iter()
+            .copied()
+            .chain([
+                a::BLANK,
+                a::INTEGER,
+                a::NUMBER,
+                a::BOOLEAN,
+                a::DATE,
+                a::TIMESTAMP,
+                "other",
+            ])
+            .collect();
+        let mut accepted = 0;
+        for contract in contracts.iter() {
+            for column in &contract.columns {
+                for code in &codes {
+                    let ok = check_rejections(
+                        &with_reason(&format!("{}:{code}", column.name)),
+                        contract,
+                    )
+                    .is_ok();
+                    let expected = match column.role {
+                        Role::Drop => false,
+                        Role::Identifier => IDENTIFIER_REJECTIONS.contains(code),
+                        Role::Attribute => {
+                            *code == a::BLANK
+                                || *code
+                                    == match column.column_type {
+                                        ColumnType::Utf8 => a::BLANK,
+                                        ColumnType::Int64 => a::INTEGER,
+                                        ColumnType::Float64 => a::NUMBER,
+                                        ColumnType::Bool => a::BOOLEAN,
+                                        ColumnType::Date => a::DATE,
+                                        ColumnType::Timestamp => a::TIMESTAMP,
+                                    }
+                        }
+                    };
+                    assert_eq!(
+                        ok,
+                        expected,
+                        "{}: {}:{code}",
+                        contract.table_name(),
+                        column.name
+                    );
+                    accepted += usize::from(ok);
+                }
+                // A sealed name that is not the export's column (a token name) is refused.
+                if column.role == Role::Identifier && column.token_name() != column.name {
+                    let token = format!("{}:blank", column.token_name());
+                    assert!(
+                        check_rejections(&with_reason(&token), contract).is_err(),
+                        "{token}"
+                    );
+                }
+            }
+            for reason in ["nocolumn:blank", "blank", ":blank", "a:b:c"] {
+                assert!(
+                    check_rejections(&with_reason(reason), contract).is_err(),
+                    "{reason}"
+                );
+            }
+        }
+        assert!(accepted > 50, "{accepted}");
+    }
+}
