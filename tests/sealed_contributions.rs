@@ -913,6 +913,30 @@ fn hostile_packages_are_refused_and_change_nothing() {
         &good.clone().edit(|m| m.format = 4),
         "manifest:",
     );
+    for (what, edit) in [
+        (
+            "an extra field carrying an ID number",
+            Box::new(|j: &mut serde_json::Value| j["note"] = id_number.clone().into())
+                as Box<dyn Fn(&mut serde_json::Value)>,
+        ),
+        (
+            "a format 1 manifest",
+            Box::new(|j: &mut serde_json::Value| {
+                j["format"] = 1.into();
+                let o = j.as_object_mut().unwrap();
+                o.remove("token_counts");
+                o.remove("allow_empty");
+            }),
+        ),
+        (
+            "a sequence that is not a number",
+            Box::new(|j: &mut serde_json::Value| j["sequence"] = "-1".into()),
+        ),
+    ] {
+        let dir = work.join(format!("case-json-{}", cases.len()));
+        let path = good.write_json(&dir, &key, edit);
+        cases.push((what.into(), path, "manifest:"));
+    }
     case!(
         "input rows that do not add up",
         &good.clone().edit(|m| m.input_rows += 5),

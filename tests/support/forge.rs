@@ -65,6 +65,29 @@ impl Package {
         manifest
     }
 
+    /// Like [`Package::write`], with the manifest as JSON edited by `f` before it is signed
+    /// (fields the manifest type cannot express: unknown ones, missing ones).
+    pub fn write_json(
+        &self,
+        dir: &Path,
+        key: &SigningKey,
+        f: impl FnOnce(&mut serde_json::Value),
+    ) -> PathBuf {
+        let mut json = serde_json::to_value(&self.manifest).unwrap();
+        f(&mut json);
+        let payload = serde_json::to_vec(&json).unwrap();
+        let envelope = Envelope::sign(
+            blindwatch_crypto::manifest::MANIFEST_PAYLOAD_TYPE,
+            &payload,
+            key,
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("package.parquet"), &self.parquet).unwrap();
+        let manifest = dir.join("package.manifest.json");
+        std::fs::write(&manifest, envelope.to_json()).unwrap();
+        manifest
+    }
+
     /// The signed manifest's bytes.
     pub fn signed_manifest(&self, key: &SigningKey) -> Vec<u8> {
         self.manifest.sign(key).to_json()

@@ -33,7 +33,8 @@ use blindwatch_audit::{
 use blindwatch_contract::{ColumnType, Contract, ContractSet, Mode, Role};
 use blindwatch_crypto::Sha256;
 use blindwatch_crypto::manifest::{
-    GrammarError, Manifest, SealedContent, is_rejection_code, schema_digest,
+    GrammarError, MANIFEST_FORMATS, MANIFEST_PAYLOAD_TYPE, Manifest, SealedContent,
+    is_rejection_code, schema_digest,
 };
 use blindwatch_crypto::sealing::{
     LayoutError, PlatformKeyRetriever, Release, check_footer_magic, check_sealed_layout,
@@ -307,16 +308,22 @@ impl Ingestor {
         let (parquet_path, manifest_path) = package_files(package)?;
         let manifest_bytes = read_small(&manifest_path)?;
         let envelope = Envelope::from_json(&manifest_bytes)?;
-        let unverified = Manifest::peek_unverified(&envelope)
+        // Whose key to verify with; everything else is read only once the signature holds.
+        let claimed_partner = Manifest::peek_partner(&envelope)
             .ok_or(IngestError::Signature(EnvelopeError::Format))?;
 
         // 2. Known partner and key, then the signature.
         let partner = self
             .catalog
-            .partner(&unverified.partner)
+            .partner(&claimed_partner)
             .await
             .map_err(|e| IngestError::Storage(e.to_string()))?
-            .ok_or_else(|| IngestError::Partner(format!("`{}` is not a registered partner: register it with `blindwatch partner register`", unverified.partner)))?;
+            .ok_or_else(|| {
+                IngestError::Partner(
+                    "the manifest names a partner that is not registered: register it with `blindwatch partner register`"
+                        .into(),
+                )
+            })?;
         if !envelope.signer_ids().any(|id| id == partner.key.id()) {
             return Err(IngestError::Partner(format!(
                 "the manifest is not signed with the registered key {} of partner `{}`: re-register the partner's new key or re-sign",
@@ -324,7 +331,9 @@ impl Ingestor {
                 partner.name
             )));
         }
-        let manifest = Manifest::verify(&envelope, &partner.key)?;
+        let payload = envelope.verify(MANIFEST_PAYLOAD_TYPE, &partner.key)?;
+        let manifest: Manifest =
+            serde_json::from_slice(&payload).map_err(|_| unreadable_manifest(&payload))?;
         *claimed = Some(manifest.clone());
         if manifest.partner != partner.name {
             return Err(IngestError::Signature(EnvelopeError::Format));
@@ -702,6 +711,24 @@ impl Ingestor {
             .display()
             .to_string()
     }
+}
+
+/// Why a signed payload is not a manifest of this version: an unknown format, or fields
+/// outside the format (named by the rule, never quoted).
+fn unreadable_manifest(payload: &[u8]) -> IngestError {
+    let format = serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("format").and_then(serde_json::Value::as_u64));
+    GrammarError {
+        field: "format",
+        rule: match format {
+            Some(f) if MANIFEST_FORMATS.iter().any(|k| u64::from(*k) == f) => {
+                "a field is missing, unknown or of the wrong type for this format"
+            }
+            _ => "not a manifest format this platform reads (2 or 3): seal again with the partner tool of this version",
+        },
+    }
+    .into()
 }
 
 fn storage(what: &str, e: &std::io::Error) -> IngestError {
