@@ -501,7 +501,7 @@ pub async fn reveal(
             )
             .await;
         }
-        Err(e) => return Err(store_problem(e)),
+        Err(e) => return refuse(store_problem(e), "internal").await,
     };
     // The policies first: another station's officer learns nothing more of the alert.
     let context = Context {
