@@ -656,11 +656,20 @@ fn end_to_end(db: &Db) {
         &upload(&addr, &hospital, &police_manifest, b"not parquet"),
         403,
     );
-    // A tampered package: 422, nothing stored.
-    let mut tampered = package.clone();
+    // A tampered package (a new sequence, signed, one byte of the file changed after): 422,
+    // nothing stored.
+    let key = forge::partner_key(&city.partner("hospital").join("keys/hospital.key"));
+    let fresh = forge::Package::read(&manifest_path).edit(|m| {
+        m.sequence = 2;
+        m.file_name = "hospital.visits.00000002.parquet".into();
+    });
+    let mut tampered = fresh.parquet.clone();
     let mid = tampered.len() / 2;
     tampered[mid] ^= 0x40;
-    let refused = problem(&upload(&addr, &hospital, &manifest, &tampered), 422);
+    let refused = problem(
+        &upload(&addr, &hospital, &fresh.signed_manifest(&key), &tampered),
+        422,
+    );
     assert_eq!(refused["rule"], "bad-file-hash");
     // Not multipart at all.
     problem(
@@ -720,6 +729,765 @@ fn end_to_end(db: &Db) {
     std::thread::sleep(Duration::from_millis(200));
     assert!(server.terminate().success());
     ok(&["audit", "verify", "--data-dir", s(&platform)]);
+}
+
+// ---------------------------------------------------------------------------------------
+// In process (the router driven with `oneshot`): reveal reads only the subject's lineage,
+// and every reveal, silence, registration, query and upload attempt is audited.
+
+#[path = "support/forge.rs"]
+mod forge;
+
+use std::path::{Path, PathBuf};
+
+use blindwatch_audit::{AuditEvent, AuditRecord};
+use blindwatch_server::{AppState, ServerConfig};
+
+const CALLS_CONTRACT: &str = r#"
+partner = "police"
+dataset = "calls"
+mode = "append"
+privacy_unit = { columns = ["caller"], max_rows = 10, max_groups = 2 }
+columns = [
+  { name = "call_id", type = "utf8", role = "attribute", uses = ["aggregate"] },
+  { name = "called_at", type = "timestamp", role = "attribute", uses = ["filter", "aggregate", "reveal"] },
+  { name = "station", type = "utf8", role = "attribute", uses = ["filter", "group", "aggregate", "reveal"] },
+  { name = "caller_id_number", type = "utf8", role = "identifier", kind = "person", token = "caller", reveal = true, uses = ["join", "aggregate"] },
+  { name = "caller_name", type = "utf8", role = "identifier", kind = "name", token = "caller_name_token", reveal = true },
+  { name = "caller_phone", type = "utf8", role = "identifier", kind = "phone", token = "caller_phone_t", reveal = true, uses = ["join", "aggregate"] },
+  { name = "incident_address", type = "utf8", role = "identifier", kind = "address", token = "incident_address_t", reveal = true, uses = ["join", "aggregate"] },
+]
+"#;
+
+const CONTACTS_CONTRACT: &str = r#"
+partner = "police"
+dataset = "contacts"
+mode = "replace"
+privacy_unit = { columns = ["person"], max_rows = 1 }
+columns = [
+  { name = "id_number", type = "utf8", role = "identifier", kind = "person", token = "person", reveal = true, uses = ["join"] },
+  { name = "name", type = "utf8", role = "identifier", kind = "name", token = "name_token", reveal = true },
+  { name = "contact_phone", type = "utf8", role = "identifier", kind = "phone", token = "contact_phone_t", reveal = true, uses = ["join"] },
+  { name = "home", type = "utf8", role = "identifier", kind = "address", token = "home_t", reveal = true, uses = ["join"] },
+]
+"#;
+
+/// A model over police.calls whose subject is `column` (of identifier kind `kind`).
+fn calls_model(id: &str, column: &str, kind: &str) -> String {
+    format!(
+        r#"id = "{id}"
+version = 1
+title = {{ zh = "测试", en = "Test {id}" }}
+category = "other"
+purpose = "analysis"
+subject = "{kind}"
+route = "station"
+schedule = "1h"
+keep_for = 1
+evidence = ["calls"]
+query = """
+SELECT {column} AS subject, min(station) AS station, count(*) AS calls
+FROM police.calls GROUP BY {column}
+"""
+tiers = [{{ level = "red", when = "calls >= 3" }}]
+"#
+    )
+}
+
+fn id_with_check(first17: &str) -> String {
+    let check = blindwatch_common::idcard::check_digit(first17.as_bytes()).unwrap() as char;
+    format!("{first17}{check}")
+}
+
+/// People of the fixture: (ID number, name, phone). The registry's patient has the repeat
+/// caller's phone as their guardian's; the contact has the caller's phone and the incident
+/// address as their own.
+struct People {
+    patient: (String, &'static str),
+    caller: (String, &'static str, &'static str),
+    contact: (String, &'static str),
+    repeat_phone: &'static str,
+    address: &'static str,
+}
+
+fn people() -> People {
+    People {
+        patient: (id_with_check("31010119800101123"), "甲测试患者"),
+        caller: (
+            id_with_check("31010119850202234"),
+            "乙测试来电",
+            "13912340002",
+        ),
+        contact: (id_with_check("31010119900303345"), "丙测试联系人"),
+        repeat_phone: "13912340001",
+        address: "江州市测试路1号",
+    }
+}
+
+/// A platform of the police's own data only: incidents with a repeat caller whose phone is a
+/// registered patient's guardian's, and the calls/contacts tables above. The models are
+/// registered and have run as of 2026-11-30.
+fn lineage_platform(root: &Path) -> PathBuf {
+    let p = people();
+    let platform = root.join("platform");
+    let keys = root.join("keys");
+    let exports = root.join("exports");
+    std::fs::create_dir_all(&exports).unwrap();
+    ok(&["keys", "init", "--data-dir", s(&platform)]);
+    let contracts = platform.join("policies/datasets");
+    std::fs::write(contracts.join("police.calls.toml"), CALLS_CONTRACT).unwrap();
+    std::fs::write(contracts.join("police.contacts.toml"), CONTACTS_CONTRACT).unwrap();
+    ok(&[
+        "partner",
+        "keygen",
+        "--partner",
+        "police",
+        "--out",
+        s(&keys),
+    ]);
+    ok(&["keys", "linkage", "--out", s(&keys.join("linkage.key"))]);
+    ok(&[
+        "partner",
+        "register",
+        "--data-dir",
+        s(&platform),
+        "--partner",
+        "police",
+        "--key",
+        s(&keys.join("police.pub")),
+        "--datasets",
+        "police.incidents,police.mental_health_registry,police.calls,police.contacts",
+    ]);
+    let mut incidents = String::from(
+        "incident_id,reported_at,station,category,caller_id_number,caller_name,caller_phone,party_id_number,address,suspect_phone,description\n",
+    );
+    for i in 0..12 {
+        incidents.push_str(&format!(
+            "JQ-{i},2026-11-{:02} 10:00:00,S03,dispute,,,{},,{},,\n",
+            10 + i,
+            p.repeat_phone,
+            p.address
+        ));
+    }
+    let registry = format!(
+        "id_number,name,station,risk_level,registered_on,guardian_phone\n{},{},S03,3,2020-01-01,{}\n",
+        p.patient.0, p.patient.1, p.repeat_phone
+    );
+    let mut calls = String::from(
+        "call_id,called_at,station,caller_id_number,caller_name,caller_phone,incident_address\n",
+    );
+    for i in 0..4 {
+        calls.push_str(&format!(
+            "C-{i},2026-11-2{i} 09:00:00,S03,{},{},{},{}\n",
+            p.caller.0, p.caller.1, p.caller.2, p.address
+        ));
+    }
+    let contacts = format!(
+        "id_number,name,contact_phone,home\n{},{},{},{}\n",
+        p.contact.0, p.contact.1, p.caller.2, p.address
+    );
+    for (table, csv) in [
+        ("police.incidents", incidents),
+        ("police.mental_health_registry", registry),
+        ("police.calls", calls),
+        ("police.contacts", contacts),
+    ] {
+        let input = exports.join(format!("{table}.csv"));
+        std::fs::write(&input, csv).unwrap();
+        let outbox = root.join("outbox").join(table);
+        ok(&[
+            "partner",
+            "seal",
+            "--contract",
+            s(&contracts.join(format!("{table}.toml"))),
+            "--input",
+            s(&input),
+            "--partner",
+            "police",
+            "--partner-key",
+            s(&keys.join("police.key")),
+            "--platform-key",
+            s(&platform.join("keys/platform.pub")),
+            "--tokens",
+            "consortium",
+            "--linkage-key",
+            s(&keys.join("linkage.key")),
+            "--seq",
+            "1",
+            "--out",
+            s(&outbox),
+        ]);
+        ok(&[
+            "ingest",
+            "--data-dir",
+            s(&platform),
+            s(&outbox_manifest(&outbox)),
+        ]);
+    }
+    let models = root.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let mut files = vec![support::repo().join("models/repeat-caller.toml")];
+    for (id, column, kind) in [
+        ("test-caller-phone", "caller_phone_t", "phone"),
+        ("test-incident-address", "incident_address_t", "address"),
+        ("test-caller", "caller", "person"),
+    ] {
+        let f = models.join(format!("{id}.toml"));
+        std::fs::write(&f, calls_model(id, column, kind)).unwrap();
+        files.push(f);
+    }
+    let mut args = vec!["model", "register", "--data-dir", s(&platform)];
+    args.extend(files.iter().map(|f| s(f)));
+    ok(&args);
+    ok(&["run", "--data-dir", s(&platform), "--as-of", "2026-11-30"]);
+    platform
+}
+
+struct App {
+    state: AppState,
+    router: axum::Router,
+}
+
+impl App {
+    async fn open(platform: &Path) -> App {
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        std::mem::forget(_stop);
+        let config = ServerConfig::new(platform.to_owned(), "127.0.0.1:0".into());
+        let state = AppState::open(&config, shutdown).await.unwrap();
+        let router = blindwatch_server::app(state.clone(), 8 << 20);
+        App { state, router }
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        use tower::ServiceExt;
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", content_type)
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.send(
+            "POST",
+            path,
+            token,
+            "application/json",
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.send("GET", path, token, "application/json", Vec::new())
+            .await
+    }
+
+    async fn audit_len(&self) -> u64 {
+        self.state.audit.lock().await.size()
+    }
+
+    async fn audit_since(&self, from: u64) -> Vec<AuditRecord> {
+        let log = self.state.audit.lock().await;
+        (from..log.size()).map(|i| log.record(i).unwrap()).collect()
+    }
+
+    /// Sends a request and returns its status, body and the audit records it appended.
+    async fn audited(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> (u16, Value, Vec<AuditRecord>) {
+        let from = self.audit_len().await;
+        let (status, value) = if method == "GET" {
+            self.get(path, token).await
+        } else {
+            self.post(path, token, body).await
+        };
+        (status, value, self.audit_since(from).await)
+    }
+}
+
+/// A reveal's refusal: the status, the rule in the problem, and exactly the two audit
+/// records (the request, then the refusal with that rule).
+fn assert_reveal_refused(
+    (status, body, records): &(u16, Value, Vec<AuditRecord>),
+    expected_status: u16,
+    rule: &str,
+) {
+    assert_eq!(*status, expected_status, "{body}");
+    assert_eq!(body["rule"], rule, "{body}");
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(matches!(
+        records[0].event,
+        AuditEvent::RevealRequested { .. }
+    ));
+    match &records[1].event {
+        AuditEvent::RevealRefused { reason, .. } => assert_eq!(reason.as_str(), rule),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Identifier-like text in many disguises: the subjects' own numbers in other scripts,
+/// Chinese numerals and with separators and invisible characters between the digits.
+fn identifier_disguises(numbers: &[&str]) -> Vec<String> {
+    let zeros = [
+        '0',
+        '\u{FF10}',
+        '\u{0660}',
+        '\u{0966}',
+        '\u{1D7CE}',
+        '\u{0E50}',
+    ];
+    let chinese = ['〇', '一', '二', '三', '四', '五', '六', '七', '八', '九'];
+    let separators = ["", " ", "-", ".", "\u{200B}", "\u{2060}", " - "];
+    let mut out = Vec::new();
+    for number in numbers {
+        let digits: Vec<u8> = number.bytes().filter(u8::is_ascii_digit).collect();
+        for (i, zero) in zeros.iter().enumerate() {
+            let sep = separators[i % separators.len()];
+            let text: Vec<String> = digits
+                .iter()
+                .map(|d| {
+                    char::from_u32(*zero as u32 + u32::from(d - b'0'))
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            out.push(format!("核实 {} 的情况", text.join(sep)));
+        }
+        let spelled: String = digits
+            .iter()
+            .map(|d| chinese[usize::from(d - b'0')])
+            .collect();
+        out.push(format!("联系 {spelled}"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reveal_names_only_the_subjects_own_lineage_and_every_attempt_is_audited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let platform = lineage_platform(tmp.path());
+    let db = Db::Sqlite;
+    let li = add_user(
+        &platform,
+        &db,
+        &["--name", "li", "--role", "officer", "--station", "S03"],
+    );
+    let wang = add_user(
+        &platform,
+        &db,
+        &["--name", "wang", "--role", "officer", "--station", "S05"],
+    );
+    let chen = add_user(&platform, &db, &["--name", "chen", "--role", "specialist"]);
+    let police = add_user(&platform, &db, &["--name", "police", "--role", "partner"]);
+    let app = App::open(&platform).await;
+    let p = people();
+    let secrets = [
+        p.patient.0.as_str(),
+        p.patient.1,
+        p.contact.0.as_str(),
+        p.contact.1,
+    ];
+
+    let (status, list) = app.get("/v1/alerts?limit=500", &li).await;
+    assert_eq!(status, 200, "{list}");
+    let alerts = list["alerts"].as_array().unwrap().clone();
+    let alert_of = |model: &str| -> String {
+        let found: Vec<&Value> = alerts.iter().filter(|a| a["model"] == model).collect();
+        assert_eq!(found.len(), 1, "{model}: {alerts:?}");
+        assert_eq!(found[0]["tier"], "red");
+        found[0]["id"].as_str().unwrap().to_owned()
+    };
+    let reveal = |id: &str| format!("/v1/alerts/{id}/reveal");
+    let why = json!({"justification": "follow-up visit approved by the duty chief"});
+
+    // The guardian-phone case: the repeat caller's phone is a registered patient's
+    // guardian's. The alert's subject comes from the incidents, where nothing is
+    // revealable: refused, and the patient is named nowhere.
+    let repeat = alert_of("repeat-caller");
+    let refused = app
+        .audited("POST", &reveal(&repeat), &li, why.clone())
+        .await;
+    assert_reveal_refused(&refused, 422, "no-revealable-lineage");
+    for secret in secrets {
+        assert!(!refused.1.to_string().contains(secret), "{}", refused.1);
+    }
+
+    // A phone that is a caller's in one table and a contact's in another: only the caller
+    // column's own value.
+    let fields = |body: &Value| -> Vec<(String, String, String)> {
+        body["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["table"].as_str().unwrap().to_owned(),
+                    f["column"].as_str().unwrap().to_owned(),
+                    f["value"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let field = |t: &str, c: &str, v: &str| (t.to_owned(), c.to_owned(), v.to_owned());
+    for (model, expected) in [
+        (
+            "test-caller-phone",
+            vec![field("police.calls", "caller_phone", p.caller.2)],
+        ),
+        // An address that is a home and an incident location: only the incident's.
+        (
+            "test-incident-address",
+            vec![field("police.calls", "incident_address", p.address)],
+        ),
+        // The caller, whom each row of calls is about: their ID number and name only.
+        (
+            "test-caller",
+            vec![
+                field("police.calls", "caller_id_number", &p.caller.0),
+                field("police.calls", "caller_name", p.caller.1),
+            ],
+        ),
+    ] {
+        let id = alert_of(model);
+        let (status, body, records) = app.audited("POST", &reveal(&id), &li, why.clone()).await;
+        assert_eq!(status, 200, "{model}: {body}");
+        assert_eq!(fields(&body), expected, "{model}");
+        for secret in secrets {
+            assert!(!body.to_string().contains(secret), "{model}: {body}");
+        }
+        let kinds: Vec<&str> = records
+            .iter()
+            .map(|r| match &r.event {
+                AuditEvent::RevealRequested { .. } => "requested",
+                AuditEvent::RevealGranted { .. } => "granted",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["requested", "granted"], "{model}");
+    }
+
+    // Every refused reveal is audited with the rule that refused it.
+    let phone_alert = alert_of("test-caller-phone");
+    assert_reveal_refused(
+        &app.audited(
+            "POST",
+            &reveal(&phone_alert),
+            &li,
+            json!({"justification": " \n "}),
+        )
+        .await,
+        403,
+        "justification-required",
+    );
+    assert_reveal_refused(
+        &app.audited(
+            "POST",
+            &reveal(&phone_alert),
+            &li,
+            json!({"justification": "很".repeat(501)}),
+        )
+        .await,
+        422,
+        "text-too-long",
+    );
+    for text in identifier_disguises(&[&p.caller.0, p.caller.2, p.repeat_phone]) {
+        let reply = app
+            .audited(
+                "POST",
+                &reveal(&phone_alert),
+                &li,
+                json!({ "justification": text }),
+            )
+            .await;
+        assert_reveal_refused(&reply, 422, "text-identifier");
+        assert!(!reply.1.to_string().contains(&text));
+    }
+    assert_reveal_refused(
+        &app.audited("POST", &reveal(&phone_alert), &wang, why.clone())
+            .await,
+        403,
+        "access-policy",
+    );
+    assert_reveal_refused(
+        &app.audited("POST", &reveal("A-9999999"), &li, why.clone())
+            .await,
+        404,
+        "unknown-alert",
+    );
+    assert_reveal_refused(
+        &app.audited(
+            "POST",
+            &reveal(&phone_alert),
+            &li,
+            json!({"justification": 7}),
+        )
+        .await,
+        422,
+        "bad-body",
+    );
+    // An id the log cannot even hold: refused and logged without it.
+    let (status, _, records) = app
+        .audited("POST", &reveal("%E5%BC%A0%E4%B8%89"), &li, why.clone())
+        .await;
+    assert_eq!(status, 404);
+    assert!(matches!(
+        &records[..],
+        [AuditRecord { event: AuditEvent::RequestRefused { rule, .. }, .. }] if rule.as_str() == "unknown-alert"
+    ));
+    // A closed alert.
+    let (status, body) = app
+        .post(
+            &format!("/v1/alerts/{phone_alert}/close"),
+            &li,
+            json!({"outcome": "handled"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_reveal_refused(
+        &app.audited("POST", &reveal(&phone_alert), &li, why.clone())
+            .await,
+        409,
+        "alert-closed",
+    );
+    // Comments refuse the same disguises (and repeat none of them).
+    let caller_alert = alert_of("test-caller");
+    for text in identifier_disguises(&[p.caller.2]) {
+        let (status, body) = app
+            .post(
+                &format!("/v1/alerts/{caller_alert}/comment"),
+                &li,
+                json!({ "text": text }),
+            )
+            .await;
+        assert_eq!(status, 422, "{text}: {body}");
+        assert!(!body.to_string().contains(&text));
+    }
+
+    // --- Silences: only known matchers, no identifiers, every attempt audited.
+    let silence = |model: Value, category: Value, reason: &str| json!({"model": model, "category": category, "tier": "red", "ends_at": "2030-01-01T00:00:00Z", "reason": reason});
+    let silence_refused = |reply: &(u16, Value, Vec<AuditRecord>), status: u16, rule: &str| {
+        assert_eq!(reply.0, status, "{}", reply.1);
+        assert_eq!(reply.1["rule"], rule, "{}", reply.1);
+        assert!(
+            matches!(&reply.2[..], [AuditRecord { event: AuditEvent::SilenceRefused { rule: r, .. }, .. }] if r.as_str() == rule),
+            "{:?}",
+            reply.2
+        );
+    };
+    for (model, category, rule) in [
+        (json!("no-such-model"), Value::Null, "unknown-model"),
+        (json!(p.caller.0), Value::Null, "bad-matcher"),
+        (json!("m".repeat(1 << 20)), Value::Null, "bad-matcher"),
+        (json!("Repeat Caller"), Value::Null, "bad-matcher"),
+        (Value::Null, json!("not-a-category"), "unknown-category"),
+        (Value::Null, json!(p.repeat_phone), "bad-matcher"),
+        (Value::Null, json!(""), "bad-matcher"),
+    ] {
+        let reply = app
+            .audited(
+                "POST",
+                "/v1/silences",
+                &li,
+                silence(model, category, "drill tonight"),
+            )
+            .await;
+        silence_refused(&reply, 422, rule);
+    }
+    for text in identifier_disguises(&[p.repeat_phone]) {
+        let reply = app
+            .audited(
+                "POST",
+                "/v1/silences",
+                &li,
+                silence(json!("repeat-caller"), Value::Null, &text),
+            )
+            .await;
+        silence_refused(&reply, 422, "text-identifier");
+    }
+    let (status, body, records) = app
+        .audited(
+            "POST",
+            "/v1/silences",
+            &li,
+            silence(json!("repeat-caller"), json!("dispute"), "drill tonight"),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(matches!(
+        &records[..],
+        [AuditRecord {
+            event: AuditEvent::SilenceCreated { .. },
+            ..
+        }]
+    ));
+    let sil = body["id"].as_str().unwrap().to_owned();
+    let expire = format!("/v1/silences/{sil}/expire");
+    silence_refused(
+        &app.audited("POST", &expire, &wang, json!({})).await,
+        404,
+        "unknown-silence",
+    );
+    let (status, body, records) = app.audited("POST", &expire, &li, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(matches!(
+        &records[..],
+        [AuditRecord {
+            event: AuditEvent::SilenceExpired { .. },
+            ..
+        }]
+    ));
+    silence_refused(
+        &app.audited("POST", &expire, &li, json!({})).await,
+        409,
+        "silence-ended",
+    );
+    silence_refused(
+        &app.audited("POST", "/v1/silences/SIL-0009999/expire", &li, json!({}))
+            .await,
+        404,
+        "unknown-silence",
+    );
+
+    // --- Model registration and queries refused before the gate: audited.
+    let from = app.audit_len().await;
+    let (status, _) = app
+        .send(
+            "POST",
+            "/v1/models/register",
+            &chen,
+            "text/plain",
+            calls_model("test-broken", "no_such_column", "phone").into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let records = app.audit_since(from).await;
+    assert!(
+        matches!(
+            &records[..],
+            [AuditRecord { event: AuditEvent::ModelRegistrationAttemptRefused { model: Some(m), .. }, .. }] if m.as_str() == "test-broken"
+        ),
+        "{records:?}"
+    );
+    let (status, _, records) = app
+        .audited(
+            "POST",
+            "/v1/query",
+            &chen,
+            json!({"sql": "SELECT 1", "purpose": "Not A Purpose"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(matches!(
+        &records[..],
+        [AuditRecord { event: AuditEvent::RequestRefused { rule, .. }, .. }] if rule.as_str() == "bad-purpose"
+    ));
+
+    // --- A plaintext package uploaded with the partner's own key: refused, audited, and
+    // the data directory unchanged but for the audit log.
+    let sealed = outbox_manifest(&tmp.path().join("outbox/police.calls"));
+    let package = forge::Package::read(&sealed);
+    let rows = forge::decrypt(
+        &platform,
+        &PathBuf::from(s(&sealed).replace(".manifest.json", ".parquet")),
+    );
+    let key = forge::partner_key(&tmp.path().join("keys/police.key"));
+    let before = files_and_bytes(&platform);
+    let from = app.audit_len().await;
+    for layout in [
+        forge::Layout::Plain,
+        forge::Layout::Unencrypted("caller_phone"),
+    ] {
+        let forged = package
+            .clone()
+            .with_file(forge::write(
+                &rows,
+                &layout,
+                &platform.join("keys/platform.pub"),
+            ))
+            .edit(|m| {
+                m.sequence = 2;
+                m.file_name = "police.calls.00000002.parquet".into();
+            });
+        let (content_type, body) = multipart(&forged.signed_manifest(&key), &forged.parquet);
+        let (status, problem) = app
+            .send("POST", "/v1/contributions", &police, &content_type, body)
+            .await;
+        assert_eq!(status, 422, "{problem}");
+        assert_eq!(problem["rule"], "not-sealed");
+    }
+    assert_eq!(files_and_bytes(&platform), before);
+    let records = app.audit_since(from).await;
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| matches!(
+        &r.event,
+        AuditEvent::ContributionRefused { reason, .. } if reason.as_str() == "not-sealed"
+    )));
+    // Refused before ingest sees it: another partner's dataset, a file past its declared
+    // size (the upload stops there). Audited, nothing stored.
+    let next = package.clone().edit(|m| {
+        m.sequence = 2;
+        m.file_name = "police.calls.00000002.parquet".into();
+    });
+    let mut longer = next.parquet.clone();
+    longer.extend([0u8; 4096]);
+    for (manifest, file, status, rule) in [
+        (
+            next.clone()
+                .edit(|m| m.partner = "hospital".into())
+                .signed_manifest(&key),
+            next.parquet.clone(),
+            403,
+            "access-policy",
+        ),
+        (next.signed_manifest(&key), longer, 422, "bad-file-size"),
+    ] {
+        let from = app.audit_len().await;
+        let (content_type, body) = multipart(&manifest, &file);
+        let (got, problem) = app
+            .send("POST", "/v1/contributions", &police, &content_type, body)
+            .await;
+        assert_eq!(got, status, "{problem}");
+        let records = app.audit_since(from).await;
+        assert!(
+            matches!(&records[..], [AuditRecord { event: AuditEvent::RequestRefused { rule: r, .. }, .. }] if r.as_str() == rule),
+            "{records:?}"
+        );
+    }
+    assert_eq!(files_and_bytes(&platform), before);
+}
+
+/// Every file under the platform directory but the audit log, with its bytes.
+fn files_and_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    support::files_under(dir, &|p: &Path| p.starts_with(dir.join("audit")))
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(&f).unwrap();
+            (f, bytes)
+        })
+        .collect()
 }
 
 /// Opens the live stream and signals when its response ends (the last chunk), whether or not

@@ -9,7 +9,10 @@
     clippy::too_many_arguments
 )]
 
+#[path = "support/forge.rs"]
+mod forge;
 mod support;
+use forge::{Layout, Package, partner_key};
 use support::{bw, files_under, ok, s};
 
 use std::collections::BTreeMap;
@@ -117,6 +120,24 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
+/// The stored Parquet file of a contribution, as the platform named it (table, sequence,
+/// SHA-256).
+fn stored_file(platform: &Path, table: &str, sequence: u64) -> PathBuf {
+    let (partner, dataset) = table.split_once('.').unwrap();
+    let prefix = format!("{table}.{sequence:019}.");
+    let dir = platform.join("packages").join(partner).join(dataset);
+    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with(&prefix) && name.ends_with(".parquet")
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.into_iter().next().unwrap()
+}
+
 fn decrypt_all(platform: &Path, file: &Path) -> Vec<arrow_array::RecordBatch> {
     let key = Arc::new(PlatformPrivateKey::read(&platform.join("keys/platform.key")).unwrap());
     let retriever = PlatformKeyRetriever::new(key, Release::All);
@@ -144,7 +165,7 @@ fn read_gbk_csv(path: &Path) -> Vec<csv::StringRecord> {
 fn seal_ingest_decrypt_round_trip_equals_direct_computation() {
     let demo = Demo::new();
     let platform = demo.platform();
-    let stored = platform.join("packages/hospital/visits/hospital.visits.00000001.parquet");
+    let stored = stored_file(&platform, "hospital.visits", 1);
     let batches = decrypt_all(&platform, &stored);
 
     // What the platform holds: (token, department, visit date) per visit.
@@ -292,7 +313,7 @@ fn every_refusal_leaves_the_data_directory_unchanged() {
         .unwrap()
         .set_len(len / 2)
         .unwrap();
-    cases.push(("truncated parquet".into(), m, "file hash"));
+    cases.push(("truncated parquet".into(), m, "file size"));
 
     // Signed with a key the platform does not know for this partner.
     let other_keys = work.join("other-keys");
@@ -614,4 +635,666 @@ fn canary_identifiers_appear_nowhere_but_in_the_partners_exports() {
             .unwrap()
     };
     assert_eq!(rows("2"), rows("1") + 3);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+/// Every record of the platform's audit log, oldest first.
+fn audit_records(platform: &Path) -> Vec<blindwatch_audit::AuditRecord> {
+    let log = blindwatch_store::DataDir::new(platform)
+        .open_audit_log()
+        .unwrap();
+    (0..log.size()).map(|i| log.record(i).unwrap()).collect()
+}
+
+/// The earlier contributions still verify (stored files against the catalog and their
+/// signed manifests) and query (the engine counts each table's current rows as the catalog
+/// records them).
+fn still_verify_and_query(platform: &Path) {
+    ok(&["catalog", "--data-dir", s(platform), "--verify"]);
+    runtime().block_on(async {
+        let dir = blindwatch_store::DataDir::new(platform);
+        let engine = blindwatch_engine::Engine::open(&dir).await.unwrap();
+        let catalog = blindwatch_store::Catalog::open(&dir.catalog_path(), false)
+            .await
+            .unwrap();
+        let mut tables = 0;
+        for t in engine.tables() {
+            if t.current_sequences.is_empty() {
+                continue;
+            }
+            assert!(t.problem.is_none(), "{}: {:?}", t.name, t.problem);
+            let expected: u64 = catalog
+                .contributions(&t.name)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|c| t.current_sequences.contains(&c.sequence))
+                .map(|c| c.row_count)
+                .sum();
+            let plan = engine
+                .plan(&format!("SELECT count(*) FROM {}", t.name))
+                .await
+                .unwrap();
+            let batches = engine.execute(&plan).await.unwrap();
+            let n = batches[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow_array::Int64Array>()
+                .unwrap()
+                .value(0);
+            assert_eq!(n as u64, expected, "{}", t.name);
+            tables += 1;
+        }
+        assert!(tables >= 6, "{tables}");
+    });
+}
+
+/// Seals `input` for `table` as its partner, consortium tokens under `linkage`.
+fn seal_with(
+    demo: &Demo,
+    table: &str,
+    input: &Path,
+    linkage: &Path,
+    seq: u64,
+    out: &Path,
+    extra: &[&str],
+) -> Output {
+    let partner = table.split_once('.').unwrap().0;
+    let home = demo.partner(partner);
+    let (contract, key, platform_pub) = (
+        demo.contract(table),
+        home.join(format!("keys/{partner}.key")),
+        demo.platform().join("keys/platform.pub"),
+    );
+    let mut args = vec![
+        "partner",
+        "seal",
+        "--contract",
+        s(&contract),
+        "--input",
+        s(input),
+        "--partner",
+        partner,
+        "--partner-key",
+        s(&key),
+        "--platform-key",
+        s(&platform_pub),
+        "--tokens",
+        "consortium",
+        "--linkage-key",
+        s(linkage),
+        "--out",
+        s(out),
+    ];
+    let seq = seq.to_string();
+    args.extend(["--seq", &seq]);
+    args.extend_from_slice(extra);
+    bw(&args)
+}
+
+fn manifest_in(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".manifest.json"))
+        .unwrap()
+}
+
+/// A careless or hostile partner, signing with its own registered key: every way a package
+/// can be not what it claims, or claim what it may not, is refused naming the check, each
+/// refusal is audited and leaves the data directory as it was, and the earlier
+/// contributions still verify and query. A package the same partner seals properly — even
+/// one the test re-encrypts itself — is accepted.
+#[test]
+fn hostile_packages_are_refused_and_change_nothing() {
+    let demo = Demo::new();
+    let platform = demo.platform();
+    let work = demo.root.join("work");
+    let hospital = demo.partner("hospital");
+    let linkage = hospital.join("keys/linkage.key");
+    let key = partner_key(&hospital.join("keys/hospital.key"));
+    let platform_pub = platform.join("keys/platform.pub");
+    let export = hospital.join("exports/hospital.visits.csv");
+    let out = seal_with(
+        &demo,
+        "hospital.visits",
+        &export,
+        &linkage,
+        2,
+        &work.join("good"),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let good_manifest = manifest_in(&work.join("good"));
+    let good = Package::read(&good_manifest);
+    let rows = forge::decrypt(
+        &platform,
+        &PathBuf::from(s(&good_manifest).replace(".manifest.json", ".parquet")),
+    );
+    let resealed = |layout: Layout| {
+        good.clone()
+            .with_file(forge::write(&rows, &layout, &platform_pub))
+    };
+    let at_sequence = |p: Package, seq: u64| {
+        p.edit(|m| {
+            m.sequence = seq;
+            m.file_name = format!("hospital.visits.{seq:08}.parquet");
+        })
+    };
+    let id_number = valid_id("11010519491231002");
+    let other_key = SigningKeyForTest::new();
+
+    let mut cases: Vec<(String, PathBuf, &str)> = Vec::new();
+    let forged = |cases: &mut Vec<(String, PathBuf, &str)>,
+                  p: &Package,
+                  signer: &blindwatch_crypto::sign::SigningKey|
+     -> PathBuf { p.write(&work.join(format!("case-{}", cases.len())), signer) };
+    macro_rules! case {
+        ($what:expr, $package:expr, $check:expr $(,)?) => {{
+            let path = forged(&mut cases, &$package, &key);
+            cases.push(($what.to_string(), path, $check));
+        }};
+    }
+
+    // --- Not sealed as the manifest says.
+    case!("plain Parquet", &resealed(Layout::Plain), "sealing:");
+    case!(
+        "plaintext footer",
+        &resealed(Layout::PlaintextFooter),
+        "sealing:"
+    );
+    for column in ["person", "department", "visit_date"] {
+        case!(
+            &format!("column {column} unencrypted"),
+            &resealed(Layout::Unencrypted(column)),
+            "sealing:",
+        );
+    }
+    case!(
+        "columns under the footer key",
+        &resealed(Layout::FooterKeyOnly),
+        "sealing:"
+    );
+    case!(
+        "a column's key wrapped for another column",
+        &resealed(Layout::KeyWrappedFor {
+            column: "department",
+            name: "visit_date",
+        }),
+        "sealing:",
+    );
+    case!(
+        "the footer key wrapped for a column",
+        &resealed(Layout::FooterWrappedFor("person")),
+        "sealing:",
+    );
+    case!(
+        "not Parquet at all",
+        &good
+            .clone()
+            .with_file(b"PAR1 this is not a parquet file PAR1".to_vec()),
+        "sealing:",
+    );
+
+    // --- Names, sequences, times, counts outside the grammar.
+    case!(
+        "the file name of an earlier contribution",
+        &good
+            .clone()
+            .edit(|m| m.file_name = "hospital.visits.00000001.parquet".into()),
+        "manifest:",
+    );
+    case!(
+        "a path as file name",
+        &good
+            .clone()
+            .edit(|m| m.file_name = "../../catalog.sqlite".into()),
+        "manifest:",
+    );
+    for seq in [0, 1 << 63, (1 << 63) + 2, u64::MAX] {
+        case!(
+            &format!("sequence {seq}"),
+            &at_sequence(good.clone(), seq),
+            "manifest:",
+        );
+    }
+    case!(
+        "replayed sequence 1",
+        &at_sequence(good.clone(), 1),
+        "sequence:"
+    );
+    for bad in [
+        id_number.clone(),
+        "2026-11-30T08:00:00+08:00".into(),
+        "2026-11-30".into(),
+        format!("2026-11-30T00:00:00Z {id_number}"),
+        String::new(),
+    ] {
+        case!(
+            "created_at outside RFC 3339 UTC",
+            &good.clone().edit(|m| m.created_at = bad),
+            "manifest:",
+        );
+    }
+    for reason in [
+        id_number.clone(),
+        format!("id_number:{id_number}"),
+        format!("{id_number}:blank"),
+        "no_such_column:blank".into(),
+        "department:id_check_digit".into(),
+        "patient_name:blank".into(),
+        "visit_date:bad_integer".into(),
+    ] {
+        case!(
+            "rejected_rows outside `<column>:<code>`",
+            &good.clone().edit(|m| {
+                m.rejected_rows.insert(reason, 1);
+                m.input_rows += 1;
+            }),
+            "manifest:",
+        );
+    }
+    case!(
+        "partner_key_id not the signer's",
+        &good
+            .clone()
+            .edit(|m| m.partner_key_id = other_key.id.clone()),
+        "manifest:",
+    );
+    case!(
+        "an unknown manifest format",
+        &good.clone().edit(|m| m.format = 4),
+        "manifest:",
+    );
+    for (what, edit) in [
+        (
+            "an extra field carrying an ID number",
+            Box::new(|j: &mut serde_json::Value| j["note"] = id_number.clone().into())
+                as Box<dyn Fn(&mut serde_json::Value)>,
+        ),
+        (
+            "a format 1 manifest",
+            Box::new(|j: &mut serde_json::Value| {
+                j["format"] = 1.into();
+                let o = j.as_object_mut().unwrap();
+                o.remove("token_counts");
+                o.remove("allow_empty");
+            }),
+        ),
+        (
+            "a sequence that is not a number",
+            Box::new(|j: &mut serde_json::Value| j["sequence"] = "-1".into()),
+        ),
+    ] {
+        let dir = work.join(format!("case-json-{}", cases.len()));
+        let path = good.write_json(&dir, &key, edit);
+        cases.push((what.into(), path, "manifest:"));
+    }
+    case!(
+        "input rows that do not add up",
+        &good.clone().edit(|m| m.input_rows += 5),
+        "manifest:",
+    );
+
+    // --- Tokens that are not the dataset's.
+    let linkage_b = work.join("linkage-b.key");
+    ok(&["keys", "linkage", "--out", s(&linkage_b)]);
+    let out = seal_with(
+        &demo,
+        "hospital.visits",
+        &export,
+        &linkage_b,
+        2,
+        &work.join("key-b"),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cases.push((
+        "another token key".into(),
+        manifest_in(&work.join("key-b")),
+        "tokens:",
+    ));
+    case!(
+        "another token mode",
+        &good
+            .clone()
+            .edit(|m| m.tokens.mode = blindwatch_crypto::token::TokenMode::Blind),
+        "tokens:",
+    );
+
+    // --- Files that are not the declared bytes.
+    let zero_dir = work.join("dev-zero");
+    good.write(&zero_dir, &key);
+    std::fs::remove_file(zero_dir.join("package.parquet")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", zero_dir.join("package.parquet")).unwrap();
+    cases.push((
+        "/dev/zero as the file".into(),
+        zero_dir.join("package.manifest.json"),
+        "package:",
+    ));
+    let mut longer = good.parquet.clone();
+    longer.extend(std::iter::repeat_n(0u8, 1 << 20));
+    case!(
+        "a file longer than declared",
+        &Package {
+            manifest: good.manifest.clone(),
+            parquet: longer,
+        },
+        "file size:",
+    );
+    case!(
+        "a declared size larger than the file",
+        &good.clone().edit(|m| m.file_bytes += 1),
+        "file size:",
+    );
+
+    // --- An empty replacement the partner did not sign as meant.
+    let police = demo.partner("police");
+    let header_only = work.join("wanted-empty.csv");
+    let wanted_header = std::fs::read_to_string(police.join("exports/police.wanted.csv"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    std::fs::write(&header_only, format!("{wanted_header}\n")).unwrap();
+    let police_linkage = police.join("keys/linkage.key");
+    let refused_seal = seal_with(
+        &demo,
+        "police.wanted",
+        &header_only,
+        &police_linkage,
+        2,
+        &work.join("wanted-empty-refused"),
+        &[],
+    );
+    assert!(!refused_seal.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused_seal.stderr).contains("--allow-empty"),
+        "{}",
+        String::from_utf8_lossy(&refused_seal.stderr)
+    );
+    assert!(
+        !work.join("wanted-empty-refused").exists()
+            || std::fs::read_dir(work.join("wanted-empty-refused"))
+                .unwrap()
+                .all(|e| !e
+                    .unwrap()
+                    .path()
+                    .to_string_lossy()
+                    .ends_with(".manifest.json"))
+    );
+    let out = seal_with(
+        &demo,
+        "police.wanted",
+        &header_only,
+        &police_linkage,
+        2,
+        &work.join("wanted-empty"),
+        &["--allow-empty"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let empty_manifest = manifest_in(&work.join("wanted-empty"));
+    let empty = Package::read(&empty_manifest);
+    assert!(empty.manifest.allow_empty && empty.manifest.row_count == 0);
+    let police_key = partner_key(&police.join("keys/police.key"));
+    for (what, edit) in [
+        (
+            "an empty replacement without allow_empty",
+            Box::new(|m: &mut blindwatch_crypto::manifest::Manifest| m.allow_empty = false)
+                as Box<dyn Fn(&mut blindwatch_crypto::manifest::Manifest)>,
+        ),
+        (
+            "format 2 claiming allow_empty",
+            Box::new(|m: &mut blindwatch_crypto::manifest::Manifest| m.format = 2),
+        ),
+    ] {
+        let p = forged(&mut cases, &empty.clone().edit(edit), &police_key);
+        cases.push((
+            what.into(),
+            p,
+            if what.starts_with("format") {
+                "manifest:"
+            } else {
+                "empty replacement:"
+            },
+        ));
+    }
+
+    // Staging left by a killed ingest is swept at the next start, refusal or not.
+    let tmp = platform.join("tmp");
+    std::fs::write(tmp.join(".ingest-killed"), vec![7u8; 4096]).unwrap();
+    std::fs::create_dir_all(tmp.join("upload-killed")).unwrap();
+    std::fs::write(tmp.join("upload-killed/package.parquet"), b"x").unwrap();
+    let out = bw(&["ingest", "--data-dir", s(&platform), s(&cases[0].1)]);
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "staging swept");
+
+    let before = snapshot(&platform);
+    let audited_before = audit_records(&platform).len();
+    for (what, package, check) in &cases {
+        let out = bw(&["ingest", "--data-dir", s(&platform), s(package)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: accepted");
+        assert!(
+            stderr.contains(check),
+            "{what}: expected the `{check}` check to refuse it, got: {stderr}"
+        );
+        assert!(
+            !stderr.contains(&id_number),
+            "{what}: the refusal quotes the manifest"
+        );
+        assert!(
+            snapshot(&platform) == before,
+            "{what}: the data directory changed"
+        );
+    }
+    // Each attempt is one audit entry: the refusal, with its reason code.
+    let records = audit_records(&platform);
+    let refusals: Vec<String> = records[audited_before..]
+        .iter()
+        .map(|r| match &r.event {
+            blindwatch_audit::AuditEvent::ContributionRefused { reason, .. } => {
+                reason.as_str().to_owned()
+            }
+            other => panic!("unexpected audit entry {other:?}"),
+        })
+        .collect();
+    assert_eq!(refusals.len(), cases.len());
+    for code in [
+        "not-sealed",
+        "bad-manifest",
+        "stale-sequence",
+        "token-key-mismatch",
+        "bad-package",
+        "bad-file-size",
+        "empty-replacement",
+    ] {
+        assert!(refusals.iter().any(|r| r == code), "{code}: {refusals:?}");
+    }
+    ok(&["audit", "verify", "--data-dir", s(&platform)]);
+    still_verify_and_query(&platform);
+
+    // The partner's own properly sealed packages go in, under names the platform gives.
+    let first = stored_file(&platform, "hospital.visits", 1);
+    let first_bytes = std::fs::read(&first).unwrap();
+    ok(&["ingest", "--data-dir", s(&platform), s(&good_manifest)]);
+    let control = at_sequence(resealed(Layout::Sealed), 3).write(&work.join("control"), &key);
+    ok(&["ingest", "--data-dir", s(&platform), s(&control)]);
+    for seq in [2, 3] {
+        let stored = stored_file(&platform, "hospital.visits", seq);
+        let name = stored.file_name().unwrap().to_string_lossy().into_owned();
+        let sha = blindwatch_crypto::sha256_hex(&std::fs::read(&stored).unwrap());
+        assert_eq!(name, format!("hospital.visits.{seq:019}.{sha}.parquet"));
+    }
+    assert_eq!(std::fs::read(&first).unwrap(), first_bytes);
+    // An empty replacement the partner signed as meant empties the dataset, audited as such.
+    ok(&["ingest", "--data-dir", s(&platform), s(&empty_manifest)]);
+    assert!(audit_records(&platform).iter().any(|r| matches!(
+        &r.event,
+        blindwatch_audit::AuditEvent::EmptyContributionAccepted {
+            replaced: true,
+            sequence: 2,
+            ..
+        }
+    )));
+    let catalog = ok(&["catalog", "--data-dir", s(&platform)]);
+    assert!(
+        catalog
+            .lines()
+            .any(|l| l.starts_with("police.wanted") && l.split_whitespace().nth(2) == Some("0")),
+        "{catalog}"
+    );
+    still_verify_and_query(&platform);
+    // Replays of what was just accepted are refused.
+    for replay in [&good_manifest, &control] {
+        let out = bw(&["ingest", "--data-dir", s(&platform), s(replay)]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("sequence:"));
+    }
+}
+
+/// A signing key that is not the partner's registered one.
+struct SigningKeyForTest {
+    id: blindwatch_crypto::KeyId,
+}
+
+impl SigningKeyForTest {
+    fn new() -> SigningKeyForTest {
+        SigningKeyForTest {
+            id: blindwatch_crypto::sign::SigningKey::generate()
+                .unwrap()
+                .id()
+                .clone(),
+        }
+    }
+}
+
+/// A dataset's token key changes only through `dataset rotate-tokens`: before it a package
+/// under another key is refused (the table stays usable); after it only the new generation
+/// is read, the old one stays stored and verifiable, and the rotation is audited.
+#[test]
+fn a_token_key_change_needs_an_explicit_rotation() {
+    let demo = Demo::new();
+    let platform = demo.platform();
+    let work = demo.root.join("work");
+    let hospital = demo.partner("hospital");
+    let export = hospital.join("exports/hospital.visits.csv");
+    let linkage_b = work.join("linkage-b.key");
+    std::fs::create_dir_all(&work).unwrap();
+    ok(&["keys", "linkage", "--out", s(&linkage_b)]);
+    let key_b = ConsortiumTokenizer::new(&LinkageKey::read(&linkage_b).unwrap());
+    let key_b_id = blindwatch_crypto::token::Tokenizer::key_id(&key_b).to_string();
+    let sealed = |seq: u64, linkage: &Path, dir: &str| -> PathBuf {
+        let out = seal_with(
+            &demo,
+            "hospital.visits",
+            &export,
+            linkage,
+            seq,
+            &work.join(dir),
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        manifest_in(&work.join(dir))
+    };
+    let under_b = sealed(2, &linkage_b, "b2");
+    let first = stored_file(&platform, "hospital.visits", 1);
+    let first_bytes = std::fs::read(&first).unwrap();
+
+    let before = snapshot(&platform);
+    let out = bw(&["ingest", "--data-dir", s(&platform), s(&under_b)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("tokens:") && stderr.contains("dataset rotate-tokens"),
+        "{stderr}"
+    );
+    assert!(snapshot(&platform) == before);
+    still_verify_and_query(&platform);
+
+    // The operator rotates; the same tokens again are refused.
+    let rotated = ok(&[
+        "dataset",
+        "rotate-tokens",
+        "--data-dir",
+        s(&platform),
+        "--dataset",
+        "hospital.visits",
+        "--tokens",
+        "consortium",
+        "--key-id",
+        &key_b_id,
+    ]);
+    assert!(rotated.contains("generation 2"), "{rotated}");
+    for (bad_key, dataset) in [
+        (key_b_id.as_str(), "hospital.visits"),
+        ("110101199003071234", "hospital.visits"),
+        (key_b_id.as_str(), "hospital.nothing"),
+    ] {
+        let out = bw(&[
+            "dataset",
+            "rotate-tokens",
+            "--data-dir",
+            s(&platform),
+            "--dataset",
+            dataset,
+            "--tokens",
+            "consortium",
+            "--key-id",
+            bad_key,
+        ]);
+        assert!(!out.status.success(), "{bad_key} {dataset}");
+    }
+    assert!(audit_records(&platform).iter().any(|r| matches!(
+        &r.event,
+        blindwatch_audit::AuditEvent::TokenGenerationStarted { generation: 2, .. }
+    )));
+    // Now the key-B package goes in; a key-A one is refused.
+    ok(&["ingest", "--data-dir", s(&platform), s(&under_b)]);
+    let under_a = sealed(3, &hospital.join("keys/linkage.key"), "a3");
+    let out = bw(&["ingest", "--data-dir", s(&platform), s(&under_a)]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokens:"));
+
+    let catalog = ok(&["catalog", "--data-dir", s(&platform)]);
+    assert!(
+        catalog.contains("hospital.visits: token generation 2")
+            && catalog.contains("1 current contribution(s)"),
+        "{catalog}"
+    );
+    // The old generation stays stored, byte for byte, and matches its catalog hash.
+    assert_eq!(std::fs::read(&first).unwrap(), first_bytes);
+    // The table reads generation 2 only: its count is the new contribution's rows.
+    runtime().block_on(async {
+        let dir = blindwatch_store::DataDir::new(&platform);
+        let engine = blindwatch_engine::Engine::open(&dir).await.unwrap();
+        let info = engine
+            .tables()
+            .into_iter()
+            .find(|t| t.name == "hospital.visits")
+            .unwrap();
+        assert_eq!(info.current_sequences, [2]);
+        assert!(info.problem.is_none());
+        engine.verify_table("hospital.visits").await.unwrap();
+    });
+    ok(&["catalog", "--data-dir", s(&platform), "--verify"]);
+    ok(&["audit", "verify", "--data-dir", s(&platform)]);
 }

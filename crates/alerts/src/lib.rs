@@ -5,8 +5,10 @@
 //!   outside it. Tokens are never stored here.
 //! - [`Evidence`] values are numbers, dates and times only: an alert cannot hold text, so it
 //!   cannot hold a name, a phone number or an address. Officers' free text (comments, close
-//!   notes, silence reasons) is refused when it holds a run of 11 or more digits (a phone or
-//!   ID-card number), the audit log's rule; refusals never repeat the text.
+//!   notes, justifications, silence reasons) is refused when it holds a number of 11 or more
+//!   digits (a phone or ID-card number), in any script, spelled in Chinese numerals or
+//!   broken up by separators and invisible characters ([`text`]); refusals never repeat the
+//!   text.
 //!
 //! # Model runs
 //!
@@ -62,6 +64,7 @@ mod pseudonym;
 mod query;
 mod silence;
 mod store;
+pub mod text;
 mod workflow;
 
 pub use blindwatch_audit::Tier;
@@ -70,12 +73,14 @@ pub use events::{AlertEvent, MAX_EVENTS_PAGE, Muted};
 pub use evidence::{DayBucket, Evidence, EvidenceValue};
 pub use pseudonym::{Pseudonym, Pseudonymizer, SubjectKey};
 pub use query::{AlertOrder, AlertPage, AlertQuery, Cursor, DEFAULT_PAGE, MAX_PAGE, StationScope};
-pub use silence::{Silence, SilenceMatchers, StoredSilence};
+pub use silence::{MAX_MATCHER_CHARS, MAX_STATION_CHARS, Silence, SilenceMatchers, StoredSilence};
 pub use store::{
     Alert, AlertChange, AlertFilter, AlertStore, AlertStoreError, Change, EventKind, Finding,
     HistoryEntry, RunInput, RunOutcome, State, Status,
 };
-pub use workflow::{Action, MAX_COMMENT_CHARS, MAX_REASON_CHARS, Outcome};
+pub use workflow::{
+    Action, MAX_COMMENT_CHARS, MAX_JUSTIFICATION_CHARS, MAX_REASON_CHARS, Outcome, check_text,
+};
 
 /// Tiers from highest to lowest.
 pub const TIERS: [Tier; 4] = [Tier::Red, Tier::Orange, Tier::Yellow, Tier::Blue];

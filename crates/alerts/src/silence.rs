@@ -126,23 +126,85 @@ fn silence_from_row(r: &sqlx::any::AnyRow) -> Result<StoredSilence, AlertStoreEr
     })
 }
 
-impl AlertStore {
-    /// Adds a silence. Refused without a matcher, with an empty matcher, when it does not
-    /// end after it starts, or with an empty (or too long, or identifier-like) reason.
-    pub async fn add_silence(&self, silence: Silence) -> Result<StoredSilence, AlertStoreError> {
-        let m = &silence.matchers;
-        if m.is_empty() {
+/// Longest model id or category a matcher holds.
+pub const MAX_MATCHER_CHARS: usize = 64;
+/// Longest station code a matcher holds.
+pub const MAX_STATION_CHARS: usize = 16;
+
+/// A model id or category: lower-case ASCII letters, digits and `-`, starting with a letter,
+/// at most [`MAX_MATCHER_CHARS`] — the form model files give them.
+fn is_slug(s: &str) -> bool {
+    s.len() <= MAX_MATCHER_CHARS
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A station code: ASCII letters and digits, at most [`MAX_STATION_CHARS`].
+fn is_station(s: &str) -> bool {
+    s.len() <= MAX_STATION_CHARS && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+impl SilenceMatchers {
+    /// The form of each matcher (the caller checks that the values are known ones): at
+    /// least one matcher, none empty, model and category as in model files, a station code.
+    pub fn check(&self) -> Result<(), AlertStoreError> {
+        if self.is_empty() {
             return Err(AlertStoreError::SilenceWithoutMatcher);
         }
-        for (name, value) in [
-            ("model", &m.model),
-            ("station", &m.station),
-            ("category", &m.category),
+        for (name, value, valid, rule) in [
+            (
+                "model",
+                &self.model,
+                is_slug as fn(&str) -> bool,
+                "not a model id (lower-case letters, digits and `-`, at most 64)",
+            ),
+            (
+                "category",
+                &self.category,
+                is_slug,
+                "not a category (lower-case letters, digits and `-`, at most 64)",
+            ),
+            (
+                "station",
+                &self.station,
+                is_station,
+                "not a station code (letters and digits, at most 16)",
+            ),
         ] {
-            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
-                return Err(AlertStoreError::EmptyMatcher(name));
+            match value.as_deref() {
+                Some(v) if v.trim().is_empty() => return Err(AlertStoreError::EmptyMatcher(name)),
+                Some(v) if !valid(v) => {
+                    return Err(AlertStoreError::BadMatcher {
+                        matcher: name,
+                        rule,
+                    });
+                }
+                _ => {}
             }
         }
+        Ok(())
+    }
+}
+
+impl AlertStore {
+    /// Adds a silence. Refused without a matcher, with an empty or malformed matcher, when
+    /// it does not end after it starts, or with an empty (or too long, or identifier-like)
+    /// reason.
+    pub async fn add_silence(&self, silence: Silence) -> Result<StoredSilence, AlertStoreError> {
+        self.add_silence_audited(silence, no_hook).await
+    }
+
+    /// [`AlertStore::add_silence`], with `before_commit` seeing the stored silence before
+    /// it is committed (the server writes its audit record there); if it fails, nothing is
+    /// stored.
+    pub async fn add_silence_audited<E: std::fmt::Display>(
+        &self,
+        silence: Silence,
+        before_commit: impl FnOnce(&StoredSilence) -> Result<(), E>,
+    ) -> Result<StoredSilence, AlertStoreError> {
+        let m = &silence.matchers;
+        m.check()?;
         let (starts_at, ends_at) = (ts(silence.starts_at), ts(silence.ends_at));
         if ends_at <= starts_at {
             return Err(AlertStoreError::SilenceEndsBeforeStart { starts_at, ends_at });
@@ -181,6 +243,7 @@ impl AlertStore {
         .fetch_one(&mut *tx)
         .await?;
         let stored = silence_from_row(&row)?;
+        before_commit(&stored).map_err(|e| AlertStoreError::Aborted(e.to_string()))?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -221,6 +284,18 @@ impl AlertStore {
         actor: &Principal,
         at: DateTime<Utc>,
     ) -> Result<StoredSilence, AlertStoreError> {
+        self.expire_silence_audited(id, actor, at, no_hook).await
+    }
+
+    /// [`AlertStore::expire_silence`], with `before_commit` seeing the expired silence
+    /// before it is committed; if it fails, nothing changes.
+    pub async fn expire_silence_audited<E: std::fmt::Display>(
+        &self,
+        id: &SilenceId,
+        actor: &Principal,
+        at: DateTime<Utc>,
+        before_commit: impl FnOnce(&StoredSilence) -> Result<(), E>,
+    ) -> Result<StoredSilence, AlertStoreError> {
         let at = ts(at);
         let mut tx = self.begin_write().await?;
         let select = format!("SELECT {SILENCE_COLUMNS} FROM silences WHERE id = $1");
@@ -252,7 +327,12 @@ impl AlertStore {
             .fetch_one(&mut *tx)
             .await?;
         let stored = silence_from_row(&row)?;
+        before_commit(&stored).map_err(|e| AlertStoreError::Aborted(e.to_string()))?;
         tx.commit().await?;
         Ok(stored)
     }
+}
+
+fn no_hook(_: &StoredSilence) -> Result<(), std::convert::Infallible> {
+    Ok(())
 }

@@ -48,7 +48,7 @@ pub enum AlertStoreError {
         max: usize,
     },
     #[error(
-        "the {field} contains 11 or more digits in a row, which looks like a phone or ID-card number; alerts hold pseudonyms only: refer to the subject by its pseudonym and leave identifiers out"
+        "the {field} holds a number of 11 or more digits (in any script or numerals, separators between the digits included), which looks like a phone or ID-card number; alerts hold pseudonyms only: refer to the subject by its pseudonym and leave identifiers out"
     )]
     TextLooksLikeIdentifier { field: &'static str },
     #[error(
@@ -57,6 +57,11 @@ pub enum AlertStoreError {
     SilenceWithoutMatcher,
     #[error("the silence's {0} matcher is empty; give a value or leave the matcher out")]
     EmptyMatcher(&'static str),
+    #[error("the silence's {matcher} matcher is {rule}")]
+    BadMatcher {
+        matcher: &'static str,
+        rule: &'static str,
+    },
     #[error(
         "the silence ends ({ends_at}) at or before it starts ({starts_at}); give an end after the start"
     )]
@@ -74,6 +79,33 @@ pub enum AlertStoreError {
     AmbiguousPseudonym(Pseudonym),
     #[error("the page cursor is not one this listing gave out; list again from the first page")]
     InvalidCursor,
+}
+
+impl AlertStoreError {
+    /// A value-free code for the rule a refused request broke (for the audit log and
+    /// problem documents); None for failures of the store itself.
+    pub fn rule(&self) -> Option<&'static str> {
+        Some(match self {
+            AlertStoreError::Db(_)
+            | AlertStoreError::Database(_)
+            | AlertStoreError::Damaged(_)
+            | AlertStoreError::Aborted(_) => return None,
+            AlertStoreError::UnknownAlert(_) => "unknown-alert",
+            AlertStoreError::AlertClosed { .. } => "alert-closed",
+            AlertStoreError::AlreadyAcknowledged { .. } => "already-acknowledged",
+            AlertStoreError::AlreadyAssigned { .. } => "already-assigned",
+            AlertStoreError::EmptyText { .. } => "text-empty",
+            AlertStoreError::TextTooLong { .. } => "text-too-long",
+            AlertStoreError::TextLooksLikeIdentifier { .. } => "text-identifier",
+            AlertStoreError::SilenceWithoutMatcher => "no-matcher",
+            AlertStoreError::EmptyMatcher(_) | AlertStoreError::BadMatcher { .. } => "bad-matcher",
+            AlertStoreError::SilenceEndsBeforeStart { .. } => "silence-times",
+            AlertStoreError::UnknownSilence(_) => "unknown-silence",
+            AlertStoreError::SilenceEnded { .. } => "silence-ended",
+            AlertStoreError::AmbiguousPseudonym(_) => "ambiguous-pseudonym",
+            AlertStoreError::InvalidCursor => "invalid-cursor",
+        })
+    }
 }
 
 /// What a model found about one subject in one run.

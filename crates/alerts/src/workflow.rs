@@ -1,6 +1,6 @@
 //! Officers' actions on alerts: acknowledge, assign, comment, close.
 
-use blindwatch_audit::{AlertId, MAX_DIGIT_RUN, Principal};
+use blindwatch_audit::{AlertId, Principal};
 use chrono::{DateTime, Utc};
 
 use crate::store::{
@@ -13,6 +13,8 @@ use crate::tier_name;
 pub const MAX_COMMENT_CHARS: usize = 2000;
 /// Longest silence reason, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
+/// Longest reveal justification, in characters.
+pub const MAX_JUSTIFICATION_CHARS: usize = 500;
 
 /// How an officer closed an alert. (A run that finds the condition ended closes it as
 /// `resolved`.)
@@ -64,28 +66,11 @@ impl Action<'_> {
     }
 }
 
-fn longest_digit_run(s: &str) -> usize {
-    let (mut best, mut run) = (0, 0);
-    for c in s.chars() {
-        // ASCII and full-width digits.
-        if c.is_ascii_digit() || ('\u{ff10}'..='\u{ff19}').contains(&c) {
-            run += 1;
-            best = usize::max(best, run);
-        } else {
-            run = 0;
-        }
-    }
-    best
-}
-
-/// Checks officers' free text (comments, close notes, silence reasons): not blank, at most
-/// `max` characters, and no run of 11+ digits (a phone or ID-card number: the same rule as
-/// the audit log's ids). Returns the trimmed text. Never echoes the text in the error.
-pub(crate) fn check_text(
-    field: &'static str,
-    text: &str,
-    max: usize,
-) -> Result<String, AlertStoreError> {
+/// Checks officers' free text (comments, close notes, justifications, silence reasons): not
+/// blank, at most `max` characters, and nothing that looks like a phone, ID-card or bank-card
+/// number however it is written ([`crate::text`]). Returns the trimmed text. Never echoes
+/// the text in the error.
+pub fn check_text(field: &'static str, text: &str, max: usize) -> Result<String, AlertStoreError> {
     let text = text.trim();
     if text.is_empty() {
         return Err(AlertStoreError::EmptyText { field });
@@ -94,7 +79,7 @@ pub(crate) fn check_text(
     if chars > max {
         return Err(AlertStoreError::TextTooLong { field, chars, max });
     }
-    if longest_digit_run(text) > MAX_DIGIT_RUN {
+    if crate::text::looks_like_identifier(text) {
         return Err(AlertStoreError::TextLooksLikeIdentifier { field });
     }
     Ok(text.to_owned())

@@ -516,6 +516,71 @@ pub enum AuditEvent {
         /// SHA-256 of `partner ‖ 0x00 ‖ the request's nonce` (the nonce is random).
         nonce: Sha256Digest,
     },
+    /// An empty contribution was accepted because its signed manifest says it is meant
+    /// (`partner seal --allow-empty`); for a replace dataset it emptied the dataset.
+    EmptyContributionAccepted {
+        /// Contributing partner.
+        partner: PartnerId,
+        /// Dataset within the partner.
+        dataset: DatasetId,
+        /// The contribution's sequence number.
+        sequence: u64,
+        /// The dataset is a replace dataset: it is now empty.
+        replaced: bool,
+    },
+    /// A dataset's tokens moved to another mode or key (`blindwatch dataset rotate-tokens`):
+    /// a new token generation began, and only its contributions are current from now on.
+    TokenGenerationStarted {
+        /// The dataset's partner.
+        partner: PartnerId,
+        /// Dataset within the partner.
+        dataset: DatasetId,
+        /// The new generation (1 is the first contribution's).
+        generation: u64,
+        /// `blind` or `consortium`.
+        mode: ReasonCode,
+        /// SHA-256 of the new token key id (a key id may hold long digit runs).
+        key_id_sha256: Sha256Digest,
+    },
+    /// A request was refused before it named anything the log can hold (a malformed id, a
+    /// body of the wrong shape, an unknown purpose): who, which action, which rule.
+    RequestRefused {
+        /// Who asked.
+        principal: Principal,
+        /// The action asked for, e.g. `reveal`, `create-silence`, `query`.
+        action: ReasonCode,
+        /// The rule that refused it.
+        rule: ReasonCode,
+    },
+    /// A silence was refused (created or expired).
+    SilenceRefused {
+        /// Who asked.
+        principal: Principal,
+        /// The silence, when the request named a valid one.
+        silence: Option<SilenceId>,
+        /// `create-silence` or `expire-silence`.
+        action: ReasonCode,
+        /// The rule that refused it, e.g. `unknown-model`, `text-identifier`.
+        rule: ReasonCode,
+    },
+    /// A silence was ended before its end time.
+    SilenceExpired {
+        /// Silence id.
+        silence: SilenceId,
+        /// Who ended it.
+        principal: Principal,
+    },
+    /// A model registration request was refused before any approval was weighed: by the
+    /// access policies, or because the model does not check (`ModelRegistrationRefused` is
+    /// the refusal for missing approvals).
+    ModelRegistrationAttemptRefused {
+        /// The model, when its file named a valid id.
+        model: Option<ModelId>,
+        /// Who asked.
+        principal: Principal,
+        /// The rule that refused it, e.g. `model-refused`, `access-policy`.
+        rule: ReasonCode,
+    },
 }
 
 /// One audit log entry: who, when, what.
@@ -744,6 +809,39 @@ mod tests {
                 partner: PartnerId::new("insurer").unwrap(),
                 count: 2048,
                 nonce: Sha256Digest::of(b"insurer\x000123456789abcdef0123456789abcdef"),
+            },
+            AuditEvent::EmptyContributionAccepted {
+                partner: PartnerId::new("police").unwrap(),
+                dataset: DatasetId::new("wanted").unwrap(),
+                sequence: 9,
+                replaced: true,
+            },
+            AuditEvent::TokenGenerationStarted {
+                partner: PartnerId::new("police").unwrap(),
+                dataset: DatasetId::new("wanted").unwrap(),
+                generation: 2,
+                mode: ReasonCode::new("blind").unwrap(),
+                key_id_sha256: Sha256Digest::of(b"0123456789abcdef"),
+            },
+            AuditEvent::RequestRefused {
+                principal: p(),
+                action: ReasonCode::new("reveal").unwrap(),
+                rule: ReasonCode::new("unknown-alert").unwrap(),
+            },
+            AuditEvent::SilenceRefused {
+                principal: p(),
+                silence: None,
+                action: ReasonCode::new("create-silence").unwrap(),
+                rule: ReasonCode::new("unknown-model").unwrap(),
+            },
+            AuditEvent::SilenceExpired {
+                silence: SilenceId::new("sil-1").unwrap(),
+                principal: p(),
+            },
+            AuditEvent::ModelRegistrationAttemptRefused {
+                model: Some(m()),
+                principal: p(),
+                rule: ReasonCode::new("model-refused").unwrap(),
             },
         ];
         for event in events {

@@ -13,7 +13,7 @@ use blindwatch_crypto::sign::{SigningKey, VerifyingKey};
 use blindwatch_crypto::token::{ConsortiumTokenizer, LinkageKey, Tokenizer};
 use blindwatch_crypto::wrap::{PlatformPrivateKey, PlatformPublicKey};
 use blindwatch_ingest::Ingestor;
-use blindwatch_partner::{Encoding, InputFormat, SealOptions, SealOutcome};
+use blindwatch_partner::{Encoding, InputFormat, SealOptions, SealOutcome, SealPermissions};
 use blindwatch_store::{Catalog, DataDir};
 
 pub fn today() -> chrono::NaiveDate {
@@ -217,6 +217,8 @@ pub struct SealJob<'a> {
     pub encoding: Encoding,
     pub batch_rows: usize,
     pub token_cache_limit: usize,
+    /// Seal even when no row is left (`--allow-empty`), recorded in the signed manifest.
+    pub allow_empty: bool,
 }
 
 /// Seals in consortium mode (HMAC under the linkage key).
@@ -294,20 +296,26 @@ pub fn partner_seal_with(
         (enc, _) => InputFormat::Csv(enc),
     };
     std::fs::create_dir_all(f.out).with_context(|| format!("creating {}", f.out.display()))?;
-    let outcome = blindwatch_partner::seal(&SealOptions {
-        contract: &contract,
-        input: f.input,
-        format,
-        partner: f.partner,
-        signing_key: &signing_key,
-        platform_key: &platform_key,
-        tokenizer,
-        sequence: f.sequence,
-        out_dir: f.out,
-        batch_rows: f.batch_rows,
-        token_cache_limit: f.token_cache_limit,
-        progress: true,
-    })?;
+    let permissions = SealPermissions {
+        allow_empty: f.allow_empty,
+    };
+    let outcome = blindwatch_partner::seal_permitting(
+        &SealOptions {
+            contract: &contract,
+            input: f.input,
+            format,
+            partner: f.partner,
+            signing_key: &signing_key,
+            platform_key: &platform_key,
+            tokenizer,
+            sequence: f.sequence,
+            out_dir: f.out,
+            batch_rows: f.batch_rows,
+            token_cache_limit: f.token_cache_limit,
+            progress: true,
+        },
+        permissions,
+    )?;
     let m = &outcome.manifest;
     let rejected: u64 = m.rejected_rows.values().sum();
     println!(
@@ -333,6 +341,11 @@ pub fn partner_seal_with(
             outcome.rejects_report.display()
         );
     }
+    if m.row_count == 0 {
+        println!(
+            "  empty contribution, allowed by --allow-empty (recorded in the signed manifest)"
+        );
+    }
     Ok(outcome)
 }
 
@@ -347,9 +360,16 @@ pub async fn ingest(data_dir: &Path, packages: &[PathBuf]) -> anyhow::Result<()>
     let dir = DataDir::new(data_dir);
     let ingestor = ingestor(&dir).await?;
     let mut audit = dir.open_audit_log()?;
+    // This process now holds the log's lock: staging left by a killed one can go.
+    blindwatch_ingest::sweep_staging(&dir, &audit)
+        .with_context(|| format!("clearing {}", dir.tmp_dir().display()))?;
     let mut refused = 0;
     for package in packages {
         match ingestor.ingest(package, &mut audit).await {
+            Ok(a) if a.empty => println!(
+                "accepted {} #{}: no rows (the partner sealed it with --allow-empty)",
+                a.table, a.sequence
+            ),
             Ok(a) => println!("accepted {} #{}: {} rows", a.table, a.sequence, a.rows),
             Err(e) => {
                 refused += 1;
@@ -367,21 +387,114 @@ pub async fn ingest(data_dir: &Path, packages: &[PathBuf]) -> anyhow::Result<()>
     Ok(())
 }
 
-pub async fn catalog(data_dir: &Path) -> anyhow::Result<()> {
+pub async fn catalog(data_dir: &Path, verify: bool) -> anyhow::Result<()> {
     let dir = DataDir::new(data_dir);
     let catalog = open_catalog(&dir).await?;
     println!(
-        "{:<34} {:>5} {:>12}  {:<11} {:<17} ingested",
-        "table", "seq", "rows", "tokens", "token key"
+        "{:<34} {:>5} {:>12}  {:<11} {:<17} {:>4}  ingested",
+        "table", "seq", "rows", "tokens", "token key", "gen"
     );
-    for table in catalog.tables().await? {
-        for c in catalog.contributions(&table).await? {
+    let tables = catalog.tables().await?;
+    for table in &tables {
+        for c in catalog.all_contributions(table).await? {
             println!(
-                "{:<34} {:>5} {:>12}  {:<11} {:<17} {}",
-                c.table, c.sequence, c.row_count, c.token_mode, c.token_key_id, c.ingested_at
+                "{:<34} {:>5} {:>12}  {:<11} {:<17} {:>4}  {}",
+                c.table,
+                c.sequence,
+                c.row_count,
+                c.token_mode,
+                c.token_key_id,
+                c.generation,
+                c.ingested_at
             );
         }
     }
+    println!();
+    for table in &tables {
+        if let Some(g) = catalog.token_generation(table).await? {
+            let current = catalog.contributions(table).await?;
+            println!(
+                "{table}: token generation {} ({} tokens under key {}, since {} by {}), {} current contribution(s)",
+                g.generation,
+                g.token_mode,
+                g.token_key_id,
+                g.started_at,
+                g.started_by,
+                current.len()
+            );
+        }
+    }
+    if verify {
+        let engine = blindwatch_engine::Engine::open(&dir).await?;
+        for t in engine.tables() {
+            if t.current_sequences.is_empty() {
+                continue;
+            }
+            engine
+                .verify_table(&t.name)
+                .await
+                .with_context(|| format!("verifying {}", t.name))?;
+            println!(
+                "verified {}: {} current contribution(s) match the catalog and their signed manifests",
+                t.name,
+                t.current_sequences.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `dataset rotate-tokens`: the dataset's next token generation, audited.
+pub async fn rotate_tokens(
+    data_dir: &Path,
+    table: &str,
+    mode: blindwatch_crypto::token::TokenMode,
+    key_id: &str,
+) -> anyhow::Result<()> {
+    let dir = DataDir::new(data_dir);
+    let catalog = open_catalog(&dir).await?;
+    let contracts = load_contracts(&dir)?;
+    let contract = contracts.get(table)?;
+    if !(key_id.len() == 16
+        && key_id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    {
+        bail!(
+            "`--key-id` is a token key id: 16 lower-case hex digits, as `tokens keygen` prints it"
+        );
+    }
+    let mut audit = dir.open_audit_log()?;
+    let before = catalog.contributions(table).await?;
+    let last = catalog.last_sequence(table).await?;
+    let mode = mode.to_string();
+    let started = catalog
+        .start_token_generation(table, &mode, key_id, "platform")
+        .await?;
+    audit.append(&AuditRecord::now(
+        Principal::new("platform")?,
+        AuditEvent::TokenGenerationStarted {
+            partner: blindwatch_audit::PartnerId::new(&contract.partner)?,
+            dataset: blindwatch_audit::DatasetId::new(&contract.dataset)?,
+            generation: started.generation,
+            mode: blindwatch_audit::ReasonCode::new(&mode)?,
+            key_id_sha256: Sha256Digest::of(key_id.as_bytes()),
+        },
+    ))?;
+    audit.checkpoint()?;
+    println!(
+        "{table}: token generation {} started ({mode} tokens under key {key_id})",
+        started.generation
+    );
+    println!(
+        "  the {} contribution(s) of the previous generation stay stored and verifiable but are no longer read;",
+        before.len()
+    );
+    println!(
+        "  {table} is empty until {} sends it again sealed under the new key, with sequence numbers above {}",
+        contract.partner,
+        last.unwrap_or(0)
+    );
     Ok(())
 }
 

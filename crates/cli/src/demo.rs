@@ -178,6 +178,7 @@ pub async fn run(root: &Path, options: &DemoOptions) -> anyhow::Result<()> {
                 encoding: Encoding::Auto,
                 batch_rows: 65_536,
                 token_cache_limit: blindwatch_partner::DEFAULT_TOKEN_CACHE_LIMIT,
+                allow_empty: false,
             };
             let outcome = match &tokens {
                 Tokens::Blind { authority, public } => commands::partner_seal_blind(
@@ -206,7 +207,7 @@ pub async fn run(root: &Path, options: &DemoOptions) -> anyhow::Result<()> {
 
     println!("4. platform: ingest");
     commands::ingest(platform.root(), &packages).await?;
-    commands::catalog(platform.root()).await?;
+    commands::catalog(platform.root(), false).await?;
 
     // The data specialist's models: checked against the contracts, approved by each partner
     // whose data they read (with the partner's own key), registered and run.

@@ -39,8 +39,11 @@ enum Command {
     Partner(PartnerCommand),
     /// Verify and store sealed packages on the platform.
     Ingest(IngestArgs),
-    /// List the platform's accepted contributions.
-    Catalog(DataDirArg),
+    /// List the platform's accepted contributions and each dataset's token generation.
+    Catalog(CatalogArgs),
+    /// Datasets on the platform: token key rotation.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
     /// Verify the audit log, print checkpoints and inclusion proofs.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -332,6 +335,39 @@ enum TokensArg {
 }
 
 #[derive(Args)]
+struct CatalogArgs {
+    /// The platform data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Also check every current contribution's stored file against the catalog and its
+    /// signed manifest (SHA-256), as the engine does before reading.
+    #[arg(long)]
+    verify: bool,
+}
+
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// Start a new token generation for a dataset whose tokens move to another key (a token
+    /// authority's key rotation) or mode. Audited. From then on only packages under the new
+    /// tokens are accepted and only they are read: the table is empty until the partner
+    /// sends the dataset again, sealed under the new key. Earlier contributions stay stored.
+    RotateTokens {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The dataset, `<partner>.<dataset>`.
+        #[arg(long)]
+        dataset: String,
+        /// The new token mode.
+        #[arg(long, value_enum)]
+        tokens: TokensArg,
+        /// The new token key id (16 hex digits: `tokens keygen` prints it, partners' seals
+        /// show it).
+        #[arg(long)]
+        key_id: String,
+    },
+}
+
+#[derive(Args)]
 struct DataDirArg {
     /// The platform data directory.
     #[arg(long)]
@@ -486,6 +522,10 @@ struct SealArgs {
     /// Rows per batch.
     #[arg(long, default_value_t = 65_536)]
     batch_rows: usize,
+    /// Seal even if no row is left: for a replace dataset this empties the dataset on the
+    /// platform, which the platform accepts only when the signed manifest says so.
+    #[arg(long)]
+    allow_empty: bool,
     /// Distinct identifiers whose tokens the run keeps in memory; beyond it the in-memory
     /// cache starts over (bounds memory only: every row still gets its own value's token).
     #[arg(long, default_value_t = blindwatch_partner::DEFAULT_TOKEN_CACHE_LIMIT, value_parser = clap::value_parser!(usize))]
@@ -610,6 +650,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 encoding,
                 batch_rows: a.batch_rows,
                 token_cache_limit: a.token_cache_limit,
+                allow_empty: a.allow_empty,
             };
             match (a.tokens, &a.linkage_key, &a.authority) {
                 (TokensArg::Consortium, Some(linkage_key), None) => {
@@ -663,7 +704,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Ingest(a) => c::ingest(&a.data_dir, &a.packages).await,
-        Command::Catalog(a) => c::catalog(&a.data_dir).await,
+        Command::Catalog(a) => c::catalog(&a.data_dir, a.verify).await,
+        Command::Dataset(DatasetCommand::RotateTokens {
+            data_dir,
+            dataset,
+            tokens,
+            key_id,
+        }) => {
+            let mode = match tokens {
+                TokensArg::Blind => blindwatch_crypto::token::TokenMode::Blind,
+                TokensArg::Consortium => blindwatch_crypto::token::TokenMode::Consortium,
+            };
+            c::rotate_tokens(&data_dir, &dataset, mode, &key_id).await
+        }
         Command::Audit(AuditCommand::Verify(a)) => c::audit_verify(&a.data_dir),
         Command::Audit(AuditCommand::Proof { data_dir, entry }) => c::audit_proof(&data_dir, entry),
         Command::Audit(AuditCommand::Checkpoint(a)) => c::audit_checkpoint(&a.data_dir),

@@ -120,10 +120,37 @@ pub async fn query(a: &QueryArgs<'_>) -> anyhow::Result<()> {
     };
     let a = &QueryArgs { sql, ..*a };
     let dir = DataDir::new(a.data_dir);
-    let engine = open_engine(&dir).await?;
     let acting = parse_principal(a.principal, &dir)?;
-    let purpose = Purpose::new(a.purpose).map_err(|e| anyhow::anyhow!("--purpose: {e}"))?;
     let mut audit = dir.open_audit_log()?;
+    // Refusals before the gate sees the query are audited too (the gate audits its own).
+    let purpose = match Purpose::new(a.purpose) {
+        Ok(p) => p,
+        Err(e) => {
+            audit.append(&blindwatch_audit::AuditRecord::now(
+                acting.audit.clone(),
+                blindwatch_audit::AuditEvent::RequestRefused {
+                    principal: acting.audit.clone(),
+                    action: blindwatch_audit::ReasonCode::new("query")?,
+                    rule: blindwatch_audit::ReasonCode::new("bad-purpose")?,
+                },
+            ))?;
+            audit.checkpoint()?;
+            bail!("--purpose: {e}");
+        }
+    };
+    let engine = match open_engine(&dir).await {
+        Ok(e) => e,
+        Err(e) => {
+            blindwatch_query::audit_refusal(
+                a.sql,
+                &purpose,
+                &acting.audit,
+                "platform-failure",
+                &mut audit,
+            )?;
+            return Err(e);
+        }
+    };
 
     let access = AccessPolicies::load(&dir.policies_dir())?;
     let decision = access.decide(

@@ -4,6 +4,11 @@
 //! key is HPKE-wrapped to the platform key and stored as that column's key metadata
 //! ([`crate::wrap::WrappedKey`]). Reading: a [`PlatformKeyRetriever`] unwraps keys on
 //! demand — only for the columns it has been told to release — and caches them.
+//!
+//! Checking: [`check_footer_magic`] and [`check_sealed_layout`] refuse a file that is not
+//! sealed this way — a plain Parquet file, a plaintext footer, a column left unencrypted or
+//! encrypted under the footer key, a column without its wrapped key or with another
+//! column's — whatever its manifest says.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -11,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use parquet::encryption::decrypt::{FileDecryptionProperties, KeyRetriever};
 use parquet::encryption::encrypt::FileEncryptionProperties;
 use parquet::errors::ParquetError;
+use parquet::file::column_crypto_metadata::ColumnCryptoMetaData;
+use parquet::file::metadata::{FooterTail, ParquetMetaData};
 use zeroize::Zeroizing;
 
 use crate::wrap::{self, PlatformPrivateKey, PlatformPublicKey, WrapError, WrappedKey};
@@ -62,6 +69,8 @@ pub struct PlatformKeyRetriever {
     release: Release,
     cache: Mutex<HashMap<Vec<u8>, Zeroizing<Vec<u8>>>>,
     refused: Mutex<BTreeSet<String>>,
+    /// The names the keys it unwrapped were wrapped for ([`FOOTER`] for the footer's).
+    opened: Mutex<BTreeSet<String>>,
     failure: Mutex<Option<WrapError>>,
 }
 
@@ -72,6 +81,7 @@ impl PlatformKeyRetriever {
             release,
             cache: Mutex::default(),
             refused: Mutex::default(),
+            opened: Mutex::default(),
             failure: Mutex::default(),
         })
     }
@@ -86,6 +96,12 @@ impl PlatformKeyRetriever {
     /// Columns whose key was asked for and refused.
     pub fn refused_columns(&self) -> BTreeSet<String> {
         self.refused.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// The names of the keys it has unwrapped: the columns (and [`FOOTER`]) they were
+    /// wrapped for.
+    pub fn opened_names(&self) -> BTreeSet<String> {
+        self.opened.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// The first unwrapping failure (not a refusal), to turn parquet's opaque error into a
@@ -121,6 +137,9 @@ impl PlatformKeyRetriever {
             });
         }
         let key = wrap::unwrap_key(&self.private, &wrapped)?;
+        if let Ok(mut o) = self.opened.lock() {
+            o.insert(wrapped.col.clone());
+        }
         let out = key.to_vec();
         if let Ok(mut c) = self.cache.lock() {
             c.insert(metadata.to_vec(), key);
@@ -144,4 +163,92 @@ impl KeyRetriever for PlatformKeyRetriever {
             ParquetError::General(message)
         })
     }
+}
+
+/// How a file fails to be sealed the way the partner tool seals. Names the column, never a
+/// value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("the file is not Parquet (no Parquet magic at its start and end)")]
+    NotParquet,
+    #[error(
+        "the footer is not encrypted (plain Parquet, or modular encryption with a plaintext footer)"
+    )]
+    PlaintextFooter,
+    #[error("column `{0}` is not encrypted")]
+    UnencryptedColumn(String),
+    #[error("column `{0}` is encrypted under the footer key, not under its own key")]
+    FooterKeyColumn(String),
+    #[error("column `{0}` carries no wrapped key")]
+    MissingKey(String),
+    #[error("column `{0}` carries a key wrapped for another column")]
+    ForeignKey(String),
+    #[error("the file's columns are not the sealed columns")]
+    Columns,
+    #[error("the footer key is not wrapped as the footer's")]
+    FooterKey,
+}
+
+/// Checks the first 4 and last 8 bytes of a file: the encrypted-footer magic (`PARE`) at
+/// both ends. A plain Parquet file, or one with a plaintext footer, ends in `PAR1`.
+pub fn check_footer_magic(head: &[u8; 4], tail: &[u8; 8]) -> Result<(), LayoutError> {
+    let footer = FooterTail::try_new(tail).map_err(|_| LayoutError::NotParquet)?;
+    match (head, footer.is_encrypted_footer()) {
+        (b"PARE", true) => Ok(()),
+        (b"PAR1", false) => Err(LayoutError::PlaintextFooter),
+        _ => Err(LayoutError::NotParquet),
+    }
+}
+
+/// Checks, in every row group, that each of `columns` (in order, the whole file schema) is
+/// encrypted under its own key whose metadata is a key wrapped for that column, and — once
+/// `retriever` has read the footer — that the footer key was wrapped as the footer's.
+pub fn check_sealed_layout(
+    metadata: &ParquetMetaData,
+    columns: &[&str],
+    retriever: &PlatformKeyRetriever,
+) -> Result<(), LayoutError> {
+    let schema = metadata.file_metadata().schema_descr();
+    let leaves: Vec<String> = schema.columns().iter().map(|c| c.path().string()).collect();
+    if leaves != columns {
+        return Err(LayoutError::Columns);
+    }
+    for group in metadata.row_groups() {
+        if group.columns().len() != columns.len() {
+            return Err(LayoutError::Columns);
+        }
+        for (chunk, name) in group.columns().iter().zip(columns) {
+            let name = (*name).to_owned();
+            let with_key = match chunk.crypto_metadata() {
+                None => return Err(LayoutError::UnencryptedColumn(name)),
+                Some(ColumnCryptoMetaData::ENCRYPTION_WITH_FOOTER_KEY) => {
+                    return Err(LayoutError::FooterKeyColumn(name));
+                }
+                Some(ColumnCryptoMetaData::ENCRYPTION_WITH_COLUMN_KEY(k)) => k,
+            };
+            if with_key.path_in_schema != [name.clone()] {
+                return Err(LayoutError::ForeignKey(name));
+            }
+            let Some(key_metadata) = with_key.key_metadata.as_deref() else {
+                return Err(LayoutError::MissingKey(name));
+            };
+            let wrapped = WrappedKey::from_metadata(key_metadata)
+                .map_err(|_| LayoutError::MissingKey(name.clone()))?;
+            if wrapped.col != name {
+                return Err(LayoutError::ForeignKey(name));
+            }
+        }
+    }
+    // Every key the footer read unwrapped: the footer's, and the columns' own.
+    let opened = retriever.opened_names();
+    if !opened.contains(FOOTER) {
+        return Err(LayoutError::FooterKey);
+    }
+    if let Some(other) = opened
+        .iter()
+        .find(|n| n.as_str() != FOOTER && !columns.contains(&n.as_str()))
+    {
+        return Err(LayoutError::ForeignKey(other.clone()));
+    }
+    Ok(())
 }

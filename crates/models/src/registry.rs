@@ -189,7 +189,24 @@ impl Registry<'_> {
         file: &Path,
         approvals: &[Submission<'_>],
     ) -> Result<ApprovedModel, RegistryError> {
-        let checked = self.check_text(text, file).await?;
+        let checked = match self.check_text(text, file).await {
+            Ok(c) => c,
+            Err(e) => {
+                // A model that does not check: audited with what it claims to be, if anything.
+                let model = Model::parse(text, file)
+                    .ok()
+                    .and_then(|m| ModelId::new(&m.id).ok());
+                audit.append(&AuditRecord::now(
+                    actor.clone(),
+                    AuditEvent::ModelRegistrationAttemptRefused {
+                        model,
+                        principal: actor.clone(),
+                        rule: code("model-refused")?,
+                    },
+                ))?;
+                return Err(e);
+            }
+        };
         if !approvals.is_empty() {
             self.submit_approvals(audit, actor, &checked, approvals, None)
                 .await?;

@@ -14,16 +14,14 @@ mod input;
 mod rows;
 mod seal;
 
+pub use blindwatch_crypto::manifest::package_stem;
 pub use input::{Encoding, InputFormat};
 pub use rows::DEFAULT_TOKEN_CACHE_LIMIT;
-pub use seal::{Package, SealError, SealOptions, SealOutcome, seal};
+pub use seal::{
+    Package, SealError, SealOptions, SealOutcome, SealPermissions, seal, seal_permitting,
+};
 
 use blindwatch_crypto::token::Tokenizer;
-
-/// File names of a package: `<partner>.<dataset>.<sequence:08>.{parquet,manifest.json}`.
-pub fn package_stem(partner: &str, dataset: &str, sequence: u64) -> String {
-    format!("{partner}.{dataset}.{sequence:08}")
-}
 
 #[doc(hidden)]
 pub fn _assert_object_safe(_: &dyn Tokenizer) {}

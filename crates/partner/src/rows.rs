@@ -11,6 +11,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use blindwatch_common::{IdentifierKind, NormaliseError, RawIdentifier, normalise};
 use blindwatch_contract::{ColumnType, Contract, Role};
+use blindwatch_crypto::manifest::attribute_rejection as reject;
 use blindwatch_crypto::token::{TOKEN_LEN, Token, TokenError, Tokenizer};
 use chrono::{NaiveDate, NaiveDateTime};
 use unicode_normalization::UnicodeNormalization;
@@ -249,7 +250,7 @@ impl<'a> Converter<'a> {
                     let value =
                         parse_attribute(ty, raw).map_err(|code| format!("{}:{code}", step.name))?;
                     if required && matches!(value, Value::Null) {
-                        return Err(format!("{}:blank", step.name));
+                        return Err(format!("{}:{}", step.name, reject::BLANK));
                     }
                     values.push((slot, value));
                 }
@@ -408,23 +409,23 @@ fn parse_attribute(ty: ColumnType, raw: &str) -> Result<Value, &'static str> {
     }
     Ok(match ty {
         ColumnType::Utf8 => Value::Text(text.split_whitespace().collect::<Vec<_>>().join(" ")),
-        ColumnType::Int64 => Value::Int(text.parse().map_err(|_| "bad_integer")?),
+        ColumnType::Int64 => Value::Int(text.parse().map_err(|_| reject::INTEGER)?),
         ColumnType::Float64 => {
-            let v: f64 = text.parse().map_err(|_| "bad_number")?;
+            let v: f64 = text.parse().map_err(|_| reject::NUMBER)?;
             if !v.is_finite() {
-                return Err("bad_number");
+                return Err(reject::NUMBER);
             }
             Value::Float(v)
         }
         ColumnType::Bool => Value::Bool(match text.to_ascii_lowercase().as_str() {
             "y" | "yes" | "true" | "1" | "是" => true,
             "n" | "no" | "false" | "0" | "否" => false,
-            _ => return Err("bad_boolean"),
+            _ => return Err(reject::BOOLEAN),
         }),
-        ColumnType::Date => Value::Date(days_since_epoch(parse_date(text).ok_or("bad_date")?)),
+        ColumnType::Date => Value::Date(days_since_epoch(parse_date(text).ok_or(reject::DATE)?)),
         ColumnType::Timestamp => Value::Ts(
             parse_timestamp(text)
-                .ok_or("bad_timestamp")?
+                .ok_or(reject::TIMESTAMP)?
                 .and_utc()
                 .timestamp(),
         ),

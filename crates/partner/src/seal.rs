@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 use blindwatch_common::fsutil;
 use blindwatch_contract::Contract;
+use blindwatch_contract::Mode;
 use blindwatch_crypto::Sha256;
-use blindwatch_crypto::manifest::{MANIFEST_FORMAT, Manifest, TokenInfo, schema_digest};
+use blindwatch_crypto::manifest::{
+    MANIFEST_FORMAT, MAX_SEQUENCE, Manifest, TokenInfo, package_stem, schema_digest,
+};
 use blindwatch_crypto::sealing::{self, SealError as CryptoSealError};
 use blindwatch_crypto::sign::SigningKey;
 use blindwatch_crypto::token::{TokenError, Tokenizer};
@@ -38,6 +41,14 @@ pub struct SealOptions<'a> {
     pub token_cache_limit: usize,
     /// Show a progress bar when standard error is a terminal.
     pub progress: bool,
+}
+
+/// What a seal may do beyond the defaults; each is written into the signed manifest.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SealPermissions {
+    /// Seal a contribution without rows. For a `replace` dataset it empties the dataset, so
+    /// the platform refuses an empty replacement unless the manifest says it is meant.
+    pub allow_empty: bool,
 }
 
 /// The two files a partner sends.
@@ -80,6 +91,20 @@ pub enum SealError {
     Crypto(#[from] CryptoSealError),
     #[error("package {0} already exists: use the next sequence number")]
     Exists(PathBuf),
+    #[error(
+        "sequence {0} is out of range: use a number from 1 to 2^63 - 1, higher than the last one sent"
+    )]
+    Sequence(u64),
+    #[error(
+        "no row of the export was sealed ({read} read, {rejected} rejected), and {table} is a replace dataset: \
+         this contribution would empty it on the platform. Nothing was written; if the dataset really is \
+         empty now, seal again with --allow-empty"
+    )]
+    Empty {
+        table: String,
+        read: u64,
+        rejected: u64,
+    },
     #[error("cannot write the package into {dir}: {source}")]
     Output { dir: PathBuf, source: io::Error },
     #[error("writing the sealed Parquet file failed: {0}")]
@@ -133,9 +158,21 @@ impl Drop for FlushOnDrop<'_> {
     }
 }
 
+/// Seals with the default permissions (no empty replacement).
 pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
+    seal_permitting(opts, SealPermissions::default())
+}
+
+/// Seals; `permissions` go into the signed manifest.
+pub fn seal_permitting(
+    opts: &SealOptions<'_>,
+    permissions: SealPermissions,
+) -> Result<SealOutcome, SealError> {
     let started = Instant::now();
     let contract = opts.contract;
+    if !(1..=MAX_SEQUENCE).contains(&opts.sequence) {
+        return Err(SealError::Sequence(opts.sequence));
+    }
     if contract.partner != opts.partner {
         return Err(SealError::NotOwner {
             partner: opts.partner.to_owned(),
@@ -143,7 +180,7 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
             owner: contract.partner.clone(),
         });
     }
-    let stem = crate::package_stem(&contract.partner, &contract.dataset, opts.sequence);
+    let stem = package_stem(&contract.partner, &contract.dataset, opts.sequence);
     let parquet_path = opts.out_dir.join(format!("{stem}.parquet"));
     let manifest_path = opts.out_dir.join(format!("{stem}.manifest.json"));
     let rejects_path = opts.out_dir.join(format!("{stem}.rejects.csv"));
@@ -249,6 +286,13 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
             rejected: rejected_total,
         });
     }
+    if row_count == 0 && contract.mode == Mode::Replace && !permissions.allow_empty {
+        return Err(SealError::Empty {
+            table: contract.table_name(),
+            read: input_rows,
+            rejected: rejected_total,
+        });
+    }
     let mut sink = writer
         .into_inner()
         .map_err(|e| SealError::Parquet(e.to_string()))?;
@@ -280,6 +324,7 @@ pub fn seal(opts: &SealOptions<'_>) -> Result<SealOutcome, SealError> {
         input_rows,
         rejected_rows: rejected,
         token_counts: converter.token_counts(),
+        allow_empty: permissions.allow_empty,
     };
     let envelope = manifest.sign(opts.signing_key);
 

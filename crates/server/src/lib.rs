@@ -28,6 +28,12 @@ use std::time::Duration;
 pub use problem::Problem;
 pub use state::AppState;
 
+/// The HTTP application over `state` (what [`serve`] serves), for callers that drive it
+/// without a socket (tests, with `tower::ServiceExt::oneshot`).
+pub fn app(state: AppState, max_upload_bytes: usize) -> axum::Router {
+    routes::router(state, max_upload_bytes)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(

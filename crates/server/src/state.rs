@@ -104,6 +104,10 @@ impl AppState {
         let audit = dir
             .open_audit_log()
             .map_err(|e| start("audit log (is another blindwatch process using it?)", e))?;
+        // The log's lock makes this the directory's only writer: staging left by a killed
+        // process can go.
+        blindwatch_ingest::sweep_staging(&dir, &audit)
+            .map_err(|e| start("clearing the staging area tmp/", e))?;
         let users = UserStore::connect(&dir.users_database(config.postgres.as_ref()))
             .await
             .map_err(|e| start("users", e))?;

@@ -10,12 +10,14 @@
 //! models/<id>.toml       registered warning models (checked against the contracts, approved by partners)
 //! alerts.sqlite          alerts (pseudonymous subjects only), their history, model runs
 //! users.sqlite           the server's API users (hashed bearer tokens)
-//! packages/<partner>/<dataset>/<partner>.<dataset>.<seq>.{parquet,manifest.json}
+//! packages/<partner>/<dataset>/<partner>.<dataset>.<seq:019>.<sha256>.{parquet,manifest.json}
 //! audit/                 the tamper-evident audit log
 //! tmp/                   staging for files being received (same filesystem, then renamed)
 //! ```
-//! Packages are stored byte for byte as received. The catalog, not the directory listing,
-//! says what is current: a file without its catalog row (a crash between the two) is ignored.
+//! Packages are stored byte for byte as received, under names the platform gives them (table,
+//! sequence, the file's SHA-256), never names a package carries; a stored file is never
+//! replaced or removed. The catalog, not the directory listing, says what is current: a file
+//! without its catalog row (a crash between the two) is ignored.
 //!
 //! With `--database-url postgres://...` the alert store and the users live in PostgreSQL
 //! instead (schemas `alerts` and `users`); see [`database`].
@@ -31,7 +33,10 @@ use blindwatch_crypto::sign::SigningKey;
 
 pub use approvals::StoredApproval;
 pub use budget::{Budget, Charge, Spent};
-pub use catalog::{Catalog, CatalogError, Contribution, NewContribution, PartnerRecord};
+pub use catalog::{
+    Catalog, CatalogError, Contribution, NewContribution, PartnerRecord, TokenGeneration,
+    TokenMismatch,
+};
 pub use database::{Database, DatabaseError, DatabaseTarget, PostgresUrl};
 
 use std::path::{Path, PathBuf};
@@ -100,6 +105,23 @@ impl DataDir {
     }
     pub fn package_dir(&self, partner: &str, dataset: &str) -> PathBuf {
         self.packages_dir().join(partner).join(dataset)
+    }
+    /// Where an accepted contribution's Parquet file and manifest are stored: named by the
+    /// platform from the table, the sequence and the file's SHA-256 (64 hex digits), so no
+    /// two contributions share a name and nothing a partner writes chooses one.
+    pub fn package_paths(
+        &self,
+        partner: &str,
+        dataset: &str,
+        sequence: u64,
+        file_sha256: &str,
+    ) -> (PathBuf, PathBuf) {
+        let dir = self.package_dir(partner, dataset);
+        let stem = format!("{partner}.{dataset}.{sequence:019}.{file_sha256}");
+        (
+            dir.join(format!("{stem}.parquet")),
+            dir.join(format!("{stem}.manifest.json")),
+        )
     }
     pub fn audit_dir(&self) -> PathBuf {
         self.root.join("audit")

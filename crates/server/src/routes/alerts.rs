@@ -9,16 +9,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use blindwatch_access::{Action, Context, Resource};
 use blindwatch_alerts::{
-    Alert, AlertOrder, AlertPage, AlertQuery, AlertStoreError, HistoryEntry, Outcome, Pseudonym,
-    Silence, SilenceMatchers, State as AlertState, StationScope, StoredSilence, SubjectCard,
-    parse_tier, tier_rank,
+    Alert, AlertOrder, AlertPage, AlertQuery, AlertStoreError, HistoryEntry,
+    MAX_JUSTIFICATION_CHARS, Outcome, Pseudonym, Silence, SilenceMatchers, State as AlertState,
+    StationScope, StoredSilence, SubjectCard, check_text, parse_tier, tier_rank,
 };
-use blindwatch_audit::{AlertId, AuditEvent, AuditRecord, ReasonCode, SilenceId, StationId};
+use blindwatch_audit::{
+    AlertId, AuditEvent, AuditRecord, Principal, ReasonCode, SilenceId, StationId,
+};
+use blindwatch_models::Category;
 use chrono::{DateTime, Utc};
 
 use crate::auth::{Caller, audit_principal};
 use crate::problem::{ApiJson, Problem};
-use crate::reveal::{RevealedField, reveal as reveal_fields};
+use crate::reveal::{RevealPlan, RevealedField};
 use crate::state::AppState;
 use crate::users::User;
 
@@ -403,86 +406,203 @@ pub struct RevealResponse {
     fields: Vec<RevealedField>,
 }
 
-/// `POST /v1/alerts/{id}/reveal`: audited whether granted or refused.
+fn code(c: &str) -> Result<ReasonCode, Problem> {
+    ReasonCode::new(c).map_err(|e| Problem::internal(&e))
+}
+
+/// A refused request's problem, naming the rule it broke.
+fn refusal(status: StatusCode, rule: &str, detail: impl Into<String>) -> Problem {
+    Problem::new(status, rule, detail).with_rule(rule)
+}
+
+/// The problem of a store refusal, with its rule.
+fn store_refusal(e: AlertStoreError) -> (Problem, &'static str) {
+    match e.rule() {
+        Some(rule) => (store_problem(e).with_rule(rule), rule),
+        None => (store_problem(e), "internal"),
+    }
+}
+
+/// `POST /v1/alerts/{id}/reveal`. Every request is audited, granted or refused, at every
+/// status: the request, then the grant or the refusal with the rule that refused it.
 pub async fn reveal(
     State(state): State<AppState>,
     Caller(user): Caller,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<RevealBody>,
+    body: Result<ApiJson<RevealBody>, Problem>,
 ) -> Result<Json<RevealResponse>, Problem> {
-    let id = alert_id(&id)?;
-    let alert = state.alerts.get(&id).await.map_err(store_problem)?;
     let principal = audit_principal(&user)?;
-    let justification = body.justification.trim();
-    let context = Context {
-        justification_given: !justification.is_empty(),
+    let Ok(id) = AlertId::new(&id) else {
+        // Not even an id the log can hold: the request is logged without it.
+        state
+            .audit(vec![AuditRecord::now(
+                principal.clone(),
+                AuditEvent::RequestRefused {
+                    principal,
+                    action: code("reveal")?,
+                    rule: code("unknown-alert")?,
+                },
+            )])
+            .await?;
+        return Err(Problem::not_found("alert").with_rule("unknown-alert"));
     };
-    let code = |c: &str| ReasonCode::new(c).map_err(|e| Problem::internal(&e));
+    let justification = body
+        .as_ref()
+        .ok()
+        .map(|ApiJson(b)| b.justification.trim().to_owned());
+    let given = justification.as_deref().is_some_and(|j| !j.is_empty());
     let requested = AuditRecord::now(
         principal.clone(),
         AuditEvent::RevealRequested {
             alert: id.clone(),
             principal: principal.clone(),
-            reason: code(if context.justification_given {
-                "justified"
-            } else {
-                "no-justification"
+            reason: code(match &justification {
+                None => "bad-body",
+                Some(_) if given => "justified",
+                Some(_) => "no-justification",
             })?,
         },
     );
+    let refuse = |problem: Problem, rule: &str| {
+        let records = code(rule).map(|reason| {
+            vec![
+                requested.clone(),
+                AuditRecord::now(
+                    principal.clone(),
+                    AuditEvent::RevealRefused {
+                        alert: id.clone(),
+                        principal: principal.clone(),
+                        reason,
+                    },
+                ),
+            ]
+        });
+        let state = state.clone();
+        async move {
+            state
+                .metrics
+                .reveals_refused
+                .fetch_add(1, Ordering::Relaxed);
+            state.audit(records?).await?;
+            Err::<Json<RevealResponse>, Problem>(problem)
+        }
+    };
+
+    let body = match body {
+        Ok(ApiJson(b)) => b,
+        Err(p) => return refuse(p.with_rule("bad-body"), "bad-body").await,
+    };
+    let alert = match state.alerts.get(&id).await {
+        Ok(a) => a,
+        Err(AlertStoreError::UnknownAlert(_)) => {
+            return refuse(
+                Problem::not_found("alert").with_rule("unknown-alert"),
+                "unknown-alert",
+            )
+            .await;
+        }
+        Err(e) => return refuse(store_problem(e), "internal").await,
+    };
+    // The policies first: another station's officer learns nothing more of the alert.
+    let context = Context {
+        justification_given: given,
+    };
     let allowed = state
         .alert_resource(&alert)
         .is_some_and(|r| state.authorize(&user, Action::Reveal, &r, &context).is_ok());
     if !allowed {
+        return if given {
+            refuse(Problem::forbidden(), "access-policy").await
+        } else {
+            refuse(
+                Problem::forbidden().with_rule("justification-required"),
+                "justification-required",
+            )
+            .await
+        };
+    }
+    if alert.state == AlertState::Closed {
+        return refuse(
+            refusal(
+                StatusCode::CONFLICT,
+                "alert-closed",
+                "the alert is closed; a reveal is for an alert being worked",
+            ),
+            "alert-closed",
+        )
+        .await;
+    }
+    let justification = match check_text(
+        "justification",
+        &body.justification,
+        MAX_JUSTIFICATION_CHARS,
+    ) {
+        Ok(j) => j,
+        Err(e) => {
+            let (problem, rule) = store_refusal(e);
+            return refuse(problem, rule).await;
+        }
+    };
+    // Where the subject comes from, before anything revealable is read.
+    let plan = match RevealPlan::resolve(&state.dir, state.org.police_partner(), &alert).await {
+        Ok(p) => p,
+        Err(e) => {
+            return match e.rule() {
+                Some(rule) => {
+                    let status = if rule == "model-changed" {
+                        StatusCode::CONFLICT
+                    } else {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    };
+                    refuse(refusal(status, rule, e.to_string()), rule).await
+                }
+                None => refuse(Problem::internal(&e), "internal").await,
+            };
+        }
+    };
+    // The request is on record before anything is read; the justification goes into the
+    // alert's history (the audit log holds codes only).
+    state.audit(vec![requested.clone()]).await?;
+    let read = async {
         state
-            .metrics
-            .reveals_refused
-            .fetch_add(1, Ordering::Relaxed);
-        state
-            .audit(vec![
-                requested,
-                AuditRecord::now(
+            .alerts
+            .comment(
+                &id,
+                &principal,
+                &format!("reveal requested: {justification}"),
+                Utc::now(),
+            )
+            .await
+            .map_err(store_refusal)?;
+        let (kind, key) = state
+            .alerts
+            .subject_key_of(&id)
+            .await
+            .map_err(store_refusal)?;
+        plan.read(&state.pseudonyms, &kind, key.as_str())
+            .await
+            .map_err(|e| (Problem::internal(&e), "internal"))
+    };
+    let fields = match read.await {
+        Ok(f) => f,
+        Err((problem, rule)) => {
+            state
+                .metrics
+                .reveals_refused
+                .fetch_add(1, Ordering::Relaxed);
+            state
+                .audit(vec![AuditRecord::now(
                     principal.clone(),
                     AuditEvent::RevealRefused {
                         alert: id,
                         principal,
-                        reason: code("access-policy")?,
+                        reason: code(rule)?,
                     },
-                ),
-            ])
-            .await?;
-        return Err(if context.justification_given {
-            Problem::forbidden()
-        } else {
-            Problem::forbidden().with_rule("justification-required")
-        });
-    }
-    // The justification goes into the alert's history (the audit log holds codes only).
-    state
-        .alerts
-        .comment(
-            &id,
-            &principal,
-            &format!("reveal requested: {justification}"),
-            Utc::now(),
-        )
-        .await
-        .map_err(store_problem)?;
-    let (kind, key) = state
-        .alerts
-        .subject_key_of(&id)
-        .await
-        .map_err(store_problem)?;
-    state.audit(vec![requested]).await?;
-    let fields = reveal_fields(
-        &state.dir,
-        state.org.police_partner(),
-        &state.pseudonyms,
-        &kind,
-        key.as_str(),
-    )
-    .await
-    .map_err(|e| Problem::internal(&e))?;
+                )])
+                .await?;
+            return Err(problem);
+        }
+    };
     state
         .audit(vec![AuditRecord::now(
             principal.clone(),
@@ -523,6 +643,35 @@ fn silence_station(state: &AppState, user: &User) -> Result<String, Problem> {
     Ok(station)
 }
 
+/// Audits a refused silence request and returns its problem.
+async fn silence_refused(
+    state: &AppState,
+    principal: &Principal,
+    silence: Option<SilenceId>,
+    action: &str,
+    problem: Problem,
+) -> Problem {
+    let rule = problem.rule.clone().unwrap_or_else(|| "internal".into());
+    let record = code(action).and_then(|action| {
+        Ok(AuditRecord::now(
+            principal.clone(),
+            AuditEvent::SilenceRefused {
+                principal: principal.clone(),
+                silence,
+                action,
+                rule: code(&rule)?,
+            },
+        ))
+    });
+    match record {
+        Ok(r) => match state.audit(vec![r]).await {
+            Ok(()) => problem,
+            Err(p) => p,
+        },
+        Err(p) => p,
+    }
+}
+
 /// `GET /v1/silences`: the silences of the caller's station.
 pub async fn silences(
     State(state): State<AppState>,
@@ -554,82 +703,162 @@ pub struct SilenceBody {
     reason: String,
 }
 
+/// The matchers of a silence request, each a known value: a registered model, a model
+/// category, a tier, a pseudonym; the station is always the caller's own.
+fn silence_matchers(
+    state: &AppState,
+    body: &SilenceBody,
+    station: String,
+) -> Result<SilenceMatchers, Problem> {
+    let bad = |rule: &str, detail: &str| refusal(StatusCode::UNPROCESSABLE_ENTITY, rule, detail);
+    let matchers = SilenceMatchers {
+        model: body.model.clone(),
+        station: Some(station),
+        tier: match body.tier.as_deref() {
+            None => None,
+            Some(t) => Some(
+                parse_tier(t)
+                    .ok_or_else(|| bad("bad-matcher", "tier is red, orange, yellow or blue"))?,
+            ),
+        },
+        category: body.category.clone(),
+        subject: match body.subject.as_deref() {
+            None => None,
+            Some(p) => Some(Pseudonym::parse(p).ok_or_else(|| {
+                bad(
+                    "bad-matcher",
+                    "subject is a pseudonym such as P-7K3Q9-XD2MB",
+                )
+            })?),
+        },
+    };
+    matchers.check().map_err(|e| store_refusal(e).0)?;
+    if let Some(model) = &matchers.model
+        && !state
+            .dir
+            .models_dir()
+            .join(format!("{model}.toml"))
+            .is_file()
+    {
+        return Err(bad(
+            "unknown-model",
+            "model is the id of a registered model (GET /v1/me lists them)",
+        ));
+    }
+    if let Some(category) = &matchers.category {
+        use serde::de::IntoDeserializer;
+        let known: Result<Category, serde::de::value::Error> =
+            serde::Deserialize::deserialize(category.as_str().into_deserializer());
+        if known.is_err() {
+            return Err(bad(
+                "unknown-category",
+                "category is one of dispute, mental-health, fugitive, public-order, fraud, other",
+            ));
+        }
+    }
+    Ok(matchers)
+}
+
 /// `POST /v1/silences`: a silence of the caller's own station (the station matcher is
-/// always set to it), audited.
+/// always set to it), audited before it is stored; a refusal is audited with its rule.
 pub async fn add_silence(
     State(state): State<AppState>,
     Caller(user): Caller,
-    ApiJson(body): ApiJson<SilenceBody>,
+    body: Result<ApiJson<SilenceBody>, Problem>,
 ) -> Result<(StatusCode, Json<StoredSilence>), Problem> {
-    let station = silence_station(&state, &user)?;
-    let tier = match body.tier.as_deref() {
-        None => None,
-        Some(t) => Some(
-            parse_tier(t)
-                .ok_or_else(|| Problem::bad_request("tier is red, orange, yellow or blue"))?,
-        ),
-    };
-    let subject =
-        match body.subject.as_deref() {
-            None => None,
-            Some(p) => Some(Pseudonym::parse(p).ok_or_else(|| {
-                Problem::bad_request("subject is a pseudonym such as P-7K3Q9-XD2MB")
-            })?),
-        };
     let principal = audit_principal(&user)?;
-    let stored = state
-        .alerts
-        .add_silence(Silence {
-            matchers: SilenceMatchers {
-                model: body.model,
-                station: Some(station),
-                tier,
-                category: body.category,
-                subject,
-            },
+    let action = "create-silence";
+    let prepared = async {
+        let station = silence_station(&state, &user)?;
+        let ApiJson(body) = body.map_err(|p| p.with_rule("bad-body"))?;
+        let matchers = silence_matchers(&state, &body, station)?;
+        Ok::<_, Problem>(Silence {
+            matchers,
             starts_at: body.starts_at.unwrap_or_else(Utc::now),
             ends_at: body.ends_at,
             created_by: principal.clone(),
             reason: body.reason,
         })
-        .await
-        .map_err(store_problem)?;
-    state
-        .audit(vec![AuditRecord::now(
-            principal.clone(),
-            AuditEvent::SilenceCreated {
-                silence: stored.id.clone(),
-                creator: principal,
-            },
-        )])
-        .await?;
-    Ok((StatusCode::CREATED, Json(stored)))
+    };
+    let silence = match prepared.await {
+        Ok(s) => s,
+        Err(p) => return Err(silence_refused(&state, &principal, None, action, p).await),
+    };
+    let mut audit = state.audit.lock().await;
+    let stored = state
+        .alerts
+        .add_silence_audited(silence, |stored| {
+            audit.append(&AuditRecord::now(
+                principal.clone(),
+                AuditEvent::SilenceCreated {
+                    silence: stored.id.clone(),
+                    creator: principal.clone(),
+                },
+            ))?;
+            audit.checkpoint().map(|_| ())
+        })
+        .await;
+    drop(audit);
+    match stored {
+        Ok(s) => Ok((StatusCode::CREATED, Json(s))),
+        Err(e) => {
+            let (problem, _) = store_refusal(e);
+            Err(silence_refused(&state, &principal, None, action, problem).await)
+        }
+    }
 }
 
-/// `POST /v1/silences/{id}/expire`
+/// `POST /v1/silences/{id}/expire`: audited, granted or refused.
 pub async fn expire_silence(
     State(state): State<AppState>,
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<StoredSilence>, Problem> {
-    let station = silence_station(&state, &user)?;
-    let id = SilenceId::new(id).map_err(|_| Problem::not_found("silence"))?;
-    let existing = state
-        .alerts
-        .list_silences(None)
-        .await
-        .map_err(store_problem)?;
-    if !existing
-        .iter()
-        .any(|s| s.id == id && s.matchers.station.as_deref() == Some(station.as_str()))
-    {
-        return Err(Problem::not_found("silence"));
-    }
     let principal = audit_principal(&user)?;
+    let action = "expire-silence";
+    let id = SilenceId::new(id).ok();
+    let not_found = || Problem::not_found("silence").with_rule("unknown-silence");
+    let checked = async {
+        let station = silence_station(&state, &user)?;
+        let id = id.clone().ok_or_else(not_found)?;
+        let existing = state
+            .alerts
+            .list_silences(None)
+            .await
+            .map_err(store_problem)?;
+        // Another station's silence is as unknown as a missing one.
+        if !existing
+            .iter()
+            .any(|s| s.id == id && s.matchers.station.as_deref() == Some(station.as_str()))
+        {
+            return Err(not_found());
+        }
+        Ok(id)
+    };
+    let silence = match checked.await {
+        Ok(s) => s,
+        Err(p) => return Err(silence_refused(&state, &principal, id, action, p).await),
+    };
+    let mut audit = state.audit.lock().await;
     let expired = state
         .alerts
-        .expire_silence(&id, &principal, Utc::now())
-        .await
-        .map_err(store_problem)?;
-    Ok(Json(expired))
+        .expire_silence_audited(&silence, &principal, Utc::now(), |s| {
+            audit.append(&AuditRecord::now(
+                principal.clone(),
+                AuditEvent::SilenceExpired {
+                    silence: s.id.clone(),
+                    principal: principal.clone(),
+                },
+            ))?;
+            audit.checkpoint().map(|_| ())
+        })
+        .await;
+    drop(audit);
+    match expired {
+        Ok(s) => Ok(Json(s)),
+        Err(e) => {
+            let (problem, _) = store_refusal(e);
+            Err(silence_refused(&state, &principal, Some(silence), action, problem).await)
+        }
+    }
 }

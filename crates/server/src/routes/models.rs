@@ -118,16 +118,35 @@ pub async fn check(
 pub async fn register(
     State(state): State<AppState>,
     Caller(user): Caller,
-    body: String,
+    body: Result<String, axum::extract::rejection::StringRejection>,
 ) -> Result<(StatusCode, Json<ModelInfo>), Problem> {
-    let model = parse(&body)?;
-    state.authorize(
+    let actor = crate::auth::audit_principal(&user)?;
+    // Refusals before the registry sees the model are audited here; the registry audits its
+    // own (a model that does not check, missing approvals).
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let problem = Problem::bad_request(format!("the body is not a model file: {e}"))
+                .with_rule("bad-body");
+            return Err(attempt_refused(&state, &actor, None, problem).await);
+        }
+    };
+    let model = match parse(&body) {
+        Ok(m) => m,
+        Err(p) => {
+            let problem = p.with_rule("model-refused");
+            return Err(attempt_refused(&state, &actor, None, problem).await);
+        }
+    };
+    if let Err(p) = state.authorize(
         &user,
         Action::RegisterModel,
         &model_resource(&model.id),
         &Context::default(),
-    )?;
-    let actor = crate::auth::audit_principal(&user)?;
+    ) {
+        let problem = p.with_rule("access-policy");
+        return Err(attempt_refused(&state, &actor, Some(&model.id), problem).await);
+    }
     let _writer = state.writer.lock().await;
     let engine = engine(&state).await?;
     let models_dir = state.dir.models_dir();
@@ -150,6 +169,34 @@ pub async fn register(
             Some(&engine),
         )),
     ))
+}
+
+/// Audits a registration refused before the registry saw it; returns the refusal (or, when
+/// the log cannot take it, an internal error: nothing unaudited passes silently).
+async fn attempt_refused(
+    state: &AppState,
+    actor: &blindwatch_audit::Principal,
+    model: Option<&str>,
+    problem: Problem,
+) -> Problem {
+    let Ok(rule) =
+        blindwatch_audit::ReasonCode::new(problem.rule.as_deref().unwrap_or("model-refused"))
+    else {
+        return problem;
+    };
+    let event = blindwatch_audit::AuditEvent::ModelRegistrationAttemptRefused {
+        model: model.and_then(|m| blindwatch_audit::ModelId::new(m).ok()),
+        principal: actor.clone(),
+        rule,
+    };
+    let mut audit = state.audit.lock().await;
+    match audit
+        .append(&blindwatch_audit::AuditRecord::now(actor.clone(), event))
+        .and_then(|_| audit.checkpoint().map(|_| ()))
+    {
+        Ok(()) => problem,
+        Err(e) => Problem::internal(&e),
+    }
 }
 
 #[derive(serde::Deserialize)]

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use blindwatch_access::{Action, Context, Resource};
-use blindwatch_audit::Purpose;
+use blindwatch_audit::{AuditEvent, AuditRecord, Purpose, ReasonCode};
 use blindwatch_engine::Engine;
 use blindwatch_query::{QueryError, QueryResult};
 
@@ -23,11 +23,36 @@ pub struct QueryRequest {
 pub async fn query(
     State(state): State<AppState>,
     Caller(user): Caller,
-    ApiJson(request): ApiJson<QueryRequest>,
+    request: Result<ApiJson<QueryRequest>, Problem>,
 ) -> Result<Json<QueryResult>, Problem> {
-    let purpose = Purpose::new(&request.purpose)
-        .map_err(|e| Problem::bad_request(format!("purpose: {e}")))?;
     let principal = audit_principal(&user)?;
+    // Refusals before the gate sees the query are audited here (the gate audits its own).
+    let before_gate = |rule: &'static str, problem: Problem| {
+        let state = state.clone();
+        let principal = principal.clone();
+        async move {
+            let record = AuditRecord::now(
+                principal.clone(),
+                AuditEvent::RequestRefused {
+                    principal,
+                    action: ReasonCode::new("query").map_err(|e| Problem::internal(&e))?,
+                    rule: ReasonCode::new(rule).map_err(|e| Problem::internal(&e))?,
+                },
+            );
+            state.audit(vec![record]).await?;
+            Err::<Json<QueryResult>, Problem>(problem.with_rule(rule))
+        }
+    };
+    let request = match request {
+        Ok(ApiJson(r)) => r,
+        Err(p) => return before_gate("bad-body", p).await,
+    };
+    let purpose = match Purpose::new(&request.purpose) {
+        Ok(p) => p,
+        Err(e) => {
+            return before_gate("bad-purpose", Problem::bad_request(format!("purpose: {e}"))).await;
+        }
+    };
     if let Err(p) = state.authorize(
         &user,
         Action::Query,
@@ -45,9 +70,21 @@ pub async fn query(
         .map_err(|e| Problem::internal(&e))?;
         return Err(p);
     }
-    let engine = Engine::open(&state.dir)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+    let engine = match Engine::open(&state.dir).await {
+        Ok(e) => e,
+        Err(e) => {
+            let mut audit = state.audit.lock().await;
+            blindwatch_query::audit_refusal(
+                &request.sql,
+                &purpose,
+                &principal,
+                "platform-failure",
+                &mut audit,
+            )
+            .map_err(|e| Problem::internal(&e))?;
+            return Err(Problem::internal(&e));
+        }
+    };
     let refused = |e: QueryError| match e.rule() {
         Some(rule) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -17,9 +17,12 @@ use blindwatch_crypto::sign::Envelope;
 use blindwatch_ingest::{IngestError, Ingestor};
 use tokio::io::AsyncWriteExt;
 
-use crate::auth::Caller;
+use blindwatch_audit::{AuditEvent, AuditRecord, ReasonCode};
+
+use crate::auth::{Caller, audit_principal};
 use crate::problem::Problem;
 use crate::state::AppState;
+use crate::users::User;
 
 /// Manifests are small; anything bigger is not one.
 const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
@@ -50,15 +53,6 @@ pub async fn upload(
     Caller(user): Caller,
     form: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), Problem> {
-    let mut form = form.map_err(|e| {
-        state
-            .metrics
-            .uploads_refused
-            .fetch_add(1, Ordering::Relaxed);
-        Problem::bad_request(format!(
-            "send the package as multipart/form-data with parts `manifest` and `package`: {e}"
-        ))
-    })?;
     let refuse = |p: Problem| {
         state
             .metrics
@@ -68,87 +62,32 @@ pub async fn upload(
     };
     let staging = Staging(state.dir.tmp_dir().join(format!("upload-{}", uuid_like())));
     std::fs::create_dir_all(&staging.0).map_err(|e| Problem::internal(&e))?;
-
-    // The manifest must come first: nothing of the package is written before the caller is
-    // known to be allowed to contribute to the dataset it names.
-    let mut manifest: Option<(Vec<u8>, Manifest)> = None;
-    let mut package: Option<PathBuf> = None;
-    while let Some(mut field) = form.next_field().await.map_err(|e| {
-        refuse(bad(format!(
-            "the upload is not valid multipart/form-data: {e}"
-        )))
-    })? {
-        match field.name() {
-            Some("manifest") => {
-                let bytes = field
-                    .bytes()
-                    .await
-                    .map_err(|e| refuse(bad(format!("reading the manifest part: {e}"))))?;
-                if bytes.len() > MAX_MANIFEST_BYTES {
-                    return Err(refuse(bad(
-                        "the manifest part is larger than 1 MiB; it is not a manifest",
-                    )));
-                }
-                let envelope = Envelope::from_json(&bytes).map_err(|e| {
-                    refuse(bad(format!(
-                        "the manifest part is not a signed manifest: {e}"
-                    )))
-                })?;
-                let claimed = Manifest::peek_unverified(&envelope)
-                    .ok_or_else(|| refuse(bad("the manifest part is not a signed manifest")))?;
-                let resource = Resource::Dataset {
-                    name: claimed.table_name(),
-                    partner: claimed.partner.clone(),
-                };
-                state
-                    .authorize(&user, Action::Contribute, &resource, &Context::default())
-                    .map_err(refuse)?;
-                manifest = Some((bytes.to_vec(), claimed));
-            }
-            Some("package") => {
-                let Some((_, claimed)) = &manifest else {
-                    return Err(refuse(bad(
-                        "send the `manifest` part before the `package` part",
-                    )));
-                };
-                let name = &claimed.file_name;
-                if !valid_file_name(name) {
-                    return Err(refuse(bad(
-                        "the manifest's file name is not a plain `.parquet` file name",
-                    )));
-                }
-                let path = staging.0.join(name);
-                let mut file = tokio::fs::File::create(&path)
-                    .await
-                    .map_err(|e| Problem::internal(&e))?;
-                while let Some(chunk) = field
-                    .chunk()
-                    .await
-                    .map_err(|e| refuse(bad(format!("reading the package part: {e}"))))?
-                {
-                    file.write_all(&chunk)
-                        .await
-                        .map_err(|e| Problem::internal(&e))?;
-                }
-                file.sync_all().await.map_err(|e| Problem::internal(&e))?;
-                package = Some(path);
-            }
-            _ => {
-                return Err(refuse(bad(
-                    "unexpected part: send exactly `manifest` (the signed manifest JSON) and `package` (the Parquet file)",
-                )));
-            }
+    let manifest_path = match receive(&state, &user, form, &staging.0).await {
+        Ok(p) => p,
+        Err(problem) => {
+            // Refused before ingest saw it: audited here (ingest audits its own outcomes).
+            let principal = audit_principal(&user)?;
+            let rule = problem.rule.clone().unwrap_or_else(|| {
+                problem
+                    .kind
+                    .strip_prefix("/problems/")
+                    .unwrap_or("internal")
+                    .to_owned()
+            });
+            let code = |c: &str| ReasonCode::new(c).map_err(|e| Problem::internal(&e));
+            state
+                .audit(vec![AuditRecord::now(
+                    principal.clone(),
+                    AuditEvent::RequestRefused {
+                        principal,
+                        action: code("contribute")?,
+                        rule: code(&rule)?,
+                    },
+                )])
+                .await?;
+            return Err(refuse(problem));
         }
-    }
-    let (Some((manifest_bytes, claimed)), Some(package)) = (manifest, package) else {
-        return Err(refuse(bad(
-            "an upload has two parts: `manifest` (the signed manifest JSON) and `package` (the Parquet file)",
-        )));
     };
-    let manifest_path = manifest_path_for(&package, &claimed.file_name);
-    tokio::fs::write(&manifest_path, &manifest_bytes)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
 
     let _writer = state.writer.lock().await;
     let contracts =
@@ -187,10 +126,115 @@ pub async fn upload(
     }
 }
 
+/// Receives the two parts into `staging`, the manifest first and the package never past the
+/// size the manifest declares; returns the manifest's path.
+async fn receive(
+    state: &AppState,
+    user: &User,
+    form: Result<Multipart, MultipartRejection>,
+    staging: &Path,
+) -> Result<PathBuf, Problem> {
+    let mut form = form.map_err(|e| {
+        Problem::bad_request(format!(
+            "send the package as multipart/form-data with parts `manifest` and `package`: {e}"
+        ))
+    })?;
+
+    // The manifest must come first: nothing of the package is written before the caller is
+    // known to be allowed to contribute to the dataset it names.
+    let mut manifest: Option<(Vec<u8>, Manifest)> = None;
+    let mut package: Option<PathBuf> = None;
+    while let Some(mut field) = form
+        .next_field()
+        .await
+        .map_err(|e| bad(format!("the upload is not valid multipart/form-data: {e}")))?
+    {
+        let duplicate = match field.name() {
+            Some("manifest") => manifest.is_some(),
+            Some("package") => package.is_some(),
+            _ => false,
+        };
+        if duplicate {
+            return Err(bad(
+                "send exactly one `manifest` part and one `package` part",
+            ));
+        }
+        match field.name() {
+            Some("manifest") => {
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|e| bad(format!("reading the manifest part: {e}")))?;
+                if bytes.len() > MAX_MANIFEST_BYTES {
+                    return Err(bad(
+                        "the manifest part is larger than 1 MiB; it is not a manifest",
+                    ));
+                }
+                let envelope = Envelope::from_json(&bytes)
+                    .map_err(|e| bad(format!("the manifest part is not a signed manifest: {e}")))?;
+                let claimed = Manifest::peek_unverified(&envelope)
+                    .ok_or_else(|| bad("the manifest part is not a signed manifest"))?;
+                let resource = Resource::Dataset {
+                    name: claimed.table_name(),
+                    partner: claimed.partner.clone(),
+                };
+                state.authorize(user, Action::Contribute, &resource, &Context::default())?;
+                manifest = Some((bytes.to_vec(), claimed));
+            }
+            Some("package") => {
+                let Some((_, claimed)) = &manifest else {
+                    return Err(bad("send the `manifest` part before the `package` part"));
+                };
+                let declared = claimed.file_bytes;
+                // The platform names files; a name in the manifest never reaches the disk.
+                let path = staging.join("package.parquet");
+                let mut written = 0u64;
+                let mut file = tokio::fs::File::create(&path)
+                    .await
+                    .map_err(|e| Problem::internal(&e))?;
+                while let Some(chunk) = field
+                    .chunk()
+                    .await
+                    .map_err(|e| bad(format!("reading the package part: {e}")))?
+                {
+                    written += chunk.len() as u64;
+                    if written > declared {
+                        return Err(Problem::unprocessable(
+                            "bad-file-size",
+                            "the package part is larger than its manifest declares; nothing was stored",
+                        )
+                        .with_rule("bad-file-size"));
+                    }
+                    file.write_all(&chunk)
+                        .await
+                        .map_err(|e| Problem::internal(&e))?;
+                }
+                file.sync_all().await.map_err(|e| Problem::internal(&e))?;
+                package = Some(path);
+            }
+            _ => {
+                return Err(bad(
+                    "unexpected part: send exactly `manifest` (the signed manifest JSON) and `package` (the Parquet file)",
+                ));
+            }
+        }
+    }
+    let (Some((manifest_bytes, _)), Some(package)) = (manifest, package) else {
+        return Err(bad(
+            "an upload has two parts: `manifest` (the signed manifest JSON) and `package` (the Parquet file)",
+        ));
+    };
+    let manifest_path = package.with_file_name("package.manifest.json");
+    tokio::fs::write(&manifest_path, &manifest_bytes)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(manifest_path)
+}
+
 fn ingest_problem(e: &IngestError) -> Problem {
     let status = match e {
         IngestError::Storage(_) => return Problem::internal(e),
-        IngestError::Sequence(_) => StatusCode::CONFLICT,
+        IngestError::Sequence(_) | IngestError::Tokens(_) => StatusCode::CONFLICT,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
     Problem::new(
@@ -199,20 +243,6 @@ fn ingest_problem(e: &IngestError) -> Problem {
         format!("refused; nothing was stored: {e}"),
     )
     .with_rule(e.reason_code())
-}
-
-fn valid_file_name(name: &str) -> bool {
-    name.ends_with(".parquet")
-        && name.len() <= 200
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        && !name.starts_with('.')
-}
-
-fn manifest_path_for(package: &Path, file_name: &str) -> PathBuf {
-    let stem = file_name.strip_suffix(".parquet").unwrap_or(file_name);
-    package.with_file_name(format!("{stem}.manifest.json"))
 }
 
 /// A unique name for a staging directory (not a secret).
