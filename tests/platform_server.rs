@@ -926,7 +926,10 @@ fn lineage_platform(root: &Path) -> PathBuf {
     }
     let models = root.join("models");
     std::fs::create_dir_all(&models).unwrap();
-    let mut files = vec![support::repo().join("models/repeat-caller.toml")];
+    // Copied, so that the police approvals written beside each file stay in the scratch dir.
+    let shipped = models.join("repeat-caller.toml");
+    std::fs::copy(support::repo().join("models/repeat-caller.toml"), &shipped).unwrap();
+    let mut files = vec![shipped];
     for (id, column, kind) in [
         ("test-caller-phone", "caller_phone_t", "phone"),
         ("test-incident-address", "incident_address_t", "address"),
@@ -935,6 +938,17 @@ fn lineage_platform(root: &Path) -> PathBuf {
         let f = models.join(format!("{id}.toml"));
         std::fs::write(&f, calls_model(id, column, kind)).unwrap();
         files.push(f);
+    }
+    for f in &files {
+        ok(&[
+            "model",
+            "approve",
+            "--partner",
+            "police",
+            "--partner-key",
+            s(&keys.join("police.key")),
+            s(f),
+        ]);
     }
     let mut args = vec!["model", "register", "--data-dir", s(&platform)];
     args.extend(files.iter().map(|f| s(f)));
