@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use axum::Json;
-use axum::extract::multipart::MultipartRejection;
+use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use blindwatch_access::{Action, Context, Resource};
@@ -46,6 +46,13 @@ impl Drop for Staging {
 
 fn bad(detail: impl Into<String>) -> Problem {
     Problem::bad_request(detail)
+}
+
+/// A multipart read that failed: over the upload limit (413, enforced as the body streams
+/// in) or too slow (408) as such, anything else as a bad request about `what`.
+fn part_error(e: &MultipartError, what: &str) -> Problem {
+    Problem::from_body_error(e, e.status())
+        .unwrap_or_else(|| bad(format!("{what}: the upload is not valid multipart/form-data")))
 }
 
 pub async fn upload(
@@ -147,7 +154,7 @@ async fn receive(
     while let Some(mut field) = form
         .next_field()
         .await
-        .map_err(|e| bad(format!("the upload is not valid multipart/form-data: {e}")))?
+        .map_err(|e| part_error(&e, "reading the next part"))?
     {
         let duplicate = match field.name() {
             Some("manifest") => manifest.is_some(),
@@ -164,7 +171,7 @@ async fn receive(
                 let bytes = field
                     .bytes()
                     .await
-                    .map_err(|e| bad(format!("reading the manifest part: {e}")))?;
+                    .map_err(|e| part_error(&e, "reading the manifest part"))?;
                 if bytes.len() > MAX_MANIFEST_BYTES {
                     return Err(bad(
                         "the manifest part is larger than 1 MiB; it is not a manifest",
@@ -195,7 +202,7 @@ async fn receive(
                 while let Some(chunk) = field
                     .chunk()
                     .await
-                    .map_err(|e| bad(format!("reading the package part: {e}")))?
+                    .map_err(|e| part_error(&e, "reading the package part"))?
                 {
                     written += chunk.len() as u64;
                     if written > declared {
