@@ -1569,3 +1569,229 @@ fn revoking_a_user_ends_their_open_stream() {
     // The revoked token no longer opens anything.
     problem(&get(&server.addr, "/v1/alerts/stream", &li), 401);
 }
+
+// --- Limits: each refusal is a problem document, never a crash. ---
+
+/// The router over `platform` with `limits` and uploads up to `max_upload` bytes; dropping
+/// the router and the state releases the audit log for the next one.
+async fn limited_app(
+    platform: &Path,
+    limits: blindwatch_server::Limits,
+    max_upload: usize,
+) -> (AppState, axum::Router) {
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    std::mem::forget(stop);
+    let mut config = ServerConfig::new(platform.to_owned(), "127.0.0.1:0".into());
+    config.limits = limits;
+    let state = AppState::open(&config, shutdown).await.unwrap();
+    let router = blindwatch_server::app(state.clone(), max_upload);
+    (state, router)
+}
+
+/// Sends `request` to `router`; the status, headers and body as JSON (Null if not JSON).
+async fn call(
+    router: &axum::Router,
+    request: axum::http::Request<axum::body::Body>,
+) -> (u16, axum::http::HeaderMap, Value) {
+    use tower::ServiceExt;
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn api_request(
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: axum::body::Body,
+) -> axum::http::Request<axum::body::Body> {
+    let mut r = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Bearer {t}"));
+    }
+    r.body(body).unwrap()
+}
+
+fn assert_problem(status: u16, headers: &axum::http::HeaderMap, body: &Value, expected: u16) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/problem+json",
+        "{body}"
+    );
+    assert_eq!(body["status"], expected, "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_limit_answers_with_its_problem_and_the_server_keeps_serving() {
+    let city = City::new(1000);
+    let platform = city.platform();
+    let db = Db::Sqlite;
+    let li = add_user(
+        &platform,
+        &db,
+        &["--name", "li", "--role", "officer", "--station", "S03"],
+    );
+    let chen = add_user(&platform, &db, &["--name", "chen", "--role", "specialist"]);
+    let hospital = add_user(&platform, &db, &["--name", "hospital", "--role", "partner"]);
+    let question = json!({"purpose": "analysis", "sql": "SELECT station, count(*) AS incidents FROM police.incidents GROUP BY station"});
+    let manifest =
+        std::fs::read(outbox_manifest(&city.partner("hospital").join("outbox"))).unwrap();
+    let max_upload = manifest.len() + 2048;
+
+    {
+        // A query time limit no query meets, a small burst and a rate that does not refill
+        // within the test.
+        let (state, app) = limited_app(
+            &platform,
+            blindwatch_server::Limits {
+                requests_per_second: 0.0001,
+                burst: 4,
+                query_timeout: Duration::ZERO,
+                ..blindwatch_server::Limits::default()
+            },
+            max_upload,
+        )
+        .await;
+
+        // The query is cancelled at its time limit: 503, audited with its rule.
+        let before = state.audit.lock().await.size();
+        let (status, headers, body) = call(
+            &app,
+            api_request(
+                "POST",
+                "/v1/query",
+                Some(&chen),
+                question.to_string().into(),
+            ),
+        )
+        .await;
+        assert_problem(status, &headers, &body, 503);
+        assert_eq!(body["rule"], "query-timeout", "{body}");
+        let log = state.audit.lock().await;
+        let refused: Vec<_> = (before..log.size())
+            .map(|i| log.record(i).unwrap().event)
+            .filter(|e| matches!(e, AuditEvent::QueryRefused { rule, .. } if rule.as_str() == "query-timeout"))
+            .collect();
+        assert_eq!(refused.len(), 1);
+        drop(log);
+
+        // An upload larger than the limit is refused while it streams in: the package part
+        // never ends, so a server that buffered it first would never answer.
+        let boundary = "blindwatch-limit-boundary";
+        let mut head =
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"manifest\"\r\n\r\n")
+                .into_bytes();
+        head.extend_from_slice(&manifest);
+        head.extend_from_slice(
+            format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"package\"\r\n\r\n")
+                .as_bytes(),
+        );
+        let endless = futures::stream::iter(
+            std::iter::once(head)
+                .chain(std::iter::repeat(vec![0u8; 4096]))
+                .map(Ok::<_, std::io::Error>),
+        );
+        let upload = axum::http::Request::builder()
+            .method("POST")
+            .uri("/v1/contributions")
+            .header("authorization", format!("Bearer {hospital}"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(axum::body::Body::from_stream(endless))
+            .unwrap();
+        let (status, headers, body) = call(&app, upload).await;
+        assert_problem(status, &headers, &body, 413);
+        // Nothing of it stays in the staging area.
+        assert_eq!(
+            std::fs::read_dir(platform.join("tmp")).unwrap().count(),
+            0,
+            "staging left behind"
+        );
+
+        // The per-user rate: past the burst, 429 with Retry-After; another user is not
+        // slowed by it.
+        let mut answers = Vec::new();
+        for _ in 0..6 {
+            answers.push(
+                call(
+                    &app,
+                    api_request("GET", "/v1/me", Some(&li), axum::body::Body::empty()),
+                )
+                .await,
+            );
+        }
+        assert!(answers[..4].iter().all(|(s, _, _)| *s == 200));
+        for (status, headers, body) in &answers[4..] {
+            assert_problem(*status, headers, body, 429);
+            let wait: u64 = headers
+                .get("retry-after")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(wait >= 1);
+            assert_eq!(body["retry_after"], wait);
+        }
+        let (status, _, _) = call(
+            &app,
+            api_request("GET", "/v1/me", Some(&hospital), axum::body::Body::empty()),
+        )
+        .await;
+        assert_eq!(status, 200);
+        // Unauthenticated callers get no bucket (nothing to key it on) and stay 401.
+        let (status, headers, body) = call(
+            &app,
+            api_request("GET", "/v1/me", None, axum::body::Body::empty()),
+        )
+        .await;
+        assert_problem(status, &headers, &body, 401);
+        drop(app);
+        drop(state);
+    }
+
+    // A memory pool too small for the query's aggregation: refused as an execution
+    // refusal, and the next question (the same, with room) is answered.
+    let (_state, app) = limited_app(
+        &platform,
+        blindwatch_server::Limits {
+            query_memory_bytes: 1,
+            ..blindwatch_server::Limits::default()
+        },
+        max_upload,
+    )
+    .await;
+    let (status, headers, body) = call(
+        &app,
+        api_request(
+            "POST",
+            "/v1/query",
+            Some(&chen),
+            question.to_string().into(),
+        ),
+    )
+    .await;
+    assert_problem(status, &headers, &body, 422);
+    assert_eq!(body["rule"], "execution", "{body}");
+    let (status, _, _) = call(
+        &app,
+        api_request("GET", "/healthz", None, axum::body::Body::empty()),
+    )
+    .await;
+    assert_eq!(status, 200);
+}

@@ -70,9 +70,11 @@ pub async fn serve(a: &ServeArgs<'_>) -> anyhow::Result<()> {
     }
     config.net = blindwatch_server::ServeOptions {
         tls: match (&l.tls_cert, &l.tls_key) {
-            (Some(cert), Some(key)) => {
-                Some(blindwatch_net::tls_config(cert, key, l.client_ca.as_deref())?)
-            }
+            (Some(cert), Some(key)) => Some(blindwatch_net::tls_config(
+                cert,
+                key,
+                l.client_ca.as_deref(),
+            )?),
             _ => None,
         },
         header_read_timeout: std::time::Duration::from_secs(l.header_timeout_secs),

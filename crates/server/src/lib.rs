@@ -112,7 +112,11 @@ pub async fn serve(
     let state = AppState::open(&config, stop_rx.clone()).await?;
     tracing::info!(%local, "blindwatch server listening");
     // Tests and scripts read the bound address from here (useful with port 0).
-    let scheme = if config.net.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.net.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!("listening on {scheme}://{local}");
 
     let scheduler = config

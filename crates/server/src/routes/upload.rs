@@ -51,8 +51,11 @@ fn bad(detail: impl Into<String>) -> Problem {
 /// A multipart read that failed: over the upload limit (413, enforced as the body streams
 /// in) or too slow (408) as such, anything else as a bad request about `what`.
 fn part_error(e: &MultipartError, what: &str) -> Problem {
-    Problem::from_body_error(e, e.status())
-        .unwrap_or_else(|| bad(format!("{what}: the upload is not valid multipart/form-data")))
+    Problem::from_body_error(e, e.status()).unwrap_or_else(|| {
+        bad(format!(
+            "{what}: the upload is not valid multipart/form-data"
+        ))
+    })
 }
 
 pub async fn upload(
