@@ -1795,3 +1795,235 @@ async fn each_limit_answers_with_its_problem_and_the_server_keeps_serving() {
     .await;
     assert_eq!(status, 200);
 }
+
+/// A platform with nothing but its keys and policies (enough to serve), in `tmp`.
+fn bare_platform(tmp: &Path) -> PathBuf {
+    let platform = tmp.join("platform");
+    ok(&["keys", "init", "--data-dir", s(&platform)]);
+    platform
+}
+
+/// Reads until the server closes the connection (or the generous test deadline passes).
+fn read_until_closed(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(got),
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn serve_cuts_off_slow_clients_and_caps_connections_without_losing_a_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let platform = bare_platform(tmp.path());
+    let chen = add_user(
+        &platform,
+        &Db::Sqlite,
+        &["--name", "chen", "--role", "specialist"],
+    );
+    let server = Server::start_with(
+        &platform,
+        &Db::Sqlite,
+        &[
+            "--max-connections",
+            "3",
+            "--header-timeout-secs",
+            "2",
+            "--body-timeout-secs",
+            "1",
+        ],
+    );
+    let addr = server.addr.clone();
+
+    // Half a request head: the connection is closed, not held.
+    let mut half_head = TcpStream::connect(&addr).unwrap();
+    half_head
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert!(read_until_closed(&mut half_head).is_some(), "held open");
+
+    // Half a body: 408 as a problem document, and the connection closed after it.
+    let mut half_body = TcpStream::connect(&addr).unwrap();
+    write!(
+        half_body,
+        "POST /v1/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {chen}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"sql\""
+    )
+    .unwrap();
+    let got = String::from_utf8(read_until_closed(&mut half_body).expect("answered")).unwrap();
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("application/problem+json"), "{got}");
+    assert!(got.contains("/problems/body-timeout"), "{got}");
+
+    // At the cap, three silent clients hold every slot; a fourth waits in the backlog and
+    // is served once the header deadline frees a slot — nothing is lost.
+    let mut holders: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let mut fourth = TcpStream::connect(&addr).unwrap();
+    fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let got = String::from_utf8(read_until_closed(&mut fourth).expect("served")).unwrap();
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let mut closed = 0;
+    for h in &mut holders {
+        h.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 16];
+        if matches!(std::io::Read::read(h, &mut b), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 1,
+        "the fourth client was served while every slot was held"
+    );
+    assert_eq!(request(&addr, "GET", "/healthz", None, None).status, 200);
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate from it, and a client
+/// certificate from another CA, as PEM files in `dir`.
+fn test_pki(dir: &Path) {
+    let ca = |name: &str| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        (params.self_signed(&key).unwrap(), key)
+    };
+    let (ca_cert, ca_key) = ca("test ca");
+    let (other_cert, other_key) = ca("other ca");
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    write("ca.pem", &ca_cert.pem());
+    for (name, san, issuer, issuer_key) in [
+        ("server", "127.0.0.1", &ca_cert, &ca_key),
+        ("client", "hospital", &ca_cert, &ca_key),
+        ("stranger", "hospital", &other_cert, &other_key),
+    ] {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![san.to_owned()])
+            .unwrap()
+            .signed_by(&key, issuer, issuer_key)
+            .unwrap();
+        write(&format!("{name}.pem"), &cert.pem());
+        write(&format!("{name}.key"), &key.serialize_pem());
+    }
+}
+
+/// An HTTPS client trusting `ca`, presenting `client` (certificate, key) if given.
+fn tls_agent(ca: &Path, client: Option<(&Path, &Path)>) -> ureq::Agent {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+    let roots = vec![Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap()];
+    let mut tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(blindwatch_net::crypto_provider())
+        .root_certs(RootCerts::Specific(std::sync::Arc::new(roots)));
+    if let Some((cert, key)) = client {
+        let chain = vec![Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap()];
+        let key = PrivateKey::from_pem(&std::fs::read(key).unwrap()).unwrap();
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+    }
+    ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+#[test]
+fn serve_speaks_tls_requires_partner_certificates_when_asked_and_plain_http_only_on_loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let platform = bare_platform(tmp.path());
+    let pki = tmp.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    test_pki(&pki);
+    let p = |name: &str| pki.join(name);
+    let hospital = add_user(
+        &platform,
+        &Db::Sqlite,
+        &["--name", "hospital", "--role", "partner"],
+    );
+
+    let (child, url) = server::spawn_serve(
+        &platform,
+        &Db::Sqlite,
+        &[
+            "--tls-cert",
+            s(&p("server.pem")),
+            "--tls-key",
+            s(&p("server.key")),
+            "--client-ca",
+            s(&p("ca.pem")),
+        ],
+    );
+    let addr = url.strip_prefix("https://").expect(&url).to_owned();
+    let server = Server::from_child(child, addr.clone());
+    let partner = tls_agent(&p("ca.pem"), Some((&p("client.pem"), &p("client.key"))));
+    let started = std::time::Instant::now();
+    let mut health = loop {
+        match partner.get(format!("{url}/healthz")).call() {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(started.elapsed() < Duration::from_secs(30), "{e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.body_mut().read_to_string().unwrap(), "ok\n");
+    let mut me = partner
+        .get(format!("{url}/v1/me"))
+        .header("authorization", &format!("Bearer {hospital}"))
+        .call()
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let me: Value = serde_json::from_str(&me.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(me["role"], "partner");
+    // Without a client certificate, with one of another CA, or trusting another CA: no
+    // connection at all.
+    for (ca, client) in [
+        (p("ca.pem"), None),
+        (p("ca.pem"), Some((p("stranger.pem"), p("stranger.key")))),
+        (p("stranger.pem"), Some((p("client.pem"), p("client.key")))),
+    ] {
+        let agent = tls_agent(
+            &ca,
+            client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        );
+        assert!(agent.get(format!("{url}/healthz")).call().is_err());
+    }
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let mut plain = TcpStream::connect(&addr).unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let got = read_until_closed(&mut plain).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&got).contains("200"), "{got:?}");
+    drop(server);
+
+    // Plain HTTP on an address that is not loopback: refused with what to do instead.
+    let out = support::bw(&[
+        "serve",
+        "--data-dir",
+        s(&platform),
+        "--listen",
+        "0.0.0.0:0",
+        "--no-scheduler",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plain HTTP")
+            && err.contains("--insecure-plain-http")
+            && err.contains("--tls-cert"),
+        "{err}"
+    );
+}

@@ -89,8 +89,16 @@ pub async fn serve(a: &ServeArgs<'_>) -> anyhow::Result<()> {
         query_timeout: std::time::Duration::from_secs(l.query_timeout_secs),
         query_memory_bytes: l.query_memory_mib.saturating_mul(1024 * 1024),
     };
-    blindwatch_server::serve(config, shutdown_signal()).await?;
-    Ok(())
+    match blindwatch_server::serve(config, shutdown_signal()).await {
+        Err(
+            e @ blindwatch_server::ServerError::Net(blindwatch_net::NetError::PlainHttp { .. }),
+        ) => {
+            bail!(
+                "{e}: add --tls-cert FILE --tls-key FILE, listen on 127.0.0.1, or pass --insecure-plain-http"
+            )
+        }
+        r => Ok(r?),
+    }
 }
 
 /// Ctrl-C or SIGTERM.
