@@ -2027,3 +2027,90 @@ fn serve_speaks_tls_requires_partner_certificates_when_asked_and_plain_http_only
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uploads_work_runs_without_the_audit_log_so_officers_are_not_held_up() {
+    let city = City::new(1000);
+    let platform = city.platform();
+    let db = Db::Sqlite;
+    let li = add_user(
+        &platform,
+        &db,
+        &["--name", "li", "--role", "officer", "--station", "S03"],
+    );
+    let hospital = add_user(&platform, &db, &["--name", "hospital", "--role", "partner"]);
+    // A fresh package: the hospital's next sequence, signed by its key.
+    let key = forge::partner_key(&city.partner("hospital").join("keys/hospital.key"));
+    let manifest_path = outbox_manifest(&city.partner("hospital").join("outbox"));
+    let next = forge::Package::read(&manifest_path).edit(|m| {
+        m.sequence = 2;
+        m.file_name = "hospital.visits.00000002.parquet".into();
+    });
+    let (content_type, body) = multipart(&next.signed_manifest(&key), &next.parquet);
+    let (state, app) = limited_app(&platform, blindwatch_server::Limits::default(), 64 << 20).await;
+    let table = "hospital.visits";
+    assert_eq!(state.catalog.last_sequence(table).await.unwrap(), Some(1));
+
+    // While something else holds the audit log, the upload still does all of its work —
+    // receive, copy, hash, check every page, commit — and then waits only to append.
+    let held = state.audit.lock().await;
+    let upload = tokio::spawn({
+        let app = app.clone();
+        let hospital = hospital.clone();
+        async move {
+            let request = axum::http::Request::builder()
+                .method("POST")
+                .uri("/v1/contributions")
+                .header("authorization", format!("Bearer {hospital}"))
+                .header("content-type", content_type)
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            call(&app, request).await
+        }
+    });
+    let started = std::time::Instant::now();
+    while state.catalog.last_sequence(table).await.unwrap() != Some(2) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the upload's work waited for the audit log"
+        );
+        assert!(!upload.is_finished(), "{:?}", upload.await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !upload.is_finished(),
+        "answered before its outcome was audited"
+    );
+    drop(held);
+
+    // An officer's audited action and the upload's answer both go through.
+    let silence = json!({"ends_at": "2099-01-01T00:00:00Z", "reason": "drill", "tier": "blue"});
+    let (status, _, body) = call(
+        &app,
+        api_request(
+            "POST",
+            "/v1/silences",
+            Some(&li),
+            silence.to_string().into(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _, body) = upload.await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["sequence"], 2);
+    let log = state.audit.lock().await;
+    let events: Vec<AuditEvent> = (0..log.size())
+        .map(|i| log.record(i).unwrap().event)
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, AuditEvent::ContributionAccepted { sequence: 2, .. }))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, AuditEvent::SilenceCreated { .. }))
+    );
+}

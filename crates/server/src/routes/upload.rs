@@ -108,8 +108,16 @@ pub async fn upload(
         contracts,
         state.platform_key.clone(),
     );
+    // The work (copy, hash, check every page, commit to the catalog) on a blocking thread,
+    // off the async workers and without the audit log; the log is held only to append.
+    let runtime = tokio::runtime::Handle::current();
+    let checked = tokio::task::spawn_blocking(move || {
+        runtime.block_on(ingestor.check_and_store_unaudited(&manifest_path))
+    })
+    .await
+    .map_err(|e| Problem::internal(&e))?;
     let mut audit = state.audit.lock().await;
-    let outcome = ingestor.ingest(&manifest_path, &mut audit).await;
+    let outcome = checked.audit(&mut audit);
     let checkpoint = audit.checkpoint();
     drop(audit);
     if let Err(e) = checkpoint {
