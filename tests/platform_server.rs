@@ -298,7 +298,7 @@ fn end_to_end(db: &Db) {
     problem(&get(&addr, "/v1/alerts", &specialist), 403);
     problem(&get(&addr, "/v1/alerts", &hospital), 403);
 
-    // --- Another station's alert: 403, and the body says nothing about it.
+    // --- Another station's alert answers as an unknown one: ids cannot be enumerated.
     let target = li_alerts
         .iter()
         .find(|a| a["tier"] == "orange" || a["tier"] == "red")
@@ -316,7 +316,7 @@ fn end_to_end(db: &Db) {
         ),
         get(&addr, &format!("/v1/subjects/{pseudonym}"), &wang),
     ] {
-        assert!(reply.status == 403 || reply.status == 404, "{}", reply.body);
+        assert_eq!(reply.status, 404, "{}", reply.body);
         for leak in [
             &pseudonym,
             &id,
@@ -327,7 +327,23 @@ fn end_to_end(db: &Db) {
             assert!(!reply.body.contains(leak), "{leak} in {}", reply.body);
         }
     }
-    problem(&get(&addr, "/v1/alerts/A-9999999", &li), 404);
+    let unknown = problem(&get(&addr, "/v1/alerts/A-9999999", &li), 404);
+    let hidden = problem(&get(&addr, &format!("/v1/alerts/{id}"), &wang), 404);
+    assert_eq!(unknown, hidden);
+    let unknown = problem(
+        &post_json(&addr, "/v1/alerts/A-9999999/acknowledge", &wang, json!({})),
+        404,
+    );
+    let hidden = problem(
+        &post_json(
+            &addr,
+            &format!("/v1/alerts/{id}/acknowledge"),
+            &wang,
+            json!({}),
+        ),
+        404,
+    );
+    assert_eq!(unknown, hidden);
 
     // --- The workflow, each transition visible at once and in the history.
     let detail = get(&addr, &format!("/v1/alerts/{id}"), &li).json();
@@ -436,7 +452,7 @@ fn end_to_end(db: &Db) {
             &wang,
             json!({"justification": "check"}),
         ),
-        403,
+        404,
     );
     let fugitive = li_alerts.iter().find(|a| {
         a["model"] == "fugitive-medical" && (a["tier"] == "red" || a["tier"] == "orange")
@@ -1239,11 +1255,21 @@ async fn reveal_names_only_the_subjects_own_lineage_and_every_attempt_is_audited
         assert_reveal_refused(&reply, 422, "text-identifier");
         assert!(!reply.1.to_string().contains(&text));
     }
-    assert_reveal_refused(
-        &app.audited("POST", &reveal(&phone_alert), &wang, why.clone())
-            .await,
-        403,
-        "access-policy",
+    // Another station's alert answers exactly as an unknown one; the log says which.
+    let (status, hidden, records) = app
+        .audited("POST", &reveal(&phone_alert), &wang, why.clone())
+        .await;
+    assert_eq!(status, 404, "{hidden}");
+    assert_eq!(
+        hidden,
+        app.post(&reveal("A-9999999"), &wang, why.clone()).await.1
+    );
+    assert!(
+        matches!(
+            &records[..],
+            [_, AuditRecord { event: AuditEvent::RevealRefused { reason, .. }, .. }] if reason.as_str() == "access-policy"
+        ),
+        "{records:?}"
     );
     assert_reveal_refused(
         &app.audited("POST", &reveal("A-9999999"), &li, why.clone())
@@ -2113,4 +2139,280 @@ async fn an_uploads_work_runs_without_the_audit_log_so_officers_are_not_held_up(
             .iter()
             .any(|e| matches!(e, AuditEvent::SilenceCreated { .. }))
     );
+}
+
+/// The routes the router is built with, read from its source: `(path)` of every `.route(`.
+fn routes_in_source() -> BTreeSet<String> {
+    let text =
+        std::fs::read_to_string(support::repo().join("crates/server/src/routes/mod.rs")).unwrap();
+    text.split(".route(")
+        .skip(1)
+        .map(|rest| rest.split('"').nth(1).unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_refuses_a_caller_no_policy_permits() {
+    let city = City::new(1000);
+    let platform = city.platform();
+    let db = Db::Sqlite;
+    let li = add_user(
+        &platform,
+        &db,
+        &["--name", "li", "--role", "officer", "--station", "S03"],
+    );
+    let chen = add_user(&platform, &db, &["--name", "chen", "--role", "specialist"]);
+    let hospital = add_user(&platform, &db, &["--name", "hospital", "--role", "partner"]);
+    let auditor = add_user(&platform, &db, &["--name", "audra", "--role", "auditor"]);
+    let (_state, app) = limited_app(
+        &platform,
+        blindwatch_server::Limits {
+            burst: 100_000,
+            ..blindwatch_server::Limits::default()
+        },
+        64 << 20,
+    )
+    .await;
+    let send =
+        |method: &str, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>| {
+            let mut r = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("content-type", content_type);
+            if let Some(t) = token {
+                r = r.header("authorization", format!("Bearer {t}"));
+            }
+            let request = r.body(axum::body::Body::from(body)).unwrap();
+            let app = app.clone();
+            async move { call(&app, request).await }
+        };
+
+    // Real resources, so that a refusal comes from the policies and not from a missing id.
+    let (status, _, run) = send(
+        "POST",
+        "/v1/models/run?as_of=2026-11-30",
+        Some(&chen),
+        "application/json",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{run}");
+    let (_, _, page) = send("GET", "/v1/alerts?limit=1", Some(&li), "", Vec::new()).await;
+    let alert = &page["alerts"][0];
+    let alert_id = alert["id"].as_str().expect("an alert at S03").to_owned();
+    let pseudonym = alert["subject"].as_str().unwrap().to_owned();
+    let (status, _, silence) = send(
+        "POST",
+        "/v1/silences",
+        Some(&li),
+        "application/json",
+        json!({"ends_at": "2099-01-01T00:00:00Z", "reason": "drill"})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 201, "{silence}");
+    let silence_id = silence["id"].as_str().unwrap().to_owned();
+    let model = std::fs::read_to_string(support::repo().join("models/care-lapse.toml")).unwrap();
+    let manifest_path = outbox_manifest(&city.partner("hospital").join("outbox"));
+    let (upload_type, upload_body) = multipart(
+        &std::fs::read(&manifest_path).unwrap(),
+        &std::fs::read(
+            manifest_path
+                .to_string_lossy()
+                .replace(".manifest.json", ".parquet"),
+        )
+        .unwrap(),
+    );
+    let json_body = |v: Value| ("application/json".to_owned(), v.to_string().into_bytes());
+
+    // (method, documented path) → a well-formed request, and the users no policy lets do
+    // it (besides the auditor, whom no server route permits but `/v1/me`).
+    type Case = (String, Vec<u8>, Vec<(&'static str, String)>);
+    let mut table: std::collections::BTreeMap<(&str, &str), Case> = Default::default();
+    let who = |names: &[&'static str]| -> Vec<(&'static str, String)> {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    *n,
+                    match *n {
+                        "officer" => li.clone(),
+                        "specialist" => chen.clone(),
+                        "partner" => hospital.clone(),
+                        _ => unreachable!(),
+                    },
+                )
+            })
+            .collect()
+    };
+    let officers_only = who(&["specialist", "partner"]);
+    let specialists_only = who(&["officer", "partner"]);
+    let (ct, body) = json_body(json!({}));
+    for path in [
+        "/v1/alerts",
+        "/v1/alerts/stream",
+        "/v1/alerts/{id}",
+        "/v1/subjects/{pseudonym}",
+        "/v1/silences",
+    ] {
+        table.insert(
+            ("get", path),
+            (ct.clone(), Vec::new(), officers_only.clone()),
+        );
+    }
+    table.insert(
+        ("post", "/v1/alerts/{id}/acknowledge"),
+        (ct.clone(), body.clone(), officers_only.clone()),
+    );
+    let (ct, body) = json_body(json!({"assignee": "li"}));
+    table.insert(
+        ("post", "/v1/alerts/{id}/assign"),
+        (ct, body, officers_only.clone()),
+    );
+    let (ct, body) = json_body(json!({"text": "seen"}));
+    table.insert(
+        ("post", "/v1/alerts/{id}/comment"),
+        (ct, body, officers_only.clone()),
+    );
+    let (ct, body) = json_body(json!({"outcome": "handled"}));
+    table.insert(
+        ("post", "/v1/alerts/{id}/close"),
+        (ct, body, officers_only.clone()),
+    );
+    let (ct, body) = json_body(json!({"justification": "follow-up visit approved"}));
+    table.insert(
+        ("post", "/v1/alerts/{id}/reveal"),
+        (ct, body, officers_only.clone()),
+    );
+    let (ct, body) = json_body(json!({"ends_at": "2099-01-01T00:00:00Z", "reason": "drill"}));
+    table.insert(
+        ("post", "/v1/silences"),
+        (ct.clone(), body, officers_only.clone()),
+    );
+    table.insert(
+        ("post", "/v1/silences/{id}/expire"),
+        (ct, Vec::new(), officers_only.clone()),
+    );
+    table.insert(
+        ("get", "/v1/models"),
+        ("".into(), Vec::new(), specialists_only.clone()),
+    );
+    for path in ["/v1/models/check", "/v1/models/register"] {
+        table.insert(
+            ("post", path),
+            (
+                "application/toml".into(),
+                model.clone().into_bytes(),
+                specialists_only.clone(),
+            ),
+        );
+    }
+    table.insert(
+        ("post", "/v1/models/run"),
+        ("".into(), Vec::new(), specialists_only.clone()),
+    );
+    let (ct, body) = json_body(
+        json!({"model": model, "approval": {"payloadType": "x", "payload": "", "signatures": []}}),
+    );
+    table.insert(
+        ("post", "/v1/models/{id}/approvals"),
+        (ct, body, who(&["officer", "specialist"])),
+    );
+    let (ct, body) = json_body(
+        json!({"sql": "SELECT station, count(*) AS n FROM police.incidents GROUP BY station", "purpose": "analysis"}),
+    );
+    table.insert(
+        ("post", "/v1/query"),
+        (ct, body, who(&["officer", "partner"])),
+    );
+    table.insert(
+        ("post", "/v1/contributions"),
+        (upload_type, upload_body, who(&["officer", "specialist"])),
+    );
+    // Every user may ask who they are (the one authenticated route without a policy).
+    table.insert(("get", "/v1/me"), ("".into(), Vec::new(), Vec::new()));
+
+    let (status, _, spec) = send("GET", "/v1/openapi.json", None, "", Vec::new()).await;
+    assert_eq!(status, 200);
+    let paths = spec["paths"].as_object().unwrap();
+    // Every route the router is built with is in the document.
+    for route in routes_in_source() {
+        assert!(
+            paths.contains_key(&route),
+            "{route} is served but not in /v1/openapi.json"
+        );
+    }
+    let concrete = |path: &str| {
+        path.replace("{pseudonym}", &pseudonym).replace(
+            "{id}",
+            if path.starts_with("/v1/silences") {
+                &silence_id
+            } else if path.starts_with("/v1/models") {
+                "care-lapse"
+            } else {
+                &alert_id
+            },
+        )
+    };
+    let mut checked = 0;
+    for (path, item) in paths {
+        let item = item.as_object().unwrap();
+        for method in ["get", "post", "put", "delete", "patch"] {
+            let Some(op) = item.get(method) else {
+                // A method the document does not give: 405, as a problem, with Allow.
+                let (status, headers, body) = send(
+                    &method.to_uppercase(),
+                    &concrete(path),
+                    None,
+                    "",
+                    Vec::new(),
+                )
+                .await;
+                assert_problem(status, &headers, &body, 405);
+                assert!(headers.get("allow").is_some(), "{method} {path}");
+                continue;
+            };
+            let public = op["security"].as_array().is_some_and(Vec::is_empty);
+            if public {
+                let (status, _, body) =
+                    send(&method.to_uppercase(), path, None, "", Vec::new()).await;
+                assert_eq!(status, 200, "{method} {path}: {body}");
+                continue;
+            }
+            let (content_type, body, refused) = table
+                .get(&(method, path.as_str()))
+                .unwrap_or_else(|| panic!("{method} {path} is not in this test's table"))
+                .clone();
+            let uri = concrete(path);
+            let m = method.to_uppercase();
+            let (status, headers, problem) =
+                send(&m, &uri, None, &content_type, body.clone()).await;
+            assert_problem(status, &headers, &problem, 401);
+            let (status, headers, problem) = send(
+                &m,
+                &uri,
+                Some("bw_not-a-real-token"),
+                &content_type,
+                body.clone(),
+            )
+            .await;
+            assert_problem(status, &headers, &problem, 401);
+            let mut callers = refused.clone();
+            if path != "/v1/me" {
+                callers.push(("auditor", auditor.clone()));
+            }
+            for (role, token) in callers {
+                let (status, headers, problem) =
+                    send(&m, &uri, Some(&token), &content_type, body.clone()).await;
+                assert!(
+                    status == 403 || status == 404,
+                    "{method} {path} as {role}: {status} {problem}"
+                );
+                assert_problem(status, &headers, &problem, status);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 40, "{checked}");
 }

@@ -3,20 +3,36 @@
 use axum::Json;
 use serde_json::{Value, json};
 
+/// The refusals any authenticated route can give: its own (400, 403, 404, 409, 422), the
+/// server's limits (408 body deadline, 413 size, 415 content type, 429 per-user rate, 503
+/// query time) and failures (500).
 fn op(summary: &str, tag: &str, ok: &str) -> Value {
+    let problem = json!({"$ref": "#/components/responses/Problem"});
+    let mut responses = serde_json::Map::new();
+    responses.insert(ok.to_owned(), json!({"description": "success"}));
+    for status in [
+        "400", "401", "403", "404", "408", "409", "413", "415", "422", "429", "500", "503",
+    ] {
+        responses.insert(status.to_owned(), problem.clone());
+    }
     json!({
         "summary": summary,
         "tags": [tag],
         "security": [{"bearer": []}],
-        "responses": {
-            ok: {"description": "success"},
-            "400": {"$ref": "#/components/responses/Problem"},
-            "401": {"$ref": "#/components/responses/Problem"},
-            "403": {"$ref": "#/components/responses/Problem"},
-            "404": {"$ref": "#/components/responses/Problem"},
-            "422": {"$ref": "#/components/responses/Problem"}
-        }
+        "responses": responses
     })
+}
+
+/// A public route (no token): its success, and a problem if the server fails.
+fn public(summary: &str, content_type: &str) -> Value {
+    json!({"get": {
+        "summary": summary,
+        "security": [],
+        "responses": {
+            "200": {"description": "success", "content": {content_type: {"schema": {"type": "string"}}}},
+            "500": {"$ref": "#/components/responses/Problem"}
+        }
+    }})
 }
 
 fn with_body(mut op: Value, content_type: &str, schema: Value) -> Value {
@@ -29,6 +45,11 @@ fn id_param(name: &str) -> Value {
 }
 
 pub fn spec() -> Value {
+    // Request bodies the server refuses fields of are closed, as the server is.
+    let closed = |mut schema: Value| {
+        schema["additionalProperties"] = json!(false);
+        schema
+    };
     let action = |summary: &str, body: Value| {
         let mut o = with_body(op(summary, "alerts", "200"), "application/json", body);
         o["parameters"] = id_param("id");
@@ -59,6 +80,12 @@ pub fn spec() -> Value {
         {"name": "after", "in": "query", "description": "the `next` cursor of the previous page", "schema": text},
         {"name": "order", "in": "query", "description": "`urgency` (tier, then most recently seen; default) or `newest`", "schema": {"type": "string", "enum": ["urgency", "newest"]}}
     ]);
+    let mut stream = op(
+        "Server-sent events of new and changed alerts the caller may read (resume with Last-Event-ID); officers only; ends when the caller's user is revoked or the server stops",
+        "alerts",
+        "200",
+    );
+    stream["responses"]["200"] = json!({"description": "an event stream", "content": {"text/event-stream": {"schema": text}}});
     let mut me = op(
         "The caller: name, role, audit principal, station and county (officers), duty flag, and the registered models' titles",
         "users",
@@ -134,22 +161,37 @@ pub fn spec() -> Value {
             "description": "Sealed partner contributions, tiered warning alerts for police stations, gated aggregate queries. Every route but /healthz, /metrics, this document and the console's static files (/, /console.js, /console.css) needs `Authorization: Bearer <token>` (issued by `blindwatch users add`) and is authorised by the Cedar access policies. Errors are RFC 9457 problem details."
         },
         "paths": {
-            "/healthz": {"get": {"summary": "Liveness and store access", "responses": {"200": {"description": "ok"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format 0.0.4"}}}},
-            "/": {"get": {"summary": "The officer console (HTML; signs in with a bearer token and uses this API)", "tags": ["console"], "responses": {"200": {"description": "text/html"}}}},
+            "/healthz": public("Liveness and store access", "text/plain"),
+            "/metrics": public("Prometheus metrics (text format 0.0.4)", "text/plain"),
+            "/v1/openapi.json": public("This document", "application/json"),
+            "/": public("The officer console (HTML; signs in with a bearer token and uses this API)", "text/html"),
+            "/console.js": public("The officer console's script", "text/javascript"),
+            "/console.css": public("The officer console's stylesheet", "text/css"),
             "/v1/me": {"get": me},
             "/v1/alerts": {"get": list},
-            "/v1/alerts/stream": {"get": op("Server-sent events of new and changed alerts the caller may read (resume with Last-Event-ID)", "alerts", "200")},
+            "/v1/alerts/stream": {"get": stream},
             "/v1/alerts/{id}": {"get": one},
-            "/v1/alerts/{id}/acknowledge": {"post": action("Acknowledge", json!({"type": "object"}))},
-            "/v1/alerts/{id}/assign": {"post": action("Assign to an officer", json!({"type": "object", "required": ["assignee"], "properties": {"assignee": text}}))},
-            "/v1/alerts/{id}/comment": {"post": action("Comment", json!({"type": "object", "required": ["text"], "properties": {"text": text}}))},
-            "/v1/alerts/{id}/close": {"post": action("Close with an outcome", json!({"type": "object", "required": ["outcome"], "properties": {"outcome": {"type": "string", "enum": ["handled", "false_positive", "duplicate"]}, "note": text}}))},
-            "/v1/alerts/{id}/reveal": {"post": action("Ask to reveal the identity behind an alert (justification required; audited)", json!({"type": "object", "required": ["justification"], "properties": {"justification": text}}))},
+            "/v1/alerts/{id}/acknowledge": {"post": action("Acknowledge (any body is ignored)", json!({"type": "object"}))},
+            "/v1/alerts/{id}/assign": {"post": action("Assign to an officer", closed(json!({"type": "object", "required": ["assignee"], "properties": {"assignee": text}})))},
+            "/v1/alerts/{id}/comment": {"post": action("Comment", closed(json!({"type": "object", "required": ["text"], "properties": {"text": text}})))},
+            "/v1/alerts/{id}/close": {"post": action("Close with an outcome", closed(json!({"type": "object", "required": ["outcome"], "properties": {"outcome": {"type": "string", "enum": ["handled", "false_positive", "duplicate"]}, "note": text}})))},
+            "/v1/alerts/{id}/reveal": {"post": action("Ask to reveal the identity behind an alert (justification required; audited)", closed(json!({"type": "object", "required": ["justification"], "properties": {"justification": text}})))},
             "/v1/subjects/{pseudonym}": {"get": subject},
             "/v1/silences": {
                 "get": op("Silences (active and expired)", "alerts", "200"),
-                "post": with_body(op("Create a silence: matchers, start, end, reason", "alerts", "201"), "application/json", json!({"type": "object", "required": ["matchers", "ends_at", "reason"]}))
+                "post": with_body(op("Create a silence of the caller's own station (the station matcher is always theirs): optional matchers model (a registered model's id), tier, category and subject (a pseudonym); start (default now), end, reason", "alerts", "201"), "application/json", closed(json!({
+                    "type": "object",
+                    "required": ["ends_at", "reason"],
+                    "properties": {
+                        "model": text,
+                        "tier": {"type": "string", "enum": ["red", "orange", "yellow", "blue"]},
+                        "category": {"type": "string", "enum": ["dispute", "mental-health", "fugitive", "public-order", "fraud", "other"]},
+                        "subject": {"type": "string", "description": "a pseudonym such as P-7K3Q9-XD2MB"},
+                        "starts_at": {"type": "string", "format": "date-time"},
+                        "ends_at": {"type": "string", "format": "date-time"},
+                        "reason": text
+                    }
+                })))
             },
             "/v1/silences/{id}/expire": {"post": expire},
             "/v1/models": {"get": op("Registered models", "models", "200")},
@@ -157,7 +199,7 @@ pub fn spec() -> Value {
             "/v1/models/register": {"post": with_body(op("Check and register a model file (audited). Every partner whose data the model reads must first have approved this exact text (POST /v1/models/{id}/approvals); otherwise 422 `model-unapproved` names the missing partners", "models", "201"), "application/toml", text.clone())},
             "/v1/models/run": {"post": run},
             "/v1/models/{id}/approvals": {"post": approve},
-            "/v1/query": {"post": with_body(op("An aggregate query through the privacy gate (audited by digest)", "query", "200"), "application/json", json!({"type": "object", "required": ["sql", "purpose"], "properties": {"sql": text, "purpose": text}}))},
+            "/v1/query": {"post": with_body(op("An aggregate query through the privacy gate (audited by digest)", "query", "200"), "application/json", closed(json!({"type": "object", "required": ["sql", "purpose"], "properties": {"sql": text, "purpose": text}})))},
             "/v1/contributions": {"post": with_body(op("Upload a sealed contribution (partners; same checks as `blindwatch ingest`)", "partners", "201"), "multipart/form-data", json!({"type": "object", "required": ["manifest", "package"], "properties": {"manifest": {"type": "string", "format": "binary"}, "package": {"type": "string", "format": "binary"}}}))}
         },
         "components": {
@@ -174,7 +216,8 @@ pub fn spec() -> Value {
                     "required": ["type", "title", "status", "detail"],
                     "properties": {
                         "type": text, "title": text, "status": {"type": "integer"}, "detail": text,
-                        "rule": {"type": "string", "description": "the policy or gate rule that refused"}
+                        "rule": {"type": "string", "description": "the policy or gate rule that refused"},
+                        "retry_after": {"type": "integer", "minimum": 1, "description": "seconds to wait before trying again (also the Retry-After header)"}
                     }
                 }
             }

@@ -25,9 +25,20 @@ use crate::reveal::{RevealPlan, RevealedField};
 use crate::state::AppState;
 use crate::users::User;
 
+/// An alert that does not exist and one the caller may not read answer alike (same status,
+/// same body), so that alert ids cannot be enumerated.
+fn no_such_alert() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "no such alert among those you may read",
+    )
+    .with_rule("unknown-alert")
+}
+
 fn store_problem(e: AlertStoreError) -> Problem {
     match e {
-        AlertStoreError::UnknownAlert(_) => Problem::not_found("alert"),
+        AlertStoreError::UnknownAlert(_) => no_such_alert(),
         AlertStoreError::UnknownSilence(_) => Problem::not_found("silence"),
         AlertStoreError::Db(_)
         | AlertStoreError::Database(_)
@@ -42,10 +53,11 @@ fn store_problem(e: AlertStoreError) -> Problem {
 }
 
 fn alert_id(id: &str) -> Result<AlertId, Problem> {
-    AlertId::new(id).map_err(|_| Problem::not_found("alert"))
+    AlertId::new(id).map_err(|_| no_such_alert())
 }
 
-/// The alert, if the policies let `user` do `action` on it; 403 otherwise.
+/// The alert, if the policies let `user` do `action` on it: as unknown when `user` may not
+/// read it, 403 when they may read it but not do `action`.
 async fn authorized_alert(
     state: &AppState,
     user: &User,
@@ -55,6 +67,9 @@ async fn authorized_alert(
 ) -> Result<(AlertId, Alert), Problem> {
     let id = alert_id(id)?;
     let alert = state.alerts.get(&id).await.map_err(store_problem)?;
+    if !state.may_read_alert(user, &alert) {
+        return Err(no_such_alert());
+    }
     let resource = state
         .alert_resource(&alert)
         .ok_or_else(Problem::forbidden)?;
@@ -444,7 +459,7 @@ pub async fn reveal(
                 },
             )])
             .await?;
-        return Err(Problem::not_found("alert").with_rule("unknown-alert"));
+        return Err(no_such_alert());
     };
     let justification = body
         .as_ref()
@@ -495,14 +510,14 @@ pub async fn reveal(
     let alert = match state.alerts.get(&id).await {
         Ok(a) => a,
         Err(AlertStoreError::UnknownAlert(_)) => {
-            return refuse(
-                Problem::not_found("alert").with_rule("unknown-alert"),
-                "unknown-alert",
-            )
-            .await;
+            return refuse(no_such_alert(), "unknown-alert").await;
         }
         Err(e) => return refuse(store_problem(e), "internal").await,
     };
+    // An alert the caller may not read answers as an unknown one (the log says which).
+    if !state.may_read_alert(&user, &alert) {
+        return refuse(no_such_alert(), "access-policy").await;
+    }
     // The policies first: another station's officer learns nothing more of the alert.
     let context = Context {
         justification_given: given,
