@@ -56,6 +56,8 @@ pub fn spec() -> Value {
         o
     };
     let text = json!({"type": "string"});
+    // Any content type is read as the file's text; 422 when it is not a model that checks.
+    let model_file = json!({"type": "string", "description": "the model file (TOML)"});
     let mut one = op("One alert with its history and comments", "alerts", "200");
     one["parameters"] = id_param("id");
     let mut subject = op(
@@ -65,6 +67,9 @@ pub fn spec() -> Value {
     );
     subject["parameters"] = id_param("pseudonym");
     let mut expire = op("Expire a silence", "alerts", "200");
+    // No body: whatever is sent is not read.
+    let mut acknowledge = op("Acknowledge (no body)", "alerts", "200");
+    acknowledge["parameters"] = id_param("id");
     expire["parameters"] = id_param("id");
     let mut list = op(
         "Alerts the caller may read, highest tier first, paginated",
@@ -72,12 +77,12 @@ pub fn spec() -> Value {
         "200",
     );
     list["parameters"] = json!([
-        {"name": "tier", "in": "query", "schema": {"type": "string", "enum": ["red", "orange", "yellow", "blue"]}},
-        {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["open", "acknowledged", "closed"]}},
+        {"name": "tier", "in": "query", "description": "tiers, comma-separated", "schema": {"type": "string", "pattern": "^(|red|orange|yellow|blue)(,(|red|orange|yellow|blue))*$"}},
+        {"name": "status", "in": "query", "description": "states, comma-separated", "schema": {"type": "string", "pattern": "^(|open|acknowledged|closed)(,(|open|acknowledged|closed))*$"}},
         {"name": "model", "in": "query", "schema": text},
         {"name": "station", "in": "query", "schema": text},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-        {"name": "after", "in": "query", "description": "the `next` cursor of the previous page", "schema": text},
+        {"name": "after", "in": "query", "description": "the `next` cursor of the previous page (422 `bad-cursor` for any other value)", "schema": text},
         {"name": "order", "in": "query", "description": "`urgency` (tier, then most recently seen; default) or `newest`", "schema": {"type": "string", "enum": ["urgency", "newest"]}}
     ]);
     let mut stream = op(
@@ -151,7 +156,7 @@ pub fn spec() -> Value {
     approve["parameters"] = id_param("id");
     run["parameters"] = json!([
         {"name": "model", "in": "query", "schema": text},
-        {"name": "as_of", "in": "query", "schema": {"type": "string", "format": "date"}}
+        {"name": "as_of", "in": "query", "description": "evaluate as of this day, 1970-01-01 to 2199-12-31 (422 `bad-as-of` outside)", "schema": {"type": "string", "format": "date"}}
     ]);
     json!({
         "openapi": "3.1.0",
@@ -171,8 +176,12 @@ pub fn spec() -> Value {
             "/v1/alerts": {"get": list},
             "/v1/alerts/stream": {"get": stream},
             "/v1/alerts/{id}": {"get": one},
-            "/v1/alerts/{id}/acknowledge": {"post": action("Acknowledge (any body is ignored)", json!({"type": "object"}))},
-            "/v1/alerts/{id}/assign": {"post": action("Assign to an officer", closed(json!({"type": "object", "required": ["assignee"], "properties": {"assignee": text}})))},
+            "/v1/alerts/{id}/acknowledge": {"post": acknowledge},
+            "/v1/alerts/{id}/assign": {"post": action("Assign to an officer", closed(json!({"type": "object", "required": ["assignee"], "properties": {"assignee": {
+                "type": "string", "minLength": 1, "maxLength": 64,
+                "description": "an officer's user name at the caller's station: letters, digits, `-`, `_`, `.`, never 11 or more digits in a row",
+                "pattern": "^([A-Za-z._-]|[0-9]{1,10}[A-Za-z._-])*[0-9]{0,10}$"
+            }}})))},
             "/v1/alerts/{id}/comment": {"post": action("Comment", closed(json!({"type": "object", "required": ["text"], "properties": {"text": text}})))},
             "/v1/alerts/{id}/close": {"post": action("Close with an outcome", closed(json!({"type": "object", "required": ["outcome"], "properties": {"outcome": {"type": "string", "enum": ["handled", "false_positive", "duplicate"]}, "note": text}})))},
             "/v1/alerts/{id}/reveal": {"post": action("Ask to reveal the identity behind an alert (justification required; audited)", closed(json!({"type": "object", "required": ["justification"], "properties": {"justification": text}})))},
@@ -186,7 +195,7 @@ pub fn spec() -> Value {
                         "model": text,
                         "tier": {"type": "string", "enum": ["red", "orange", "yellow", "blue"]},
                         "category": {"type": "string", "enum": ["dispute", "mental-health", "fugitive", "public-order", "fraud", "other"]},
-                        "subject": {"type": "string", "description": "a pseudonym such as P-7K3Q9-XD2MB"},
+                        "subject": {"type": "string", "description": "a pseudonym such as P-7K3Q9-XD2MB", "pattern": "^[PTAVNX]-[0-9ABCDEFGHJKMNPQRSTVWXYZ]{5}-[0-9ABCDEFGHJKMNPQRSTVWXYZ]{5}$"},
                         "starts_at": {"type": "string", "format": "date-time"},
                         "ends_at": {"type": "string", "format": "date-time"},
                         "reason": text
@@ -195,12 +204,16 @@ pub fn spec() -> Value {
             },
             "/v1/silences/{id}/expire": {"post": expire},
             "/v1/models": {"get": op("Registered models", "models", "200")},
-            "/v1/models/check": {"post": with_body(op("Check a model file against the catalog and contracts", "models", "200"), "application/toml", text.clone())},
-            "/v1/models/register": {"post": with_body(op("Check and register a model file (audited). Every partner whose data the model reads must first have approved this exact text (POST /v1/models/{id}/approvals); otherwise 422 `model-unapproved` names the missing partners", "models", "201"), "application/toml", text.clone())},
+            "/v1/models/check": {"post": with_body(op("Check a model file against the catalog and contracts", "models", "200"), "text/plain", model_file.clone())},
+            "/v1/models/register": {"post": with_body(op("Check and register a model file (audited). Every partner whose data the model reads must first have approved this exact text (POST /v1/models/{id}/approvals); otherwise 422 `model-unapproved` names the missing partners", "models", "201"), "text/plain", model_file.clone())},
             "/v1/models/run": {"post": run},
             "/v1/models/{id}/approvals": {"post": approve},
-            "/v1/query": {"post": with_body(op("An aggregate query through the privacy gate (audited by digest)", "query", "200"), "application/json", closed(json!({"type": "object", "required": ["sql", "purpose"], "properties": {"sql": text, "purpose": text}})))},
-            "/v1/contributions": {"post": with_body(op("Upload a sealed contribution (partners; same checks as `blindwatch ingest`)", "partners", "201"), "multipart/form-data", json!({"type": "object", "required": ["manifest", "package"], "properties": {"manifest": {"type": "string", "format": "binary"}, "package": {"type": "string", "format": "binary"}}}))}
+            "/v1/query": {"post": with_body(op("An aggregate query through the privacy gate (audited by digest)", "query", "200"), "application/json", closed(json!({"type": "object", "required": ["sql", "purpose"], "properties": {"sql": text, "purpose": {
+                "type": "string", "minLength": 1, "maxLength": 64,
+                "description": "a purpose code of privacy.toml: lowercase letters, digits and `-`, starting with a letter, never 11 or more digits in a row",
+                "pattern": "^[a-z]([a-z-]|[0-9]{1,10}[a-z-])*[0-9]{0,10}$"
+            }}})))},
+            "/v1/contributions": {"post": with_body(op("Upload a sealed contribution (partners; same checks as `blindwatch ingest`)", "partners", "201"), "multipart/form-data", closed(json!({"type": "object", "required": ["manifest", "package"], "properties": {"manifest": {"type": "string", "format": "binary", "description": "the signed manifest (DSSE JSON), first; 422 `not-a-manifest` otherwise"}, "package": {"type": "string", "format": "binary", "description": "the sealed Parquet file, at most its manifest's size"}}})))}
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -92,6 +92,9 @@ fn scope(state: &AppState, user: &User) -> Result<StationScope, Problem> {
     }))
 }
 
+/// The largest page of `GET /v1/alerts` (as documented).
+const MAX_LIST_LIMIT: u32 = 500;
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
@@ -160,11 +163,18 @@ pub async fn list(
         Some(_) => return Err(Problem::bad_request("order is `urgency` or `newest`")),
     };
     if let Some(limit) = p.limit {
+        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+            return Err(Problem::bad_request(format!(
+                "limit is 1 to {MAX_LIST_LIMIT}"
+            )));
+        }
         q.limit = limit;
     }
     if let Some(after) = &p.after {
+        // Well-formed text, but not a cursor this server gave out.
         q.after = Some(after.parse().map_err(|_| {
-            Problem::bad_request(
+            Problem::unprocessable(
+                "bad-cursor",
                 "`after` is not a cursor this listing gave out; start from the first page",
             )
         })?);
@@ -293,12 +303,22 @@ pub async fn assign(
     ApiJson(body): ApiJson<AssignBody>,
 ) -> Result<Json<Alert>, Problem> {
     let station = user.station.clone().unwrap_or_default();
-    let assignee = blindwatch_audit::Principal::new(format!("officer:{}@{station}", body.assignee))
-        .map_err(|_| {
-            Problem::bad_request(
-                "the assignee is an officer's user name: letters, digits, `-`, `_`, `.`",
-            )
-        })?;
+    let bad_name = || {
+        Problem::bad_request(
+            "the assignee is an officer's user name: 1-64 letters, digits, `-`, `_`, `.`, never 11 or more digits in a row",
+        )
+    };
+    let name = &body.assignee;
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(bad_name());
+    }
+    let assignee = blindwatch_audit::Principal::new(format!("officer:{name}@{station}"))
+        .map_err(|_| bad_name())?;
     act(
         &state,
         &user,
@@ -739,12 +759,15 @@ fn silence_matchers(
         category: body.category.clone(),
         subject: match body.subject.as_deref() {
             None => None,
-            Some(p) => Some(Pseudonym::parse(p).ok_or_else(|| {
-                bad(
-                    "bad-matcher",
-                    "subject is a pseudonym such as P-7K3Q9-XD2MB",
-                )
-            })?),
+            // Only the canonical form, as documented.
+            Some(p) => Some(
+                Pseudonym::parse(p)
+                    .filter(|parsed| parsed.as_str() == p)
+                    .ok_or_else(|| {
+                        Problem::bad_request("subject is a pseudonym such as P-7K3Q9-XD2MB")
+                            .with_rule("bad-matcher")
+                    })?,
+            ),
         },
     };
     matchers.check().map_err(|e| store_refusal(e).0)?;

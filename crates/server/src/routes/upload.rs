@@ -188,10 +188,16 @@ async fn receive(
                         "the manifest part is larger than 1 MiB; it is not a manifest",
                     ));
                 }
-                let envelope = Envelope::from_json(&bytes)
-                    .map_err(|e| bad(format!("the manifest part is not a signed manifest: {e}")))?;
-                let claimed = Manifest::peek_unverified(&envelope)
-                    .ok_or_else(|| bad("the manifest part is not a signed manifest"))?;
+                // A part of the documented shape whose content is not a manifest: 422.
+                let not_manifest = |detail: String| {
+                    Problem::unprocessable("not-a-manifest", detail).with_rule("not-a-manifest")
+                };
+                let envelope = Envelope::from_json(&bytes).map_err(|e| {
+                    not_manifest(format!("the manifest part is not a signed manifest: {e}"))
+                })?;
+                let claimed = Manifest::peek_unverified(&envelope).ok_or_else(|| {
+                    not_manifest("the manifest part is not a signed manifest".into())
+                })?;
                 let resource = Resource::Dataset {
                     name: claimed.table_name(),
                     partner: claimed.partner.clone(),
@@ -201,7 +207,12 @@ async fn receive(
             }
             Some("package") => {
                 let Some((_, claimed)) = &manifest else {
-                    return Err(bad("send the `manifest` part before the `package` part"));
+                    // Part order is not something the API description can say: 422.
+                    return Err(Problem::unprocessable(
+                        "manifest-first",
+                        "send the `manifest` part before the `package` part",
+                    )
+                    .with_rule("manifest-first"));
                 };
                 let declared = claimed.file_bytes;
                 // The platform names files; a name in the manifest never reaches the disk.
