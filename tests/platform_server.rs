@@ -1749,6 +1749,15 @@ async fn each_limit_answers_with_its_problem_and_the_server_keeps_serving() {
             "staging left behind"
         );
 
+        // A JSON body over its limit: 413 as a problem.
+        let huge = json!({"purpose": "analysis", "sql": "x".repeat(3 << 20)});
+        let (status, headers, body) = call(
+            &app,
+            api_request("POST", "/v1/query", Some(&chen), huge.to_string().into()),
+        )
+        .await;
+        assert_problem(status, &headers, &body, 413);
+
         // The per-user rate: past the burst, 429 with Retry-After; another user is not
         // slowed by it.
         let mut answers = Vec::new();
