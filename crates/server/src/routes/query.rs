@@ -124,7 +124,7 @@ pub async fn query(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "query-timeout",
                 format!(
-                    "the query did not finish within the server's query time limit ({} s) and was cancelled; nothing was released, and the budget it needed is spent. Ask a narrower question",
+                    "the query did not finish within the server's query time limit ({} s) and was cancelled; nothing was released, and the budget it needed may already be spent. Ask a narrower question",
                     state.limits.query_timeout.as_secs_f64()
                 ),
             )
