@@ -56,6 +56,8 @@ pub fn spec() -> Value {
         o
     };
     let text = json!({"type": "string"});
+    // Optional fields: absent or null mean the same (serde's `Option`).
+    let optional_text = json!({"type": ["string", "null"]});
     // Any content type is read as the file's text; 422 when it is not a model that checks.
     let model_file = json!({"type": "string", "description": "the model file (TOML)"});
     let mut one = op("One alert with its history and comments", "alerts", "200");
@@ -183,7 +185,7 @@ pub fn spec() -> Value {
                 "pattern": "^([A-Za-z._-]|[0-9]{1,10}[A-Za-z._-])*[0-9]{0,10}$"
             }}})))},
             "/v1/alerts/{id}/comment": {"post": action("Comment", closed(json!({"type": "object", "required": ["text"], "properties": {"text": text}})))},
-            "/v1/alerts/{id}/close": {"post": action("Close with an outcome", closed(json!({"type": "object", "required": ["outcome"], "properties": {"outcome": {"type": "string", "enum": ["handled", "false_positive", "duplicate"]}, "note": text}})))},
+            "/v1/alerts/{id}/close": {"post": action("Close with an outcome", closed(json!({"type": "object", "required": ["outcome"], "properties": {"outcome": {"type": "string", "enum": ["handled", "false_positive", "duplicate"]}, "note": optional_text.clone()}})))},
             "/v1/alerts/{id}/reveal": {"post": action("Ask to reveal the identity behind an alert (justification required; audited)", closed(json!({"type": "object", "required": ["justification"], "properties": {"justification": text}})))},
             "/v1/subjects/{pseudonym}": {"get": subject},
             "/v1/silences": {
@@ -192,11 +194,11 @@ pub fn spec() -> Value {
                     "type": "object",
                     "required": ["ends_at", "reason"],
                     "properties": {
-                        "model": text,
-                        "tier": {"type": "string", "enum": ["red", "orange", "yellow", "blue"]},
-                        "category": {"type": "string", "enum": ["dispute", "mental-health", "fugitive", "public-order", "fraud", "other"]},
-                        "subject": {"type": "string", "description": "a pseudonym such as P-7K3Q9-XD2MB", "pattern": "^[PTAVNX]-[0-9ABCDEFGHJKMNPQRSTVWXYZ]{5}-[0-9ABCDEFGHJKMNPQRSTVWXYZ]{5}$"},
-                        "starts_at": {"type": "string", "format": "date-time"},
+                        "model": optional_text.clone(),
+                        "tier": {"type": ["string", "null"], "enum": ["red", "orange", "yellow", "blue", null]},
+                        "category": {"type": ["string", "null"], "enum": ["dispute", "mental-health", "fugitive", "public-order", "fraud", "other", null]},
+                        "subject": {"type": ["string", "null"], "description": "a pseudonym such as P-7K3Q9-XD2MB", "pattern": "^[PTAVNX]-[0-9ABCDEFGHJKMNPQRSTVWXYZ]{5}-[0-9ABCDEFGHJKMNPQRSTVWXYZ]{5}$"},
+                        "starts_at": {"type": ["string", "null"], "format": "date-time", "description": "default (absent or null): now"},
                         "ends_at": {"type": "string", "format": "date-time"},
                         "reason": text
                     }
