@@ -982,7 +982,9 @@ impl App {
     async fn open(platform: &Path) -> App {
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         std::mem::forget(_stop);
-        let config = ServerConfig::new(platform.to_owned(), "127.0.0.1:0".into());
+        let mut config = ServerConfig::new(platform.to_owned(), "127.0.0.1:0".into());
+        // One user drives many requests back to back; the rate limit has its own test.
+        config.limits.burst = 1_000_000;
         let state = AppState::open(&config, shutdown).await.unwrap();
         let router = blindwatch_server::app(state.clone(), 8 << 20);
         App { state, router }
