@@ -1867,6 +1867,11 @@ fn serve_cuts_off_slow_clients_and_caps_connections_without_losing_a_request() {
         &Db::Sqlite,
         &["--name", "chen", "--role", "specialist"],
     );
+    let hospital = add_user(
+        &platform,
+        &Db::Sqlite,
+        &["--name", "hospital", "--role", "partner"],
+    );
     let server = Server::start_with(
         &platform,
         &Db::Sqlite,
@@ -1898,6 +1903,16 @@ fn serve_cuts_off_slow_clients_and_caps_connections_without_losing_a_request() {
     let got = String::from_utf8(read_until_closed(&mut half_body).expect("answered")).unwrap();
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     assert!(got.contains("application/problem+json"), "{got}");
+    assert!(got.contains("/problems/body-timeout"), "{got}");
+    // The same for an upload that stops halfway through its multipart body.
+    let mut half_upload = TcpStream::connect(&addr).unwrap();
+    write!(
+        half_upload,
+        "POST /v1/contributions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {hospital}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"manifest\"\r\n\r\n{{\"payload"
+    )
+    .unwrap();
+    let got = String::from_utf8(read_until_closed(&mut half_upload).expect("answered")).unwrap();
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     assert!(got.contains("/problems/body-timeout"), "{got}");
 
     // At the cap, three silent clients hold every slot; a fourth waits in the backlog and
