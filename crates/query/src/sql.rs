@@ -437,7 +437,9 @@ pub(crate) fn plan(
         let u = unit_of(i)?;
         match owner_expr(i, &u) {
             Some(o) => {
-                units_select.push(format!("count(DISTINCT {o}) AS \"__d{i}\""));
+                // As variable-length binary: DataFusion counts those distinct with a byte
+                // set, but 16-byte tokens with a set of ScalarValues sized on every batch.
+                units_select.push(format!("count(DISTINCT CAST({o} AS BYTEA)) AS \"__d{i}\""));
                 units_select.push(format!(
                     "count(*) FILTER (WHERE {}) AS \"__n{i}\"",
                     none_named(i, &u)
