@@ -80,7 +80,7 @@ pub async fn evaluate(
     let checked = approved.checked();
     let model = &checked.model;
     let batches = engine
-        .execute(&checked.plan)
+        .execute_at(&checked.plan, Some(now))
         .await
         .map_err(|source| EvaluateError::Engine {
             model: model.id.clone(),

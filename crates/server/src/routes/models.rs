@@ -326,10 +326,7 @@ pub async fn run(
         &model_resource(params.model.as_deref().unwrap_or("*")),
         &Context::default(),
     )?;
-    let now = params
-        .as_of
-        .and_then(|d| d.and_hms_opt(12, 0, 0))
-        .map_or_else(chrono::Utc::now, |t| t.and_utc());
+    let now = blindwatch_models::run_time(params.as_of);
     let actor = crate::auth::audit_principal(&user)?;
     let summaries = run_models(&state, params.model.as_deref(), now, &actor).await?;
     Ok(Json(summaries))
