@@ -222,10 +222,9 @@ pub async fn model_register(
     for file in files {
         let text =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        let stem = file
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default();
+        let Some(stem) = file.file_stem().and_then(|s| s.to_str()) else {
+            bail!("{}: name model files <id>.toml (UTF-8)", file.display());
+        };
         let mut paths = approvals.to_vec();
         paths.extend(approvals_beside(file, stem)?);
         let mut envelopes = Vec::new();

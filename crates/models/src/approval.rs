@@ -24,6 +24,8 @@ use crate::model::Model;
 /// The DSSE payload type of an approval.
 pub const APPROVAL_PAYLOAD_TYPE: &str = "application/vnd.blindwatch.model-approval+json";
 
+impl blindwatch_crypto::PlainJson for ApprovalStatement {}
+
 /// What a partner signs.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,8 +45,7 @@ pub fn sign(model: &Model, partner: &str, key: &SigningKey) -> Envelope {
         digest: model.digest(),
         partner: partner.to_owned(),
     };
-    // A struct of strings and integers always serialises.
-    let payload = serde_json::to_vec(&statement).unwrap_or_default();
+    let payload = blindwatch_crypto::plain_json(&statement);
     Envelope::sign(APPROVAL_PAYLOAD_TYPE, &payload, key)
 }
 

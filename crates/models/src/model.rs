@@ -196,6 +196,9 @@ struct Canonical<'a> {
     tiers: Vec<CanonicalTier<'a>>,
 }
 
+// Strings, integers and string-keyed maps only.
+impl blindwatch_crypto::PlainJson for Canonical<'_> {}
+
 #[derive(serde::Serialize)]
 struct CanonicalTier<'a> {
     level: &'static str,
@@ -432,9 +435,7 @@ impl Model {
                 })
                 .collect(),
         };
-        // Serialising these field types (strings, integers, maps with string keys) cannot
-        // fail; an empty encoding would still be digested, never silently approved.
-        Sha256Digest::of(&serde_json::to_vec(&canonical).unwrap_or_default())
+        Sha256Digest::of(&blindwatch_crypto::plain_json(&canonical))
     }
 
     /// Parses a model received as text (a request body); messages name it `<id>.toml`, as

@@ -8,11 +8,11 @@ use arrow_array::builder::{
     StringBuilder, TimestampSecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use arrow_schema::{DataType, Schema};
 use blindwatch_common::{IdentifierKind, NormaliseError, RawIdentifier, normalise};
 use blindwatch_contract::{ColumnType, Contract, Role};
 use blindwatch_crypto::manifest::attribute_rejection as reject;
-use blindwatch_crypto::token::{TOKEN_LEN, Token, TokenError, Tokenizer};
+use blindwatch_crypto::token::{Token, TokenError, Tokenizer};
 use chrono::{NaiveDate, NaiveDateTime};
 use unicode_normalization::UnicodeNormalization;
 
@@ -88,27 +88,6 @@ enum Value {
 /// The reason a row was rejected: column name and a value-free code.
 pub(crate) type Reason = String;
 
-/// Arrow schema of the sealed file, from the contract.
-pub(crate) fn sealed_schema(contract: &Contract) -> Arc<Schema> {
-    let fields: Vec<Field> = contract
-        .sealed_columns()
-        .into_iter()
-        .map(|c| {
-            let dt = match c.data_type.as_str() {
-                "FixedSizeBinary(16)" => DataType::FixedSizeBinary(TOKEN_LEN as i32),
-                "Int64" => DataType::Int64,
-                "Float64" => DataType::Float64,
-                "Boolean" => DataType::Boolean,
-                "Date32" => DataType::Date32,
-                "Timestamp(Second, None)" => DataType::Timestamp(TimeUnit::Second, None),
-                _ => DataType::Utf8,
-            };
-            Field::new(c.name, dt, true)
-        })
-        .collect();
-    Arc::new(Schema::new(fields))
-}
-
 /// Distinct values the per-run token cache holds by default. Beyond it the cache is emptied,
 /// so memory stays bounded on exports of any size (values are then tokenised again, with
 /// the same result). A batch never reads its tokens from the cache alone: see
@@ -147,7 +126,7 @@ impl<'a> Converter<'a> {
                 problems.push(format!("unexpected column `{h}`"));
             }
         }
-        let schema = sealed_schema(contract);
+        let schema = contract.sealed_schema();
         let slot = |name: &str| schema.index_of(name).ok();
         let mut steps = Vec::new();
         for c in &contract.columns {
