@@ -138,7 +138,7 @@ async fn one(persons: u64) {
         let checked = blindwatch_models::check(m, &engine).await.unwrap();
         let envelopes: Vec<Vec<u8>> = approval::readers(&checked, engine.contracts())
             .iter()
-            .map(|p| approval::sign(&checked.model, p, &keys[p]).to_json())
+            .map(|p| approval::sign(checked.model(), p, &keys[p]).to_json())
             .collect();
         let submissions: Vec<blindwatch_models::Submission<'_>> = envelopes
             .iter()
@@ -147,14 +147,14 @@ async fn one(persons: u64) {
                 envelope: e,
             })
             .collect();
-        let text = std::fs::read_to_string(&checked.model.file).unwrap();
+        let text = std::fs::read_to_string(&checked.model().file).unwrap();
         registry
-            .register(&mut audit, &actor, &text, &checked.model.file, &submissions)
+            .register(&mut audit, &actor, &text, &checked.model().file, &submissions)
             .await
             .unwrap();
         println!(
             "  {:<20} check and register {:>6.1} ms",
-            checked.model.id,
+            checked.model().id,
             t.elapsed().as_secs_f64() * 1e3
         );
     }

@@ -85,8 +85,8 @@ async fn check_files(
 }
 
 fn describe(c: &CheckedModel, engine: &Engine) -> String {
-    let m = &c.model;
-    let released: usize = c.plan.released().values().map(|s| s.len()).sum();
+    let m = &c.model();
+    let released: usize = c.plan().released().values().map(|s| s.len()).sum();
     format!(
         "{} v{} [{} {}] {} / {}: purpose {}, reads {}, {} column keys released, {} tiers, evidence {}; digest {}, to be approved by {}",
         m.id,
@@ -96,7 +96,7 @@ fn describe(c: &CheckedModel, engine: &Engine) -> String {
         m.title.zh,
         m.title.en,
         m.purpose,
-        c.plan
+        c.plan()
             .released()
             .keys()
             .cloned()
@@ -122,7 +122,7 @@ pub async fn model_check(data_dir: &Path, files: &[PathBuf]) -> anyhow::Result<(
     let engine = open_engine(&dir).await?;
     let checked = check_files(&engine, files).await.map_err(|e| report(&e))?;
     for c in &checked {
-        println!("ok {}: {}", c.model.file.display(), describe(c, &engine));
+        println!("ok {}: {}", c.model().file.display(), describe(c, &engine));
     }
     Ok(())
 }

@@ -163,21 +163,6 @@ impl CheckedPlan {
             .is_some_and(|t| t.token_columns.contains(&column.column))
     }
 
-    /// A plan the platform derived from this one (the query gate adds its subject counts):
-    /// analysed again over the same tables, releasing exactly the columns it reads. Only the
-    /// platform's code calls this, after checking the original plan.
-    pub fn derive(&self, plan: LogicalPlan) -> Result<CheckedPlan, EngineError> {
-        let analysis = self.lineage_of(&plan)?;
-        let release = analysis.columns_by_table();
-        Ok(CheckedPlan {
-            engine: self.engine,
-            snapshot: self.snapshot.clone(),
-            plan,
-            analysis,
-            release,
-        })
-    }
-
     fn files(&self) -> impl Iterator<Item = &Arc<StoredFile>> {
         self.release
             .keys()

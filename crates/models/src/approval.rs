@@ -112,7 +112,7 @@ pub struct VerifiedApproval {
 /// The partners whose datasets `checked` reads (the owners named by the contracts).
 pub fn readers(checked: &CheckedModel, contracts: &ContractSet) -> BTreeSet<String> {
     checked
-        .plan
+        .plan()
         .analysis()
         .tables
         .iter()
@@ -214,7 +214,7 @@ impl ApprovedModel {
         &self.checked
     }
     pub fn model(&self) -> &Model {
-        &self.checked.model
+        self.checked.model()
     }
     pub fn digest(&self) -> &Sha256Digest {
         &self.digest
@@ -284,7 +284,7 @@ pub async fn require(
     contracts: &ContractSet,
     catalog: &Catalog,
 ) -> Result<ApprovedModel, RequireError> {
-    let model = &checked.model;
+    let model = checked.model();
     let digest = model.digest();
     let readers = readers(&checked, contracts);
     let partners = partner_keys(catalog).await?;

@@ -38,7 +38,7 @@ pub struct ModelInfo {
 fn info(model: &Model, checked: Option<&CheckedModel>, engine: Option<&Engine>) -> ModelInfo {
     let (reads, approvers) = match (checked, engine) {
         (Some(c), Some(e)) => (
-            c.plan.released().keys().cloned().collect(),
+            c.plan().released().keys().cloned().collect(),
             readers(c, e.contracts()).into_iter().collect(),
         ),
         _ => (Vec::new(), Vec::new()),
@@ -109,7 +109,7 @@ pub async fn check(
     let checked = blindwatch_models::check(model, &engine)
         .await
         .map_err(|e| registry_problem(&blindwatch_models::RegistryError::Refused(e)))?;
-    Ok(Json(info(&checked.model, Some(&checked), Some(&engine))))
+    Ok(Json(info(checked.model(), Some(&checked), Some(&engine))))
 }
 
 /// `POST /v1/models/register` with the model file as the body: checked, every partner whose
@@ -264,13 +264,13 @@ pub async fn approve(
     audit.checkpoint().map_err(|e| Problem::internal(&e))?;
     drop(audit);
     submitted.map_err(|e| registry_problem(&e))?;
-    tracing::info!(model = %checked.model.id, %partner, "model approval stored");
+    tracing::info!(model = %checked.model().id, %partner, "model approval stored");
     Ok((
         StatusCode::CREATED,
         Json(ApprovalAccepted {
-            model: checked.model.id.clone(),
-            version: checked.model.version,
-            digest: checked.model.digest().to_string(),
+            model: checked.model().id.clone(),
+            version: checked.model().version,
+            digest: checked.model().digest().to_string(),
             partner,
         }),
     ))
@@ -284,7 +284,7 @@ fn authorize_approval(
     engine: &Engine,
     checked: &CheckedModel,
 ) -> Result<(), Problem> {
-    let allowed = checked.plan.analysis().tables.iter().any(|table| {
+    let allowed = checked.plan().analysis().tables.iter().any(|table| {
         engine.contracts().get(table).is_ok_and(|c| {
             state
                 .authorize(
