@@ -149,7 +149,13 @@ async fn one(persons: u64) {
             .collect();
         let text = std::fs::read_to_string(&checked.model().file).unwrap();
         registry
-            .register(&mut audit, &actor, &text, &checked.model().file, &submissions)
+            .register(
+                &mut audit,
+                &actor,
+                &text,
+                &checked.model().file,
+                &submissions,
+            )
             .await
             .unwrap();
         println!(
