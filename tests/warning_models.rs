@@ -292,6 +292,27 @@ fn model_check_refuses_with_file_field_and_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = tmp.path().join("platform");
     ok(&["keys", "init", "--data-dir", s(&platform)]);
+    // A directory stands for its model files; the fixtures beside them are not models.
+    let shipped = repo().join("models");
+    let out = bw(&["model", "check", "--data-dir", s(&platform), s(&shipped)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let models = std::fs::read_dir(&shipped)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".toml") && !n.ends_with(".test.toml"))
+        .count();
+    assert!(models > 1);
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        models,
+        "{stdout}"
+    );
+    assert!(!stdout.contains(".test.toml"), "{stdout}");
     let good = std::fs::read_to_string(repo().join("models/fugitive-medical.toml")).unwrap();
     let check = |name: &str, text: &str| -> String {
         let file = tmp.path().join(format!("{name}.toml"));

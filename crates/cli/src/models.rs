@@ -117,10 +117,39 @@ fn approvers(c: &CheckedModel, engine: &Engine) -> Vec<String> {
         .collect()
 }
 
-pub async fn model_check(data_dir: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
+/// The model files among `paths`: a file as given, a directory's `*.toml` but its fixtures
+/// (`*.test.toml`), sorted.
+fn model_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("reading {}", p.display()))?;
+        found.retain(|f| {
+            f.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".toml") && !n.ends_with(".test.toml"))
+        });
+        if found.is_empty() {
+            bail!("{} holds no model file (<id>.toml)", p.display());
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+pub async fn model_check(data_dir: &Path, paths: &[PathBuf]) -> anyhow::Result<()> {
     let dir = DataDir::new(data_dir);
     let engine = open_engine(&dir).await?;
-    let checked = check_files(&engine, files).await.map_err(|e| report(&e))?;
+    let files = model_files(paths)?;
+    let checked = check_files(&engine, &files).await.map_err(|e| report(&e))?;
     for c in &checked {
         println!("ok {}: {}", c.model().file.display(), describe(c, &engine));
     }
