@@ -450,8 +450,9 @@ fn station_id(s: &str) -> Result<StationId, AlertStoreError> {
     StationId::new(s).map_err(|_| AlertStoreError::Damaged("an alert's station"))
 }
 
-fn count(n: i64) -> u32 {
-    n.try_into().unwrap_or(0)
+/// A stored run count: never negative; one that is means the store was changed outside it.
+fn count(n: i64, what: &'static str) -> Result<u32, AlertStoreError> {
+    n.try_into().map_err(|_| AlertStoreError::Damaged(what))
 }
 
 impl AlertStore {
@@ -522,7 +523,7 @@ impl AlertStore {
                     id: r.try_get("id")?,
                     tier,
                     station: r.try_get("station")?,
-                    below_runs: count(r.try_get("below_runs")?),
+                    below_runs: count(r.try_get("below_runs")?, "an alert's run count")?,
                 },
             );
         }
@@ -542,10 +543,11 @@ impl AlertStore {
                     id: r.try_get("id")?,
                     tier,
                     station: r.try_get("station")?,
+                    // An officer's close always records its outcome.
                     outcome: r
                         .try_get::<Option<String>, _>("outcome")?
-                        .unwrap_or_default(),
-                    absent_runs: count(r.try_get("absent_runs")?),
+                        .ok_or(AlertStoreError::Damaged("a closed alert's outcome"))?,
+                    absent_runs: count(r.try_get("absent_runs")?, "an alert's run count")?,
                 },
             );
         }

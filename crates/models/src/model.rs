@@ -386,9 +386,10 @@ impl Model {
                 }
             }
         }
-        if !errors.is_empty() {
+        // A schedule that does not parse is one of the errors.
+        let Some(schedule) = schedule.filter(|_| errors.is_empty()) else {
             return Err(errors);
-        }
+        };
         Ok(Model {
             id: raw.id,
             version: raw.version,
@@ -397,7 +398,7 @@ impl Model {
             purpose: raw.purpose,
             subject: raw.subject,
             route: raw.route,
-            schedule: schedule.unwrap_or_default(),
+            schedule,
             keep_for: raw.keep_for,
             evidence: raw.evidence,
             reveal_as: raw.reveal_as,

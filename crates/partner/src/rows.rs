@@ -13,7 +13,7 @@ use blindwatch_common::{IdentifierKind, NormaliseError, RawIdentifier, normalise
 use blindwatch_contract::{ColumnType, Contract, Role};
 use blindwatch_crypto::manifest::attribute_rejection as reject;
 use blindwatch_crypto::token::{Token, TokenError, Tokenizer};
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use unicode_normalization::UnicodeNormalization;
 
 /// What happens to one input column.
@@ -429,14 +429,25 @@ fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
     .or_else(|| parse_date(text).and_then(|d| d.and_hms_opt(0, 0, 0)))
 }
 
+/// 1970-01-01 counted from 0001-01-01 (day 1), as Arrow's `Date32` counts from it.
+const UNIX_EPOCH_DAY_FROM_CE: i32 = 719_163;
+
 fn days_since_epoch(d: NaiveDate) -> i32 {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
-    (d - epoch).num_days() as i32
+    d.num_days_from_ce() - UNIX_EPOCH_DAY_FROM_CE
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_count_days_from_1970_like_arrow() {
+        let day = |y, m, d| days_since_epoch(NaiveDate::from_ymd_opt(y, m, d).unwrap());
+        assert_eq!(day(1970, 1, 1), 0);
+        assert_eq!(day(1970, 1, 2), 1);
+        assert_eq!(day(1969, 12, 31), -1);
+        assert_eq!(day(2026, 11, 30), 20_787);
+    }
 
     #[test]
     fn attributes_parse_or_give_a_code() {
