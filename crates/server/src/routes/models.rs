@@ -49,7 +49,7 @@ fn info(model: &Model, checked: Option<&CheckedModel>, engine: Option<&Engine>) 
         category: model.category.as_str(),
         title_zh: model.title.zh.clone(),
         title_en: model.title.en.clone(),
-        purpose: model.purpose.clone(),
+        purpose: model.purpose.to_string(),
         schedule_seconds: model.schedule.as_secs(),
         keep_for: model.keep_for,
         tiers: model.tiers.len(),
