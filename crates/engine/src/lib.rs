@@ -22,6 +22,7 @@ pub mod analysis;
 mod error;
 mod integrity;
 mod keys;
+mod plan;
 mod tables;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,14 +32,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
 use blindwatch_contract::ContractSet;
 use blindwatch_crypto::wrap::PlatformPrivateKey;
 use blindwatch_store::{Catalog, DataDir};
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::common::{DataFusionError, TableReference};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -48,6 +47,7 @@ pub use analysis::{
     AnalysisError, ColumnRef, ColumnUse, MixedTokens, OutputColumn, PlanAnalysis, TokenDomain,
 };
 pub use error::EngineError;
+pub use plan::{CheckedPlan, ContributionRef};
 pub use tables::TableInfo;
 
 use integrity::IntegrityCache;
@@ -60,8 +60,8 @@ pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, EngineError
 static NEXT_ENGINE: AtomicU64 = AtomicU64::new(1);
 
 /// The tables as of one load of the catalog, and the session that plans over them.
-struct Snapshot {
-    tables: BTreeMap<String, SealedTable>,
+pub(crate) struct Snapshot {
+    pub(crate) tables: BTreeMap<String, SealedTable>,
     /// Tables with data but no contract, with the reason they cannot be read.
     orphans: BTreeMap<String, String>,
     planner: SessionContext,
@@ -78,97 +78,6 @@ pub struct Engine {
     integrity: Arc<IntegrityCache>,
     /// The time `now()` and `current_date` mean in executions (None: the real time).
     clock: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// A planned query: what it reads and how, and the column keys its execution releases.
-pub struct CheckedPlan {
-    engine: u64,
-    snapshot: Arc<Snapshot>,
-    plan: LogicalPlan,
-    analysis: PlanAnalysis,
-    release: BTreeMap<String, BTreeSet<String>>,
-}
-
-impl std::fmt::Debug for CheckedPlan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckedPlan")
-            .field("analysis", &self.analysis)
-            .field("release", &self.release)
-            .finish()
-    }
-}
-
-/// A contribution a plan reads.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct ContributionRef {
-    pub table: String,
-    pub sequence: u64,
-    /// Relative to the data directory.
-    pub file: String,
-}
-
-impl CheckedPlan {
-    /// How the plan uses every base column, and the lineage of its outputs.
-    pub fn analysis(&self) -> &PlanAnalysis {
-        &self.analysis
-    }
-
-    /// The DataFusion logical plan, as planned from SQL (before optimisation).
-    pub fn logical_plan(&self) -> &LogicalPlan {
-        &self.plan
-    }
-
-    /// Per table the plan scans, the columns whose keys its execution releases.
-    pub fn released(&self) -> &BTreeMap<String, BTreeSet<String>> {
-        &self.release
-    }
-
-    /// The result's schema.
-    pub fn schema(&self) -> SchemaRef {
-        Arc::new(self.plan.schema().as_arrow().clone())
-    }
-
-    /// The contributions an execution reads (for the audit log: whose data a query used).
-    pub fn contributions(&self) -> Vec<ContributionRef> {
-        self.files()
-            .map(|f| ContributionRef {
-                table: f.table.clone(),
-                sequence: f.sequence,
-                file: f.file.clone(),
-            })
-            .collect()
-    }
-
-    /// Releases less: the key of `column` of `table` is withheld from this plan's execution.
-    /// A plan that reads the column then fails with [`EngineError::NotReleased`]. It can
-    /// only narrow what the plan releases, never widen it.
-    pub fn withhold(mut self, table: &str, column: &str) -> CheckedPlan {
-        if let Some(cols) = self.release.get_mut(table) {
-            cols.remove(column);
-        }
-        self
-    }
-
-    /// The analysis of another plan over the same tables: a part of this plan (the input of
-    /// one of its nodes, say) or a rewrite of it.
-    pub fn lineage_of(&self, plan: &LogicalPlan) -> Result<PlanAnalysis, EngineError> {
-        Ok(analysis::analyze(plan, &|c| self.snapshot.token_domain(c))?)
-    }
-
-    /// Whether `column` holds identifier tokens.
-    pub fn is_token_column(&self, column: &ColumnRef) -> bool {
-        self.snapshot
-            .tables
-            .get(&column.table)
-            .is_some_and(|t| t.token_columns.contains(&column.column))
-    }
-
-    fn files(&self) -> impl Iterator<Item = &Arc<StoredFile>> {
-        self.release
-            .keys()
-            .filter_map(|t| self.snapshot.tables.get(t))
-            .flat_map(|t| t.files.iter())
-    }
 }
 
 fn session_config() -> SessionConfig {
@@ -261,18 +170,7 @@ impl Engine {
             .statement_to_plan(statement)
             .await
             .map_err(plan_error)?;
-        let analysis = analysis::analyze(&plan, &|c| snapshot.token_domain(c))?;
-        for t in &analysis.tables {
-            snapshot.check_table(t)?;
-        }
-        let release = analysis.columns_by_table();
-        Ok(CheckedPlan {
-            engine: self.id,
-            snapshot,
-            plan,
-            analysis,
-            release,
-        })
+        plan::check(self.id, snapshot, plan)
     }
 
     /// Checks the stored files of every contribution of `table` against the catalog and
@@ -300,12 +198,12 @@ impl Engine {
         &self,
         plan: &CheckedPlan,
     ) -> Result<(SessionContext, Arc<RunFactory>), EngineError> {
-        if plan.engine != self.id {
+        if plan.engine() != self.id {
             return Err(EngineError::ForeignPlan);
         }
         let files: Vec<Arc<StoredFile>> = plan.files().cloned().collect();
         self.verify(files.clone()).await?;
-        let factory = Arc::new(RunFactory::new(&self.key, files, &plan.release));
+        let factory = Arc::new(RunFactory::new(&self.key, files, plan.released()));
         let runtime = RuntimeEnvBuilder::new()
             .build_arc()
             .map_err(|e| EngineError::Resources(e.to_string()))?;
@@ -326,7 +224,7 @@ impl Engine {
         if let Some(now) = clock {
             state.execution_props_mut().query_execution_start_time = Some(now);
         }
-        DataFrame::new(state, plan.plan.clone())
+        DataFrame::new(state, plan.logical_plan().clone())
     }
 
     /// Executes a checked plan under the engine's clock and collects its result.
@@ -346,8 +244,8 @@ impl Engine {
         let run = async { Self::dataframe(&ctx, plan, now).collect().await };
         let batches = run.await.map_err(|e| execution_error(&e, &factory))?;
         tracing::debug!(
-            tables = ?plan.release.keys().collect::<Vec<_>>(),
-            columns_released = plan.release.values().map(BTreeSet::len).sum::<usize>(),
+            tables = ?plan.released().keys().collect::<Vec<_>>(),
+            columns_released = plan.released().values().map(BTreeSet::len).sum::<usize>(),
             rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "plan executed"
@@ -402,7 +300,7 @@ async fn load_snapshot(
 }
 
 impl Snapshot {
-    fn token_domain(&self, c: &ColumnRef) -> Option<TokenDomain> {
+    pub(crate) fn token_domain(&self, c: &ColumnRef) -> Option<TokenDomain> {
         let t = self.tables.get(&c.table)?;
         t.token_columns
             .contains(&c.column)
@@ -410,7 +308,7 @@ impl Snapshot {
             .flatten()
     }
 
-    fn check_table(&self, name: &str) -> Result<(), EngineError> {
+    pub(crate) fn check_table(&self, name: &str) -> Result<(), EngineError> {
         if let Some(reason) = self.orphans.get(name) {
             return Err(EngineError::TableUnavailable {
                 table: name.to_owned(),
