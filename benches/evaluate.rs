@@ -1,9 +1,10 @@
 //! End-to-end evaluation at city scale: generate the reference city, seal every dataset as
-//! its partner, ingest, then time each warning model's check, evaluation and recording.
-//! The findings must equal the generator's `ground_truth.json` exactly (model, pseudonym,
-//! tier, station): the benchmark fails loudly otherwise, so speed is never measured on
-//! wrong answers.
-//! `cargo bench -p blindwatch-bench --bench evaluate -- 100000 1000000`
+//! its partner, ingest, register each warning model with its partners' approvals, then run
+//! them through the platform's one run service (`RunService`, as `blindwatch run` and the
+//! server do) and time each model's evaluation and recording. The open alerts must equal
+//! the generator's `ground_truth.json` exactly (model, pseudonym, tier, station): the
+//! benchmark fails loudly otherwise, so speed is never measured on wrong answers.
+//! `cargo bench --workspace --bench evaluate -- 100000 1000000`
 //! (persons; each size runs in its own temporary directory).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

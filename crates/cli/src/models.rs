@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use blindwatch_alerts::{AlertFilter, AlertStore, Pseudonymizer, Status, TIERS, tier_name};
+use blindwatch_alerts::{AlertFilter, AlertStore, Pseudonymizer, Status, tier_name, tier_rank};
 use blindwatch_audit::Principal;
 use blindwatch_common::fsutil;
 use blindwatch_crypto::keys::KeyFileKind;
@@ -489,7 +489,8 @@ pub async fn summary(data_dir: &Path) -> anyhow::Result<()> {
     store.close().await;
     let mut counts: BTreeMap<String, [usize; 4]> = BTreeMap::new();
     for a in &list {
-        let i = TIERS.iter().position(|t| *t == a.tier).unwrap_or(3);
+        // Columns red … blue; tier_rank is red 4 … blue 1.
+        let i = usize::from(4 - tier_rank(a.tier));
         counts.entry(a.station.clone()).or_default()[i] += 1;
     }
     println!(
