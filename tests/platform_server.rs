@@ -298,7 +298,7 @@ fn end_to_end(db: &Db) {
     problem(&get(&addr, "/v1/alerts", &specialist), 403);
     problem(&get(&addr, "/v1/alerts", &hospital), 403);
 
-    // --- Another station's alert: 403, and the body says nothing about it.
+    // --- Another station's alert answers as an unknown one: ids cannot be enumerated.
     let target = li_alerts
         .iter()
         .find(|a| a["tier"] == "orange" || a["tier"] == "red")
@@ -316,7 +316,7 @@ fn end_to_end(db: &Db) {
         ),
         get(&addr, &format!("/v1/subjects/{pseudonym}"), &wang),
     ] {
-        assert!(reply.status == 403 || reply.status == 404, "{}", reply.body);
+        assert_eq!(reply.status, 404, "{}", reply.body);
         for leak in [
             &pseudonym,
             &id,
@@ -327,7 +327,23 @@ fn end_to_end(db: &Db) {
             assert!(!reply.body.contains(leak), "{leak} in {}", reply.body);
         }
     }
-    problem(&get(&addr, "/v1/alerts/A-9999999", &li), 404);
+    let unknown = problem(&get(&addr, "/v1/alerts/A-9999999", &li), 404);
+    let hidden = problem(&get(&addr, &format!("/v1/alerts/{id}"), &wang), 404);
+    assert_eq!(unknown, hidden);
+    let unknown = problem(
+        &post_json(&addr, "/v1/alerts/A-9999999/acknowledge", &wang, json!({})),
+        404,
+    );
+    let hidden = problem(
+        &post_json(
+            &addr,
+            &format!("/v1/alerts/{id}/acknowledge"),
+            &wang,
+            json!({}),
+        ),
+        404,
+    );
+    assert_eq!(unknown, hidden);
 
     // --- The workflow, each transition visible at once and in the history.
     let detail = get(&addr, &format!("/v1/alerts/{id}"), &li).json();
@@ -436,7 +452,7 @@ fn end_to_end(db: &Db) {
             &wang,
             json!({"justification": "check"}),
         ),
-        403,
+        404,
     );
     let fugitive = li_alerts.iter().find(|a| {
         a["model"] == "fugitive-medical" && (a["tier"] == "red" || a["tier"] == "orange")
@@ -966,7 +982,9 @@ impl App {
     async fn open(platform: &Path) -> App {
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         std::mem::forget(_stop);
-        let config = ServerConfig::new(platform.to_owned(), "127.0.0.1:0".into());
+        let mut config = ServerConfig::new(platform.to_owned(), "127.0.0.1:0".into());
+        // One user drives many requests back to back; the rate limit has its own test.
+        config.limits.burst = 1_000_000;
         let state = AppState::open(&config, shutdown).await.unwrap();
         let router = blindwatch_server::app(state.clone(), 8 << 20);
         App { state, router }
@@ -1239,11 +1257,21 @@ async fn reveal_names_only_the_subjects_own_lineage_and_every_attempt_is_audited
         assert_reveal_refused(&reply, 422, "text-identifier");
         assert!(!reply.1.to_string().contains(&text));
     }
-    assert_reveal_refused(
-        &app.audited("POST", &reveal(&phone_alert), &wang, why.clone())
-            .await,
-        403,
-        "access-policy",
+    // Another station's alert answers exactly as an unknown one; the log says which.
+    let (status, hidden, records) = app
+        .audited("POST", &reveal(&phone_alert), &wang, why.clone())
+        .await;
+    assert_eq!(status, 404, "{hidden}");
+    assert_eq!(
+        hidden,
+        app.post(&reveal("A-9999999"), &wang, why.clone()).await.1
+    );
+    assert!(
+        matches!(
+            &records[..],
+            [_, AuditRecord { event: AuditEvent::RevealRefused { reason, .. }, .. }] if reason.as_str() == "access-policy"
+        ),
+        "{records:?}"
     );
     assert_reveal_refused(
         &app.audited("POST", &reveal("A-9999999"), &li, why.clone())
@@ -1568,4 +1596,849 @@ fn revoking_a_user_ends_their_open_stream() {
     );
     // The revoked token no longer opens anything.
     problem(&get(&server.addr, "/v1/alerts/stream", &li), 401);
+}
+
+// --- Limits: each refusal is a problem document, never a crash. ---
+
+/// The router over `platform` with `limits` and uploads up to `max_upload` bytes; dropping
+/// the router and the state releases the audit log for the next one.
+async fn limited_app(
+    platform: &Path,
+    limits: blindwatch_server::Limits,
+    max_upload: usize,
+) -> (AppState, axum::Router) {
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    std::mem::forget(stop);
+    let mut config = ServerConfig::new(platform.to_owned(), "127.0.0.1:0".into());
+    config.limits = limits;
+    let state = AppState::open(&config, shutdown).await.unwrap();
+    let router = blindwatch_server::app(state.clone(), max_upload);
+    (state, router)
+}
+
+/// Sends `request` to `router`; the status, headers and body as JSON (Null if not JSON).
+async fn call(
+    router: &axum::Router,
+    request: axum::http::Request<axum::body::Body>,
+) -> (u16, axum::http::HeaderMap, Value) {
+    use tower::ServiceExt;
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn api_request(
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: axum::body::Body,
+) -> axum::http::Request<axum::body::Body> {
+    let mut r = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Bearer {t}"));
+    }
+    r.body(body).unwrap()
+}
+
+fn assert_problem(status: u16, headers: &axum::http::HeaderMap, body: &Value, expected: u16) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/problem+json",
+        "{body}"
+    );
+    assert_eq!(body["status"], expected, "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_limit_answers_with_its_problem_and_the_server_keeps_serving() {
+    let city = City::new(1000);
+    let platform = city.platform();
+    let db = Db::Sqlite;
+    let li = add_user(
+        &platform,
+        &db,
+        &["--name", "li", "--role", "officer", "--station", "S03"],
+    );
+    let chen = add_user(&platform, &db, &["--name", "chen", "--role", "specialist"]);
+    let hospital = add_user(&platform, &db, &["--name", "hospital", "--role", "partner"]);
+    let question = json!({"purpose": "analysis", "sql": "SELECT station, count(*) AS incidents FROM police.incidents GROUP BY station"});
+    let manifest =
+        std::fs::read(outbox_manifest(&city.partner("hospital").join("outbox"))).unwrap();
+    let max_upload = manifest.len() + 2048;
+
+    {
+        // A query time limit no query meets, a small burst and a rate that does not refill
+        // within the test.
+        let (state, app) = limited_app(
+            &platform,
+            blindwatch_server::Limits {
+                requests_per_second: 0.0001,
+                burst: 4,
+                query_timeout: Duration::ZERO,
+                ..blindwatch_server::Limits::default()
+            },
+            max_upload,
+        )
+        .await;
+
+        // The query is cancelled at its time limit: 503, audited with its rule.
+        let before = state.audit.lock().await.size();
+        let (status, headers, body) = call(
+            &app,
+            api_request(
+                "POST",
+                "/v1/query",
+                Some(&chen),
+                question.to_string().into(),
+            ),
+        )
+        .await;
+        assert_problem(status, &headers, &body, 503);
+        assert_eq!(body["rule"], "query-timeout", "{body}");
+        let log = state.audit.lock().await;
+        let refused: Vec<_> = (before..log.size())
+            .map(|i| log.record(i).unwrap().event)
+            .filter(|e| matches!(e, AuditEvent::QueryRefused { rule, .. } if rule.as_str() == "query-timeout"))
+            .collect();
+        assert_eq!(refused.len(), 1);
+        drop(log);
+
+        // An upload larger than the limit is refused while it streams in: the package part
+        // never ends, so a server that buffered it first would never answer.
+        let boundary = "blindwatch-limit-boundary";
+        let mut head =
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"manifest\"\r\n\r\n")
+                .into_bytes();
+        head.extend_from_slice(&manifest);
+        head.extend_from_slice(
+            format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"package\"\r\n\r\n")
+                .as_bytes(),
+        );
+        let endless = futures::stream::iter(
+            std::iter::once(head)
+                .chain(std::iter::repeat(vec![0u8; 4096]))
+                .map(Ok::<_, std::io::Error>),
+        );
+        let upload = axum::http::Request::builder()
+            .method("POST")
+            .uri("/v1/contributions")
+            .header("authorization", format!("Bearer {hospital}"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(axum::body::Body::from_stream(endless))
+            .unwrap();
+        let (status, headers, body) = call(&app, upload).await;
+        assert_problem(status, &headers, &body, 413);
+        // Nothing of it stays in the staging area.
+        assert_eq!(
+            std::fs::read_dir(platform.join("tmp")).unwrap().count(),
+            0,
+            "staging left behind"
+        );
+
+        // A JSON body over its limit: 413 as a problem.
+        let huge = json!({"purpose": "analysis", "sql": "x".repeat(3 << 20)});
+        let (status, headers, body) = call(
+            &app,
+            api_request("POST", "/v1/query", Some(&chen), huge.to_string().into()),
+        )
+        .await;
+        assert_problem(status, &headers, &body, 413);
+
+        // The per-user rate: past the burst, 429 with Retry-After; another user is not
+        // slowed by it.
+        let mut answers = Vec::new();
+        for _ in 0..6 {
+            answers.push(
+                call(
+                    &app,
+                    api_request("GET", "/v1/me", Some(&li), axum::body::Body::empty()),
+                )
+                .await,
+            );
+        }
+        assert!(answers[..4].iter().all(|(s, _, _)| *s == 200));
+        for (status, headers, body) in &answers[4..] {
+            assert_problem(*status, headers, body, 429);
+            let wait: u64 = headers
+                .get("retry-after")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(wait >= 1);
+            assert_eq!(body["retry_after"], wait);
+        }
+        let (status, _, _) = call(
+            &app,
+            api_request("GET", "/v1/me", Some(&hospital), axum::body::Body::empty()),
+        )
+        .await;
+        assert_eq!(status, 200);
+        // Unauthenticated callers get no bucket (nothing to key it on) and stay 401.
+        let (status, headers, body) = call(
+            &app,
+            api_request("GET", "/v1/me", None, axum::body::Body::empty()),
+        )
+        .await;
+        assert_problem(status, &headers, &body, 401);
+        drop(app);
+        drop(state);
+    }
+
+    // A memory pool too small for the query's aggregation: refused as an execution
+    // refusal, and the next question (the same, with room) is answered.
+    let (_state, app) = limited_app(
+        &platform,
+        blindwatch_server::Limits {
+            query_memory_bytes: 1,
+            ..blindwatch_server::Limits::default()
+        },
+        max_upload,
+    )
+    .await;
+    let (status, headers, body) = call(
+        &app,
+        api_request(
+            "POST",
+            "/v1/query",
+            Some(&chen),
+            question.to_string().into(),
+        ),
+    )
+    .await;
+    assert_problem(status, &headers, &body, 422);
+    assert_eq!(body["rule"], "execution", "{body}");
+    let (status, _, _) = call(
+        &app,
+        api_request("GET", "/healthz", None, axum::body::Body::empty()),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+/// A platform with nothing but its keys and policies (enough to serve), in `tmp`.
+fn bare_platform(tmp: &Path) -> PathBuf {
+    let platform = tmp.join("platform");
+    ok(&["keys", "init", "--data-dir", s(&platform)]);
+    platform
+}
+
+/// Reads until the server closes the connection (or the generous test deadline passes).
+fn read_until_closed(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(got),
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn serve_cuts_off_slow_clients_and_caps_connections_without_losing_a_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let platform = bare_platform(tmp.path());
+    let chen = add_user(
+        &platform,
+        &Db::Sqlite,
+        &["--name", "chen", "--role", "specialist"],
+    );
+    let hospital = add_user(
+        &platform,
+        &Db::Sqlite,
+        &["--name", "hospital", "--role", "partner"],
+    );
+    let server = Server::start_with(
+        &platform,
+        &Db::Sqlite,
+        &[
+            "--max-connections",
+            "3",
+            "--header-timeout-secs",
+            "2",
+            "--body-timeout-secs",
+            "1",
+        ],
+    );
+    let addr = server.addr.clone();
+
+    // Half a request head: the connection is closed, not held.
+    let mut half_head = TcpStream::connect(&addr).unwrap();
+    half_head
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert!(read_until_closed(&mut half_head).is_some(), "held open");
+
+    // Half a body: 408 as a problem document, and the connection closed after it.
+    let mut half_body = TcpStream::connect(&addr).unwrap();
+    write!(
+        half_body,
+        "POST /v1/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {chen}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"sql\""
+    )
+    .unwrap();
+    let got = String::from_utf8(read_until_closed(&mut half_body).expect("answered")).unwrap();
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("application/problem+json"), "{got}");
+    assert!(got.contains("/problems/body-timeout"), "{got}");
+    // The same for an upload that stops halfway through its multipart body.
+    let mut half_upload = TcpStream::connect(&addr).unwrap();
+    write!(
+        half_upload,
+        "POST /v1/contributions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {hospital}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"manifest\"\r\n\r\n{{\"payload"
+    )
+    .unwrap();
+    let got = String::from_utf8(read_until_closed(&mut half_upload).expect("answered")).unwrap();
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("/problems/body-timeout"), "{got}");
+
+    // At the cap, three silent clients hold every slot; a fourth waits in the backlog and
+    // is served once the header deadline frees a slot — nothing is lost.
+    let mut holders: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let mut fourth = TcpStream::connect(&addr).unwrap();
+    fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let got = String::from_utf8(read_until_closed(&mut fourth).expect("served")).unwrap();
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let mut closed = 0;
+    for h in &mut holders {
+        h.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 16];
+        if matches!(std::io::Read::read(h, &mut b), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 1,
+        "the fourth client was served while every slot was held"
+    );
+    assert_eq!(request(&addr, "GET", "/healthz", None, None).status, 200);
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate from it, and a client
+/// certificate from another CA, as PEM files in `dir`.
+fn test_pki(dir: &Path) {
+    let ca = |name: &str| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        (params.self_signed(&key).unwrap(), key)
+    };
+    let (ca_cert, ca_key) = ca("test ca");
+    let (other_cert, other_key) = ca("other ca");
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    write("ca.pem", &ca_cert.pem());
+    for (name, san, issuer, issuer_key) in [
+        ("server", "127.0.0.1", &ca_cert, &ca_key),
+        ("client", "hospital", &ca_cert, &ca_key),
+        ("stranger", "hospital", &other_cert, &other_key),
+    ] {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![san.to_owned()])
+            .unwrap()
+            .signed_by(&key, issuer, issuer_key)
+            .unwrap();
+        write(&format!("{name}.pem"), &cert.pem());
+        write(&format!("{name}.key"), &key.serialize_pem());
+    }
+}
+
+/// An HTTPS client trusting `ca`, presenting `client` (certificate, key) if given.
+fn tls_agent(ca: &Path, client: Option<(&Path, &Path)>) -> ureq::Agent {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+    let roots = vec![Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap()];
+    let mut tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(blindwatch_net::crypto_provider())
+        .root_certs(RootCerts::Specific(std::sync::Arc::new(roots)));
+    if let Some((cert, key)) = client {
+        let chain = vec![Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap()];
+        let key = PrivateKey::from_pem(&std::fs::read(key).unwrap()).unwrap();
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+    }
+    ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+#[test]
+fn serve_speaks_tls_requires_partner_certificates_when_asked_and_plain_http_only_on_loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let platform = bare_platform(tmp.path());
+    let pki = tmp.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    test_pki(&pki);
+    let p = |name: &str| pki.join(name);
+    let hospital = add_user(
+        &platform,
+        &Db::Sqlite,
+        &["--name", "hospital", "--role", "partner"],
+    );
+
+    let (child, url) = server::spawn_serve(
+        &platform,
+        &Db::Sqlite,
+        &[
+            "--tls-cert",
+            s(&p("server.pem")),
+            "--tls-key",
+            s(&p("server.key")),
+            "--client-ca",
+            s(&p("ca.pem")),
+        ],
+    );
+    let addr = url.strip_prefix("https://").expect(&url).to_owned();
+    let server = Server::from_child(child, addr.clone());
+    let partner = tls_agent(&p("ca.pem"), Some((&p("client.pem"), &p("client.key"))));
+    let started = std::time::Instant::now();
+    let mut health = loop {
+        match partner.get(format!("{url}/healthz")).call() {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(started.elapsed() < Duration::from_secs(30), "{e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.body_mut().read_to_string().unwrap(), "ok\n");
+    let mut me = partner
+        .get(format!("{url}/v1/me"))
+        .header("authorization", &format!("Bearer {hospital}"))
+        .call()
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let me: Value = serde_json::from_str(&me.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(me["role"], "partner");
+    // Without a client certificate, with one of another CA, or trusting another CA: no
+    // connection at all.
+    for (ca, client) in [
+        (p("ca.pem"), None),
+        (p("ca.pem"), Some((p("stranger.pem"), p("stranger.key")))),
+        (p("stranger.pem"), Some((p("client.pem"), p("client.key")))),
+    ] {
+        let agent = tls_agent(
+            &ca,
+            client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        );
+        assert!(agent.get(format!("{url}/healthz")).call().is_err());
+    }
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let mut plain = TcpStream::connect(&addr).unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let got = read_until_closed(&mut plain).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&got).contains("200"), "{got:?}");
+    drop(server);
+
+    // Plain HTTP on an address that is not loopback: refused with what to do instead.
+    let out = support::bw(&[
+        "serve",
+        "--data-dir",
+        s(&platform),
+        "--listen",
+        "0.0.0.0:0",
+        "--no-scheduler",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plain HTTP")
+            && err.contains("--insecure-plain-http")
+            && err.contains("--tls-cert"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uploads_work_runs_without_the_audit_log_so_officers_are_not_held_up() {
+    let city = City::new(1000);
+    let platform = city.platform();
+    let db = Db::Sqlite;
+    let li = add_user(
+        &platform,
+        &db,
+        &["--name", "li", "--role", "officer", "--station", "S03"],
+    );
+    let hospital = add_user(&platform, &db, &["--name", "hospital", "--role", "partner"]);
+    // A fresh package: the hospital's next sequence, signed by its key.
+    let key = forge::partner_key(&city.partner("hospital").join("keys/hospital.key"));
+    let manifest_path = outbox_manifest(&city.partner("hospital").join("outbox"));
+    let next = forge::Package::read(&manifest_path).edit(|m| {
+        m.sequence = 2;
+        m.file_name = "hospital.visits.00000002.parquet".into();
+    });
+    let (content_type, body) = multipart(&next.signed_manifest(&key), &next.parquet);
+    let (state, app) = limited_app(&platform, blindwatch_server::Limits::default(), 64 << 20).await;
+    let table = "hospital.visits";
+    assert_eq!(state.catalog.last_sequence(table).await.unwrap(), Some(1));
+
+    // While something else holds the audit log, the upload still does all of its work —
+    // receive, copy, hash, check every page, commit — and then waits only to append.
+    let held = state.audit.lock().await;
+    let upload = tokio::spawn({
+        let app = app.clone();
+        let hospital = hospital.clone();
+        async move {
+            let request = axum::http::Request::builder()
+                .method("POST")
+                .uri("/v1/contributions")
+                .header("authorization", format!("Bearer {hospital}"))
+                .header("content-type", content_type)
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            call(&app, request).await
+        }
+    });
+    let started = std::time::Instant::now();
+    while state.catalog.last_sequence(table).await.unwrap() != Some(2) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the upload's work waited for the audit log"
+        );
+        assert!(!upload.is_finished(), "{:?}", upload.await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !upload.is_finished(),
+        "answered before its outcome was audited"
+    );
+    drop(held);
+
+    // An officer's audited action and the upload's answer both go through.
+    let silence = json!({"ends_at": "2099-01-01T00:00:00Z", "reason": "drill", "tier": "blue"});
+    let (status, _, body) = call(
+        &app,
+        api_request(
+            "POST",
+            "/v1/silences",
+            Some(&li),
+            silence.to_string().into(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _, body) = upload.await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["sequence"], 2);
+    let log = state.audit.lock().await;
+    let events: Vec<AuditEvent> = (0..log.size())
+        .map(|i| log.record(i).unwrap().event)
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, AuditEvent::ContributionAccepted { sequence: 2, .. }))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, AuditEvent::SilenceCreated { .. }))
+    );
+}
+
+/// The routes the router is built with, read from its source: `(path)` of every `.route(`.
+fn routes_in_source() -> BTreeSet<String> {
+    let text =
+        std::fs::read_to_string(support::repo().join("crates/server/src/routes/mod.rs")).unwrap();
+    text.split(".route(")
+        .skip(1)
+        .map(|rest| rest.split('"').nth(1).unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_refuses_a_caller_no_policy_permits() {
+    let city = City::new(1000);
+    let platform = city.platform();
+    let db = Db::Sqlite;
+    let li = add_user(
+        &platform,
+        &db,
+        &["--name", "li", "--role", "officer", "--station", "S03"],
+    );
+    let chen = add_user(&platform, &db, &["--name", "chen", "--role", "specialist"]);
+    let hospital = add_user(&platform, &db, &["--name", "hospital", "--role", "partner"]);
+    let auditor = add_user(&platform, &db, &["--name", "audra", "--role", "auditor"]);
+    let (_state, app) = limited_app(
+        &platform,
+        blindwatch_server::Limits {
+            burst: 100_000,
+            ..blindwatch_server::Limits::default()
+        },
+        64 << 20,
+    )
+    .await;
+    let send =
+        |method: &str, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>| {
+            let mut r = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("content-type", content_type);
+            if let Some(t) = token {
+                r = r.header("authorization", format!("Bearer {t}"));
+            }
+            let request = r.body(axum::body::Body::from(body)).unwrap();
+            let app = app.clone();
+            async move { call(&app, request).await }
+        };
+
+    // Real resources, so that a refusal comes from the policies and not from a missing id.
+    let (status, _, run) = send(
+        "POST",
+        "/v1/models/run?as_of=2026-11-30",
+        Some(&chen),
+        "application/json",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{run}");
+    let (_, _, page) = send("GET", "/v1/alerts?limit=1", Some(&li), "", Vec::new()).await;
+    let alert = &page["alerts"][0];
+    let alert_id = alert["id"].as_str().expect("an alert at S03").to_owned();
+    let pseudonym = alert["subject"].as_str().unwrap().to_owned();
+    let (status, _, silence) = send(
+        "POST",
+        "/v1/silences",
+        Some(&li),
+        "application/json",
+        json!({"ends_at": "2099-01-01T00:00:00Z", "reason": "drill"})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 201, "{silence}");
+    let silence_id = silence["id"].as_str().unwrap().to_owned();
+    let model = std::fs::read_to_string(support::repo().join("models/care-lapse.toml")).unwrap();
+    let manifest_path = outbox_manifest(&city.partner("hospital").join("outbox"));
+    let (upload_type, upload_body) = multipart(
+        &std::fs::read(&manifest_path).unwrap(),
+        &std::fs::read(
+            manifest_path
+                .to_string_lossy()
+                .replace(".manifest.json", ".parquet"),
+        )
+        .unwrap(),
+    );
+    let json_body = |v: Value| ("application/json".to_owned(), v.to_string().into_bytes());
+
+    // (method, documented path) → a well-formed request, and the users no policy lets do
+    // it (besides the auditor, whom no server route permits but `/v1/me`).
+    type Case = (String, Vec<u8>, Vec<(&'static str, String)>);
+    let mut table: std::collections::BTreeMap<(&str, &str), Case> = Default::default();
+    let who = |names: &[&'static str]| -> Vec<(&'static str, String)> {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    *n,
+                    match *n {
+                        "officer" => li.clone(),
+                        "specialist" => chen.clone(),
+                        "partner" => hospital.clone(),
+                        _ => unreachable!(),
+                    },
+                )
+            })
+            .collect()
+    };
+    let officers_only = who(&["specialist", "partner"]);
+    let specialists_only = who(&["officer", "partner"]);
+    let (ct, body) = json_body(json!({}));
+    for path in [
+        "/v1/alerts",
+        "/v1/alerts/stream",
+        "/v1/alerts/{id}",
+        "/v1/subjects/{pseudonym}",
+        "/v1/silences",
+    ] {
+        table.insert(
+            ("get", path),
+            (ct.clone(), Vec::new(), officers_only.clone()),
+        );
+    }
+    table.insert(
+        ("post", "/v1/alerts/{id}/acknowledge"),
+        (ct.clone(), body.clone(), officers_only.clone()),
+    );
+    let (ct, body) = json_body(json!({"assignee": "li"}));
+    table.insert(
+        ("post", "/v1/alerts/{id}/assign"),
+        (ct, body, officers_only.clone()),
+    );
+    let (ct, body) = json_body(json!({"text": "seen"}));
+    table.insert(
+        ("post", "/v1/alerts/{id}/comment"),
+        (ct, body, officers_only.clone()),
+    );
+    let (ct, body) = json_body(json!({"outcome": "handled"}));
+    table.insert(
+        ("post", "/v1/alerts/{id}/close"),
+        (ct, body, officers_only.clone()),
+    );
+    let (ct, body) = json_body(json!({"justification": "follow-up visit approved"}));
+    table.insert(
+        ("post", "/v1/alerts/{id}/reveal"),
+        (ct, body, officers_only.clone()),
+    );
+    let (ct, body) = json_body(json!({"ends_at": "2099-01-01T00:00:00Z", "reason": "drill"}));
+    table.insert(
+        ("post", "/v1/silences"),
+        (ct.clone(), body, officers_only.clone()),
+    );
+    table.insert(
+        ("post", "/v1/silences/{id}/expire"),
+        (ct, Vec::new(), officers_only.clone()),
+    );
+    table.insert(
+        ("get", "/v1/models"),
+        ("".into(), Vec::new(), specialists_only.clone()),
+    );
+    for path in ["/v1/models/check", "/v1/models/register"] {
+        table.insert(
+            ("post", path),
+            (
+                "application/toml".into(),
+                model.clone().into_bytes(),
+                specialists_only.clone(),
+            ),
+        );
+    }
+    table.insert(
+        ("post", "/v1/models/run"),
+        ("".into(), Vec::new(), specialists_only.clone()),
+    );
+    let (ct, body) = json_body(
+        json!({"model": model, "approval": {"payloadType": "x", "payload": "", "signatures": []}}),
+    );
+    table.insert(
+        ("post", "/v1/models/{id}/approvals"),
+        (ct, body, who(&["officer", "specialist"])),
+    );
+    let (ct, body) = json_body(
+        json!({"sql": "SELECT station, count(*) AS n FROM police.incidents GROUP BY station", "purpose": "analysis"}),
+    );
+    table.insert(
+        ("post", "/v1/query"),
+        (ct, body, who(&["officer", "partner"])),
+    );
+    table.insert(
+        ("post", "/v1/contributions"),
+        (upload_type, upload_body, who(&["officer", "specialist"])),
+    );
+    // Every user may ask who they are (the one authenticated route without a policy).
+    table.insert(("get", "/v1/me"), ("".into(), Vec::new(), Vec::new()));
+
+    let (status, _, spec) = send("GET", "/v1/openapi.json", None, "", Vec::new()).await;
+    assert_eq!(status, 200);
+    let paths = spec["paths"].as_object().unwrap();
+    // Every route the router is built with is in the document.
+    for route in routes_in_source() {
+        assert!(
+            paths.contains_key(&route),
+            "{route} is served but not in /v1/openapi.json"
+        );
+    }
+    let concrete = |path: &str| {
+        path.replace("{pseudonym}", &pseudonym).replace(
+            "{id}",
+            if path.starts_with("/v1/silences") {
+                &silence_id
+            } else if path.starts_with("/v1/models") {
+                "care-lapse"
+            } else {
+                &alert_id
+            },
+        )
+    };
+    let mut checked = 0;
+    for (path, item) in paths {
+        let item = item.as_object().unwrap();
+        for method in ["get", "post", "put", "delete", "patch"] {
+            let Some(op) = item.get(method) else {
+                // A method the document does not give: 405, as a problem, with Allow.
+                let (status, headers, body) = send(
+                    &method.to_uppercase(),
+                    &concrete(path),
+                    None,
+                    "",
+                    Vec::new(),
+                )
+                .await;
+                assert_problem(status, &headers, &body, 405);
+                assert!(headers.get("allow").is_some(), "{method} {path}");
+                continue;
+            };
+            let public = op["security"].as_array().is_some_and(Vec::is_empty);
+            if public {
+                let (status, _, body) =
+                    send(&method.to_uppercase(), path, None, "", Vec::new()).await;
+                assert_eq!(status, 200, "{method} {path}: {body}");
+                continue;
+            }
+            let (content_type, body, refused) = table
+                .get(&(method, path.as_str()))
+                .unwrap_or_else(|| panic!("{method} {path} is not in this test's table"))
+                .clone();
+            let uri = concrete(path);
+            let m = method.to_uppercase();
+            let (status, headers, problem) =
+                send(&m, &uri, None, &content_type, body.clone()).await;
+            assert_problem(status, &headers, &problem, 401);
+            let (status, headers, problem) = send(
+                &m,
+                &uri,
+                Some("bw_not-a-real-token"),
+                &content_type,
+                body.clone(),
+            )
+            .await;
+            assert_problem(status, &headers, &problem, 401);
+            let mut callers = refused.clone();
+            if path != "/v1/me" {
+                callers.push(("auditor", auditor.clone()));
+            }
+            for (role, token) in callers {
+                let (status, headers, problem) =
+                    send(&m, &uri, Some(&token), &content_type, body.clone()).await;
+                assert!(
+                    status == 403 || status == 404,
+                    "{method} {path} as {role}: {status} {problem}"
+                );
+                assert_problem(status, &headers, &problem, status);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 40, "{checked}");
 }

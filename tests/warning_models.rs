@@ -1269,18 +1269,23 @@ fn a_model_that_isolates_one_person_answers_nothing() {
     // The specialist who wrote the model never sees its alerts.
     let id = some_alert["id"].as_str().unwrap();
     let pseudonym = some_alert["subject"].as_str().unwrap();
-    for path in [
-        "/v1/alerts".to_owned(),
-        "/v1/alerts/stream".to_owned(),
-        format!("/v1/alerts/{id}"),
-    ] {
-        let reply = server::get(&addr, &path, &specialist);
+    for path in ["/v1/alerts", "/v1/alerts/stream"] {
+        let reply = server::get(&addr, path, &specialist);
         assert_eq!(reply.status, 403, "{path}: {}", reply.body);
         assert!(
             !reply.body.contains(pseudonym) && !reply.body.contains(id),
             "{path}"
         );
     }
+    // Its alert answers as an alert that does not exist: nothing to enumerate.
+    let reply = server::get(&addr, &format!("/v1/alerts/{id}"), &specialist);
+    let unknown = server::get(&addr, "/v1/alerts/A-9999999", &specialist);
+    assert_eq!(
+        (reply.status, &reply.body),
+        (unknown.status, &unknown.body),
+        "a forbidden alert answers unlike an unknown one"
+    );
+    assert!(!reply.body.contains(pseudonym) && !reply.body.contains(id));
     // A subject card: the same answer as for a pseudonym nobody has.
     let card = server::get(&addr, &format!("/v1/subjects/{pseudonym}"), &specialist);
     let nobody = server::get(&addr, "/v1/subjects/P-00000-00000", &specialist);

@@ -185,30 +185,23 @@ pub struct Server {
 }
 
 impl Server {
+    /// Without the per-user rate limit in the way: these tests (and the load benchmark)
+    /// drive one user fast; the limit has tests of its own.
     pub fn start(platform: &Path, db: &Db) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_blindwatch"))
-            .args([
-                "serve",
-                "--data-dir",
-                s(platform),
-                "--listen",
-                "127.0.0.1:0",
-                "--no-scheduler",
-            ])
-            .args(db.args())
-            .env("BLINDWATCH_LOG", "blindwatch=debug,warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        Server::start_with(
+            platform,
+            db,
+            &["--rate-per-user", "1000000", "--rate-burst", "1000000"],
+        )
+    }
+
+    /// [`Server::start`] with more `serve` arguments (limits; not TLS: the health check
+    /// speaks plain HTTP).
+    pub fn start_with(platform: &Path, db: &Db, extra: &[&str]) -> Server {
+        let (child, url) = spawn_serve(platform, db, extra);
+        let addr = url
+            .strip_prefix("http://")
+            .unwrap_or_else(|| panic!("unexpected address: {url}"))
             .to_owned();
         let started = Instant::now();
         while request(&addr, "GET", "/healthz", None, None).status != 200 {
@@ -248,6 +241,44 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// `blindwatch serve` on a free loopback port without the scheduler, plus `extra`
+/// arguments; the child and the URL it prints (`http://…` or `https://…`).
+pub fn spawn_serve(platform: &Path, db: &Db, extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blindwatch"))
+        .args([
+            "serve",
+            "--data-dir",
+            s(platform),
+            "--listen",
+            "127.0.0.1:0",
+            "--no-scheduler",
+        ])
+        .args(extra)
+        .args(db.args())
+        .env("BLINDWATCH_LOG", "blindwatch=debug,warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_owned();
+    (child, url)
+}
+
+impl Server {
+    /// Wraps a child started by [`spawn_serve`] (killed on drop).
+    pub fn from_child(child: Child, addr: String) -> Server {
+        Server { child, addr }
     }
 }
 

@@ -84,9 +84,11 @@ struct ServeArgs {
     /// Scheduled runs evaluate as of this day (a replay or a synthetic city); default: now.
     #[arg(long)]
     as_of: Option<chrono::NaiveDate>,
-    /// Largest accepted upload, MiB.
+    /// Largest accepted upload, MiB (enforced while the body streams in: 413).
     #[arg(long, default_value_t = 512)]
     max_upload_mib: usize,
+    #[command(flatten)]
+    limits: serve::LimitArgs,
 }
 
 /// Where the alert store and the users live: the data directory's SQLite files by default.
@@ -808,6 +810,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 no_scheduler: a.no_scheduler,
                 as_of: a.as_of,
                 max_upload_mib: a.max_upload_mib,
+                limits: &a.limits,
             })
             .await
         }

@@ -14,17 +14,91 @@ pub struct ServeArgs<'a> {
     pub no_scheduler: bool,
     pub as_of: Option<chrono::NaiveDate>,
     pub max_upload_mib: usize,
+    pub limits: &'a LimitArgs,
+}
+
+/// `serve`'s transport and its limits; each refusal is an RFC 9457 problem.
+#[derive(clap::Args)]
+pub struct LimitArgs {
+    /// The TLS certificate chain (PEM) clients see; with --tls-key, `serve` speaks HTTPS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates issued by this CA (PEM), e.g. for partners (needs TLS).
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<std::path::PathBuf>,
+    /// Serve plain HTTP on an address that is not loopback (only behind a TLS-terminating
+    /// proxy on a trusted network). Without TLS, `serve` refuses any other address.
+    #[arg(long)]
+    insecure_plain_http: bool,
+    /// Connections open at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// Seconds a client has for the TLS handshake and each request head (idle keep-alive
+    /// connections close after it too).
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a client has to send a whole request body (408 after it).
+    #[arg(long, default_value_t = 300)]
+    body_timeout_secs: u64,
+    /// Requests per second each user may sustain (429 with Retry-After above it).
+    #[arg(long, default_value_t = 20.0)]
+    rate_per_user: f64,
+    /// Requests a user may make at once above the sustained rate.
+    #[arg(long, default_value_t = 40)]
+    rate_burst: u32,
+    /// Seconds a gated query may run before it is cancelled (503 query-timeout).
+    #[arg(long, default_value_t = 30)]
+    query_timeout_secs: u64,
+    /// DataFusion memory pool of one query, MiB (over it: 422, rule execution).
+    #[arg(long, default_value_t = 1024)]
+    query_memory_mib: usize,
 }
 
 pub async fn serve(a: &ServeArgs<'_>) -> anyhow::Result<()> {
+    let l = a.limits;
     let mut config =
         blindwatch_server::ServerConfig::new(a.data_dir.to_owned(), a.listen.to_owned());
     config.scheduler = !a.no_scheduler;
     config.as_of = a.as_of;
     config.max_upload_bytes = a.max_upload_mib.saturating_mul(1024 * 1024);
     config.postgres = a.postgres.clone();
-    blindwatch_server::serve(config, shutdown_signal()).await?;
-    Ok(())
+    if l.rate_per_user.is_nan() || l.rate_per_user <= 0.0 {
+        bail!("--rate-per-user must be above 0");
+    }
+    config.net = blindwatch_server::ServeOptions {
+        tls: match (&l.tls_cert, &l.tls_key) {
+            (Some(cert), Some(key)) => Some(blindwatch_net::tls_config(
+                cert,
+                key,
+                l.client_ca.as_deref(),
+            )?),
+            _ => None,
+        },
+        header_read_timeout: std::time::Duration::from_secs(l.header_timeout_secs),
+        body_read_timeout: std::time::Duration::from_secs(l.body_timeout_secs),
+        max_connections: l.max_connections,
+        allow_plain_http: l.insecure_plain_http,
+        ..blindwatch_server::ServeOptions::default()
+    };
+    config.limits = blindwatch_server::Limits {
+        requests_per_second: l.rate_per_user,
+        burst: l.rate_burst,
+        query_timeout: std::time::Duration::from_secs(l.query_timeout_secs),
+        query_memory_bytes: l.query_memory_mib.saturating_mul(1024 * 1024),
+    };
+    match blindwatch_server::serve(config, shutdown_signal()).await {
+        Err(
+            e @ blindwatch_server::ServerError::Net(blindwatch_net::NetError::PlainHttp { .. }),
+        ) => {
+            bail!(
+                "{e}: add --tls-cert FILE --tls-key FILE, listen on 127.0.0.1, or pass --insecure-plain-http"
+            )
+        }
+        r => Ok(r?),
+    }
 }
 
 /// Ctrl-C or SIGTERM.

@@ -78,6 +78,9 @@ pub struct Engine {
     integrity: Arc<IntegrityCache>,
     /// The time `now()` and `current_date` mean in executions (None: the real time).
     clock: Option<chrono::DateTime<chrono::Utc>>,
+    /// DataFusion's memory pool per execution, bytes (None: unbounded). An execution that
+    /// needs more fails with `EngineError::Resources` instead of exhausting the machine.
+    memory_limit: Option<usize>,
 }
 
 fn session_config() -> SessionConfig {
@@ -115,6 +118,7 @@ impl Engine {
             snapshot,
             integrity: Arc::default(),
             clock: None,
+            memory_limit: None,
         })
     }
 
@@ -130,6 +134,12 @@ impl Engine {
     /// restores the real time.
     pub fn set_clock(&mut self, now: Option<chrono::DateTime<chrono::Utc>>) {
         self.clock = now;
+    }
+
+    /// Bounds DataFusion's memory pool for each later execution (`None`: unbounded); an
+    /// execution that needs more is refused, not the process.
+    pub fn set_memory_limit(&mut self, bytes: Option<usize>) {
+        self.memory_limit = bytes;
     }
 
     pub fn contracts(&self) -> &ContractSet {
@@ -204,7 +214,11 @@ impl Engine {
         let files: Vec<Arc<StoredFile>> = plan.files().cloned().collect();
         self.verify(files.clone()).await?;
         let factory = Arc::new(RunFactory::new(&self.key, files, plan.released()));
-        let runtime = RuntimeEnvBuilder::new()
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(bytes) = self.memory_limit {
+            runtime = runtime.with_memory_limit(bytes, 1.0);
+        }
+        let runtime = runtime
             .build_arc()
             .map_err(|e| EngineError::Resources(e.to_string()))?;
         runtime.register_parquet_encryption_factory(FACTORY_ID, factory.clone());

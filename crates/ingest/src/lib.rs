@@ -201,6 +201,39 @@ impl Drop for Placed {
     }
 }
 
+/// A package checked (and stored, if accepted) whose audit records are not yet appended.
+#[must_use = "an outcome must be audited"]
+pub struct Outcome {
+    result: Result<Accepted, IngestError>,
+    records: Result<Vec<AuditRecord>, String>,
+}
+
+impl Outcome {
+    /// Appends the outcome's records (the caller checkpoints) and returns the outcome.
+    pub fn audit(self, audit: &mut AuditLog) -> Result<Accepted, IngestError> {
+        let appended = self.records.and_then(|records| {
+            records
+                .iter()
+                .try_for_each(|r| audit.append(r).map(|_| ()).map_err(|e| e.to_string()))
+        });
+        if let Err(e) = appended {
+            // The outcome stands (an accepted package is already committed), but an
+            // unaudited action must not pass silently.
+            tracing::error!(error = %e, "could not append the ingest outcome to the audit log");
+            return Err(IngestError::Storage(format!(
+                "the outcome could not be written to the audit log ({e}); repair the log with `blindwatch audit verify` before ingesting more"
+            )));
+        }
+        match &self.result {
+            Ok(a) => {
+                tracing::info!(table = %a.table, sequence = a.sequence, rows = a.rows, "contribution accepted")
+            }
+            Err(e) => tracing::warn!(reason = e.reason_code(), "contribution refused"),
+        }
+        self.result
+    }
+}
+
 impl Ingestor {
     pub fn new(
         data_dir: DataDir,
@@ -222,6 +255,13 @@ impl Ingestor {
         package: &Path,
         audit: &mut AuditLog,
     ) -> Result<Accepted, IngestError> {
+        self.check_and_store_unaudited(package).await.audit(audit)
+    }
+
+    /// Checks and stores one package (the catalog row is the commit point) and returns the
+    /// outcome with its audit records, for a caller that holds the audit log only to append
+    /// them ([`Outcome::audit`]): the copy, hashing and decryption run without the log.
+    pub async fn check_and_store_unaudited(&self, package: &Path) -> Outcome {
         let mut claimed: Option<Manifest> = None;
         let result = self.check_and_store(package, &mut claimed).await;
         // Only what the partner's signature vouches for is logged, and only as valid ids.
@@ -276,30 +316,15 @@ impl Ingestor {
             "partner:{}",
             partner.as_ref().map_or("unknown", PartnerId::as_str)
         ))
-        .or_else(|_| Principal::new("partner:unknown"));
-        let appended = actor.map_err(|e| e.to_string()).and_then(|actor| {
-            events.iter().try_for_each(|event| {
-                audit
-                    .append(&AuditRecord::now(actor.clone(), event.clone()))
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            })
+        .or_else(|_| Principal::new("partner:unknown"))
+        .map_err(|e| e.to_string());
+        let records = actor.map(|actor| {
+            events
+                .into_iter()
+                .map(|event| AuditRecord::now(actor.clone(), event))
+                .collect()
         });
-        if let Err(e) = appended {
-            // The outcome stands (an accepted package is already committed), but an
-            // unaudited action must not pass silently.
-            tracing::error!(error = %e, "could not append the ingest outcome to the audit log");
-            return Err(IngestError::Storage(format!(
-                "the outcome could not be written to the audit log ({e}); repair the log with `blindwatch audit verify` before ingesting more"
-            )));
-        }
-        match &result {
-            Ok(a) => {
-                tracing::info!(table = %a.table, sequence = a.sequence, rows = a.rows, "contribution accepted")
-            }
-            Err(e) => tracing::warn!(reason = e.reason_code(), "contribution refused"),
-        }
-        result
+        Outcome { result, records }
     }
 
     async fn check_and_store(

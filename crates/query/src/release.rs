@@ -18,6 +18,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::DataType;
+use datafusion::arrow::row::{RowConverter, SortField};
 use rand::Rng;
 
 use crate::cells::{Cell, cells};
@@ -54,7 +55,11 @@ pub(crate) struct Accumulator<'p> {
     plan: &'p GatePlan,
     bounded: bool,
     groups: Vec<Group>,
-    index: HashMap<String, usize>,
+    /// Group index by the key's row encoding (arrow's row format: no allocation per row).
+    index: HashMap<Box<[u8]>, usize>,
+    /// The key columns' encoder, and their types as the first batch had them; later
+    /// batches (and the units query) are cast to these types so equal keys encode alike.
+    encoder: Option<(RowConverter, Vec<DataType>)>,
     /// The unit whose rows are being read, and its (group, measures).
     current: Option<[u8; 16]>,
     pending: Vec<(usize, Vec<f64>)>,
@@ -66,10 +71,6 @@ pub(crate) enum ReleaseError {
     Shape,
 }
 
-fn key_text(key: &[Cell]) -> String {
-    format!("{key:?}")
-}
-
 impl<'p> Accumulator<'p> {
     pub fn new(plan: &'p GatePlan, bounded: bool) -> Self {
         Accumulator {
@@ -77,6 +78,7 @@ impl<'p> Accumulator<'p> {
             bounded,
             groups: Vec::new(),
             index: HashMap::new(),
+            encoder: None,
             current: None,
             pending: Vec::new(),
         }
@@ -87,18 +89,71 @@ impl<'p> Accumulator<'p> {
         self.groups.len()
     }
 
-    fn group(&mut self, key: Vec<Cell>) -> usize {
-        let text = key_text(&key);
-        if let Some(i) = self.index.get(&text) {
-            return *i;
+    /// The group of each row of `columns` (the key columns of one batch), creating groups
+    /// for keys not seen before.
+    fn groups_of(&mut self, columns: &[ArrayRef], rows: usize) -> Result<Vec<usize>, ReleaseError> {
+        if columns.is_empty() {
+            // No GROUP BY: one group.
+            if self.groups.is_empty() && rows > 0 {
+                self.new_group(Vec::new());
+            }
+            return Ok(vec![0; rows]);
         }
+        if self.encoder.is_none() {
+            let types: Vec<DataType> = columns.iter().map(|c| c.data_type().clone()).collect();
+            let fields = types.iter().map(|t| SortField::new(t.clone())).collect();
+            let converter = RowConverter::new(fields).map_err(|_| ReleaseError::Shape)?;
+            self.encoder = Some((converter, types));
+        }
+        let Some((converter, types)) = &self.encoder else {
+            return Err(ReleaseError::Shape);
+        };
+        let columns: Vec<ArrayRef> = columns
+            .iter()
+            .zip(types)
+            .map(|(c, t)| {
+                if c.data_type() == t {
+                    Ok(c.clone())
+                } else {
+                    arrow_cast::cast(c, t).map_err(|_| ReleaseError::Shape)
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let encoded = converter
+            .convert_columns(&columns)
+            .map_err(|_| ReleaseError::Shape)?;
+        let mut out = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let bytes = encoded.row(row);
+            let group = match self.index.get(bytes.as_ref()) {
+                Some(g) => *g,
+                None => {
+                    let key = columns
+                        .iter()
+                        .map(|c| {
+                            cells(&c.slice(row, 1))
+                                .ok()
+                                .and_then(|v| v.into_iter().next())
+                                .ok_or(ReleaseError::Shape)
+                        })
+                        .collect::<Result<Vec<Cell>, _>>()?;
+                    let g = self.new_group(key);
+                    self.index.insert(bytes.as_ref().into(), g);
+                    g
+                }
+            };
+            out.push(group);
+        }
+        Ok(out)
+    }
+
+    fn new_group(&mut self, key: Vec<Cell>) -> usize {
         self.groups.push(Group {
             key,
             units: 0,
             measures: vec![0.0; self.plan.measures.len()],
             others: vec![0; self.plan.other_instances],
         });
-        self.index.insert(text, self.groups.len() - 1);
         self.groups.len() - 1
     }
 
@@ -123,15 +178,14 @@ impl<'p> Accumulator<'p> {
         } else {
             None
         };
-        let key_cells: Vec<Vec<Cell>> = (0..keys)
-            .map(|i| cells(batch.column(owner_cols + i)).map_err(|_| ReleaseError::Shape))
-            .collect::<Result<_, _>>()?;
+        let groups = self.groups_of(
+            &batch.columns()[owner_cols..owner_cols + keys],
+            batch.num_rows(),
+        )?;
         let measures: Vec<Vec<f64>> = (0..self.plan.measures.len())
             .map(|i| floats(batch.column(owner_cols + keys + i)))
             .collect::<Result<_, _>>()?;
-        for row in 0..batch.num_rows() {
-            let key: Vec<Cell> = key_cells.iter().map(|c| c[row].clone()).collect();
-            let group = self.group(key);
+        for (row, group) in groups.into_iter().enumerate() {
             let values: Vec<f64> = measures.iter().map(|m| m[row]).collect();
             let owner: Option<[u8; 16]> = match owners {
                 Some(o) if !o.is_null(row) => o.value(row).try_into().ok(),
@@ -214,15 +268,11 @@ impl<'p> Accumulator<'p> {
         if batch.num_columns() != keys + 2 * others {
             return Err(ReleaseError::Shape);
         }
-        let key_cells: Vec<Vec<Cell>> = (0..keys)
-            .map(|i| cells(batch.column(i)).map_err(|_| ReleaseError::Shape))
-            .collect::<Result<_, _>>()?;
+        let groups = self.groups_of(&batch.columns()[..keys], batch.num_rows())?;
         let counts: Vec<Vec<f64>> = (0..2 * others)
             .map(|i| floats(batch.column(keys + i)))
             .collect::<Result<_, _>>()?;
-        for row in 0..batch.num_rows() {
-            let key: Vec<Cell> = key_cells.iter().map(|c| c[row].clone()).collect();
-            let group = self.group(key);
+        for (row, group) in groups.into_iter().enumerate() {
             for j in 0..others {
                 let units = counts[2 * j][row] + counts[2 * j + 1][row];
                 self.groups[group].others[j] = units.max(0.0) as u64;

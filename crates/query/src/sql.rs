@@ -259,10 +259,17 @@ fn none_named(instance: usize, unit: &PrivacyUnit) -> String {
         .join(" AND ")
 }
 
-fn measure_sql(m: &Measure) -> String {
+/// A measure of one (unit, group) partial. `owner_column` is the unit's first column in
+/// the first table: within one unit's group it holds the owner or nothing, so its distinct
+/// count is 0 or 1 — computed as such, because DataFusion's `count(DISTINCT)` keeps a hash
+/// set per group, and the partials have a group per unit.
+fn measure_sql(m: &Measure, owner_column: Option<&ColumnAt>) -> String {
     match m {
         Measure::Rows => "count(*)".into(),
         Measure::NonNull(c) => format!("count({})", col(c)),
+        Measure::Distinct(c) if Some(c) == owner_column => {
+            format!("least(count({}), 1)", col(c))
+        }
         Measure::Distinct(c) => format!("count(DISTINCT {})", col(c)),
         Measure::Sum {
             column,
@@ -390,6 +397,10 @@ pub(crate) fn plan(
 
     // Per unit and group.
     let owner = owner_expr(0, &unit);
+    let owner_column = unit.columns.first().map(|c| ColumnAt {
+        instance: 0,
+        column: c.clone(),
+    });
     let mut select: Vec<String> = Vec::new();
     if let Some(o) = &owner {
         select.push(format!("{o} AS \"__owner\""));
@@ -403,7 +414,7 @@ pub(crate) fn plan(
         measures
             .iter()
             .enumerate()
-            .map(|(i, m)| format!("{} AS \"__m{i}\"", measure_sql(m))),
+            .map(|(i, m)| format!("{} AS \"__m{i}\"", measure_sql(m, owner_column.as_ref()))),
     );
     let order = if owner.is_some() {
         " ORDER BY \"__owner\""

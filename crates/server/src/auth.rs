@@ -27,7 +27,10 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(Problem::unauthorized)?
             .trim();
         match state.users.authenticate(token).await {
-            Ok(Some(user)) => Ok(Caller(user)),
+            Ok(Some(user)) => {
+                state.rate.take(&user.principal_name())?;
+                Ok(Caller(user))
+            }
             Ok(None) => {
                 tracing::info!("request with an unknown or revoked token");
                 Err(Problem::unauthorized())

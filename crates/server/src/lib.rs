@@ -10,6 +10,7 @@
 
 mod auth;
 mod console;
+mod limits;
 mod metrics;
 mod openapi;
 mod problem;
@@ -25,6 +26,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use blindwatch_net::{NetError, ServeOptions};
+pub use limits::Limits;
 pub use problem::Problem;
 pub use state::AppState;
 
@@ -50,10 +53,12 @@ pub enum ServerError {
     Start(String),
     #[error("the server stopped with an error: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Net(#[from] NetError),
 }
 
 /// How to run the server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub listen: String,
@@ -65,6 +70,10 @@ pub struct ServerConfig {
     pub as_of: Option<chrono::NaiveDate>,
     /// The alert store and users in PostgreSQL; None: SQLite files in the data directory.
     pub postgres: Option<blindwatch_store::PostgresUrl>,
+    /// TLS, header and body deadlines, the connection cap, plain HTTP off loopback.
+    pub net: ServeOptions,
+    /// Per-user request rate, query time and memory.
+    pub limits: Limits,
 }
 
 impl ServerConfig {
@@ -76,6 +85,8 @@ impl ServerConfig {
             scheduler: true,
             as_of: None,
             postgres: None,
+            net: ServeOptions::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -86,8 +97,6 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let state = AppState::open(&config, stop_rx.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -95,23 +104,32 @@ pub async fn serve(
             source,
         })?;
     let local: SocketAddr = listener.local_addr().map_err(ServerError::Serve)?;
+    // Refused before anything is opened: plain HTTP off loopback is a configuration error.
+    if config.net.tls.is_none() && !local.ip().is_loopback() && !config.net.allow_plain_http {
+        return Err(NetError::PlainHttp { addr: local }.into());
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let state = AppState::open(&config, stop_rx.clone()).await?;
     tracing::info!(%local, "blindwatch server listening");
     // Tests and scripts read the bound address from here (useful with port 0).
-    println!("listening on http://{local}");
+    let scheme = if config.net.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("listening on {scheme}://{local}");
 
     let scheduler = config
         .scheduler
         .then(|| tokio::spawn(scheduler::run(state.clone(), config.as_of, stop_rx.clone())));
     let app = routes::router(state.clone(), config.max_upload_bytes);
     let stop_streams = stop_tx.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining requests");
-            let _ = stop_streams.send(true);
-        })
-        .await
-        .map_err(ServerError::Serve)?;
+    blindwatch_net::serve(listener, app, config.net.clone(), async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining requests");
+        let _ = stop_streams.send(true);
+    })
+    .await?;
     let _ = stop_tx.send(true);
     if let Some(s) = scheduler {
         let _ = tokio::time::timeout(Duration::from_secs(30), s).await;

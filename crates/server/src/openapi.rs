@@ -3,20 +3,36 @@
 use axum::Json;
 use serde_json::{Value, json};
 
+/// The refusals any authenticated route can give: its own (400, 403, 404, 409, 422), the
+/// server's limits (408 body deadline, 413 size, 415 content type, 429 per-user rate, 503
+/// query time) and failures (500).
 fn op(summary: &str, tag: &str, ok: &str) -> Value {
+    let problem = json!({"$ref": "#/components/responses/Problem"});
+    let mut responses = serde_json::Map::new();
+    responses.insert(ok.to_owned(), json!({"description": "success"}));
+    for status in [
+        "400", "401", "403", "404", "408", "409", "413", "415", "422", "429", "500", "503",
+    ] {
+        responses.insert(status.to_owned(), problem.clone());
+    }
     json!({
         "summary": summary,
         "tags": [tag],
         "security": [{"bearer": []}],
-        "responses": {
-            ok: {"description": "success"},
-            "400": {"$ref": "#/components/responses/Problem"},
-            "401": {"$ref": "#/components/responses/Problem"},
-            "403": {"$ref": "#/components/responses/Problem"},
-            "404": {"$ref": "#/components/responses/Problem"},
-            "422": {"$ref": "#/components/responses/Problem"}
-        }
+        "responses": responses
     })
+}
+
+/// A public route (no token): its success, and a problem if the server fails.
+fn public(summary: &str, content_type: &str) -> Value {
+    json!({"get": {
+        "summary": summary,
+        "security": [],
+        "responses": {
+            "200": {"description": "success", "content": {content_type: {"schema": {"type": "string"}}}},
+            "500": {"$ref": "#/components/responses/Problem"}
+        }
+    }})
 }
 
 fn with_body(mut op: Value, content_type: &str, schema: Value) -> Value {
@@ -29,12 +45,21 @@ fn id_param(name: &str) -> Value {
 }
 
 pub fn spec() -> Value {
+    // Request bodies the server refuses fields of are closed, as the server is.
+    let closed = |mut schema: Value| {
+        schema["additionalProperties"] = json!(false);
+        schema
+    };
     let action = |summary: &str, body: Value| {
         let mut o = with_body(op(summary, "alerts", "200"), "application/json", body);
         o["parameters"] = id_param("id");
         o
     };
     let text = json!({"type": "string"});
+    // Optional fields: absent or null mean the same (serde's `Option`).
+    let optional_text = json!({"type": ["string", "null"]});
+    // Any content type is read as the file's text; 422 when it is not a model that checks.
+    let model_file = json!({"type": "string", "description": "the model file (TOML)"});
     let mut one = op("One alert with its history and comments", "alerts", "200");
     one["parameters"] = id_param("id");
     let mut subject = op(
@@ -44,6 +69,9 @@ pub fn spec() -> Value {
     );
     subject["parameters"] = id_param("pseudonym");
     let mut expire = op("Expire a silence", "alerts", "200");
+    // No body: whatever is sent is not read.
+    let mut acknowledge = op("Acknowledge (no body)", "alerts", "200");
+    acknowledge["parameters"] = id_param("id");
     expire["parameters"] = id_param("id");
     let mut list = op(
         "Alerts the caller may read, highest tier first, paginated",
@@ -51,14 +79,20 @@ pub fn spec() -> Value {
         "200",
     );
     list["parameters"] = json!([
-        {"name": "tier", "in": "query", "schema": {"type": "string", "enum": ["red", "orange", "yellow", "blue"]}},
-        {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["open", "acknowledged", "closed"]}},
+        {"name": "tier", "in": "query", "description": "tiers, comma-separated", "schema": {"type": "string", "pattern": "^(|red|orange|yellow|blue)(,(|red|orange|yellow|blue))*$"}},
+        {"name": "status", "in": "query", "description": "states, comma-separated", "schema": {"type": "string", "pattern": "^(|open|acknowledged|closed)(,(|open|acknowledged|closed))*$"}},
         {"name": "model", "in": "query", "schema": text},
         {"name": "station", "in": "query", "schema": text},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-        {"name": "after", "in": "query", "description": "the `next` cursor of the previous page", "schema": text},
+        {"name": "after", "in": "query", "description": "the `next` cursor of the previous page (422 `bad-cursor` for any other value)", "schema": text},
         {"name": "order", "in": "query", "description": "`urgency` (tier, then most recently seen; default) or `newest`", "schema": {"type": "string", "enum": ["urgency", "newest"]}}
     ]);
+    let mut stream = op(
+        "Server-sent events of new and changed alerts the caller may read (resume with Last-Event-ID); officers only; ends when the caller's user is revoked or the server stops",
+        "alerts",
+        "200",
+    );
+    stream["responses"]["200"] = json!({"description": "an event stream", "content": {"text/event-stream": {"schema": text}}});
     let mut me = op(
         "The caller: name, role, audit principal, station and county (officers), duty flag, and the registered models' titles",
         "users",
@@ -124,7 +158,7 @@ pub fn spec() -> Value {
     approve["parameters"] = id_param("id");
     run["parameters"] = json!([
         {"name": "model", "in": "query", "schema": text},
-        {"name": "as_of", "in": "query", "schema": {"type": "string", "format": "date"}}
+        {"name": "as_of", "in": "query", "description": "evaluate as of this day, 1970-01-01 to 2199-12-31 (422 `bad-as-of` outside)", "schema": {"type": "string", "format": "date"}}
     ]);
     json!({
         "openapi": "3.1.0",
@@ -134,31 +168,54 @@ pub fn spec() -> Value {
             "description": "Sealed partner contributions, tiered warning alerts for police stations, gated aggregate queries. Every route but /healthz, /metrics, this document and the console's static files (/, /console.js, /console.css) needs `Authorization: Bearer <token>` (issued by `blindwatch users add`) and is authorised by the Cedar access policies. Errors are RFC 9457 problem details."
         },
         "paths": {
-            "/healthz": {"get": {"summary": "Liveness and store access", "responses": {"200": {"description": "ok"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format 0.0.4"}}}},
-            "/": {"get": {"summary": "The officer console (HTML; signs in with a bearer token and uses this API)", "tags": ["console"], "responses": {"200": {"description": "text/html"}}}},
+            "/healthz": public("Liveness and store access", "text/plain"),
+            "/metrics": public("Prometheus metrics (text format 0.0.4)", "text/plain"),
+            "/v1/openapi.json": public("This document", "application/json"),
+            "/": public("The officer console (HTML; signs in with a bearer token and uses this API)", "text/html"),
+            "/console.js": public("The officer console's script", "text/javascript"),
+            "/console.css": public("The officer console's stylesheet", "text/css"),
             "/v1/me": {"get": me},
             "/v1/alerts": {"get": list},
-            "/v1/alerts/stream": {"get": op("Server-sent events of new and changed alerts the caller may read (resume with Last-Event-ID)", "alerts", "200")},
+            "/v1/alerts/stream": {"get": stream},
             "/v1/alerts/{id}": {"get": one},
-            "/v1/alerts/{id}/acknowledge": {"post": action("Acknowledge", json!({"type": "object"}))},
-            "/v1/alerts/{id}/assign": {"post": action("Assign to an officer", json!({"type": "object", "required": ["assignee"], "properties": {"assignee": text}}))},
-            "/v1/alerts/{id}/comment": {"post": action("Comment", json!({"type": "object", "required": ["text"], "properties": {"text": text}}))},
-            "/v1/alerts/{id}/close": {"post": action("Close with an outcome", json!({"type": "object", "required": ["outcome"], "properties": {"outcome": {"type": "string", "enum": ["handled", "false_positive", "duplicate"]}, "note": text}}))},
-            "/v1/alerts/{id}/reveal": {"post": action("Ask to reveal the identity behind an alert (justification required; audited)", json!({"type": "object", "required": ["justification"], "properties": {"justification": text}}))},
+            "/v1/alerts/{id}/acknowledge": {"post": acknowledge},
+            "/v1/alerts/{id}/assign": {"post": action("Assign to an officer", closed(json!({"type": "object", "required": ["assignee"], "properties": {"assignee": {
+                "type": "string", "minLength": 1, "maxLength": 64,
+                "description": "an officer's user name at the caller's station: letters, digits, `-`, `_`, `.`, never 11 or more digits in a row",
+                "pattern": "^([A-Za-z._-]|[0-9]{1,10}[A-Za-z._-])*[0-9]{0,10}$"
+            }}})))},
+            "/v1/alerts/{id}/comment": {"post": action("Comment", closed(json!({"type": "object", "required": ["text"], "properties": {"text": text}})))},
+            "/v1/alerts/{id}/close": {"post": action("Close with an outcome", closed(json!({"type": "object", "required": ["outcome"], "properties": {"outcome": {"type": "string", "enum": ["handled", "false_positive", "duplicate"]}, "note": optional_text.clone()}})))},
+            "/v1/alerts/{id}/reveal": {"post": action("Ask to reveal the identity behind an alert (justification required; audited)", closed(json!({"type": "object", "required": ["justification"], "properties": {"justification": text}})))},
             "/v1/subjects/{pseudonym}": {"get": subject},
             "/v1/silences": {
                 "get": op("Silences (active and expired)", "alerts", "200"),
-                "post": with_body(op("Create a silence: matchers, start, end, reason", "alerts", "201"), "application/json", json!({"type": "object", "required": ["matchers", "ends_at", "reason"]}))
+                "post": with_body(op("Create a silence of the caller's own station (the station matcher is always theirs): optional matchers model (a registered model's id), tier, category and subject (a pseudonym); start (default now), end, reason", "alerts", "201"), "application/json", closed(json!({
+                    "type": "object",
+                    "required": ["ends_at", "reason"],
+                    "properties": {
+                        "model": optional_text.clone(),
+                        "tier": {"type": ["string", "null"], "enum": ["red", "orange", "yellow", "blue", null]},
+                        "category": {"type": ["string", "null"], "enum": ["dispute", "mental-health", "fugitive", "public-order", "fraud", "other", null]},
+                        "subject": {"type": ["string", "null"], "description": "a pseudonym such as P-7K3Q9-XD2MB", "pattern": "^[PTAVNX]-[0-9ABCDEFGHJKMNPQRSTVWXYZ]{5}-[0-9ABCDEFGHJKMNPQRSTVWXYZ]{5}$"},
+                        "starts_at": {"type": ["string", "null"], "format": "date-time", "description": "default (absent or null): now"},
+                        "ends_at": {"type": "string", "format": "date-time"},
+                        "reason": text
+                    }
+                })))
             },
             "/v1/silences/{id}/expire": {"post": expire},
             "/v1/models": {"get": op("Registered models", "models", "200")},
-            "/v1/models/check": {"post": with_body(op("Check a model file against the catalog and contracts", "models", "200"), "application/toml", text.clone())},
-            "/v1/models/register": {"post": with_body(op("Check and register a model file (audited). Every partner whose data the model reads must first have approved this exact text (POST /v1/models/{id}/approvals); otherwise 422 `model-unapproved` names the missing partners", "models", "201"), "application/toml", text.clone())},
+            "/v1/models/check": {"post": with_body(op("Check a model file against the catalog and contracts", "models", "200"), "text/plain", model_file.clone())},
+            "/v1/models/register": {"post": with_body(op("Check and register a model file (audited). Every partner whose data the model reads must first have approved this exact text (POST /v1/models/{id}/approvals); otherwise 422 `model-unapproved` names the missing partners", "models", "201"), "text/plain", model_file.clone())},
             "/v1/models/run": {"post": run},
             "/v1/models/{id}/approvals": {"post": approve},
-            "/v1/query": {"post": with_body(op("An aggregate query through the privacy gate (audited by digest)", "query", "200"), "application/json", json!({"type": "object", "required": ["sql", "purpose"], "properties": {"sql": text, "purpose": text}}))},
-            "/v1/contributions": {"post": with_body(op("Upload a sealed contribution (partners; same checks as `blindwatch ingest`)", "partners", "201"), "multipart/form-data", json!({"type": "object", "required": ["manifest", "package"], "properties": {"manifest": {"type": "string", "format": "binary"}, "package": {"type": "string", "format": "binary"}}}))}
+            "/v1/query": {"post": with_body(op("An aggregate query through the privacy gate (audited by digest)", "query", "200"), "application/json", closed(json!({"type": "object", "required": ["sql", "purpose"], "properties": {"sql": text, "purpose": {
+                "type": "string", "minLength": 1, "maxLength": 64,
+                "description": "a purpose code of privacy.toml: lowercase letters, digits and `-`, starting with a letter, never 11 or more digits in a row",
+                "pattern": "^[a-z]([a-z-]|[0-9]{1,10}[a-z-])*[0-9]{0,10}$"
+            }}})))},
+            "/v1/contributions": {"post": with_body(op("Upload a sealed contribution (partners; same checks as `blindwatch ingest`)", "partners", "201"), "multipart/form-data", closed(json!({"type": "object", "required": ["manifest", "package"], "properties": {"manifest": {"type": "string", "format": "binary", "description": "the signed manifest (DSSE JSON), first; 422 `not-a-manifest` otherwise"}, "package": {"type": "string", "format": "binary", "description": "the sealed Parquet file, at most its manifest's size"}}})))}
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -174,7 +231,8 @@ pub fn spec() -> Value {
                     "required": ["type", "title", "status", "detail"],
                     "properties": {
                         "type": text, "title": text, "status": {"type": "integer"}, "detail": text,
-                        "rule": {"type": "string", "description": "the policy or gate rule that refused"}
+                        "rule": {"type": "string", "description": "the policy or gate rule that refused"},
+                        "retry_after": {"type": "integer", "minimum": 1, "description": "seconds to wait before trying again (also the Retry-After header)"}
                     }
                 }
             }

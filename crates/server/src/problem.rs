@@ -16,6 +16,10 @@ pub struct Problem {
     /// For gate and policy refusals: the rule that refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// Seconds to wait before trying again (rate limits, a busy server); also sent as
+    /// `Retry-After`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -26,7 +30,40 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             rule: None,
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Problem {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// A request body that did not arrive within the body deadline (`blindwatch-net`).
+    pub fn body_timeout() -> Problem {
+        Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            "the request body did not arrive in time: check the network and send it again",
+        )
+    }
+
+    /// The refusal for a body read that failed with `err` (and `status`, axum's) when a
+    /// limit stopped it: too slow (408) or too large (413).
+    pub fn from_body_error(
+        err: &(dyn std::error::Error + 'static),
+        status: StatusCode,
+    ) -> Option<Problem> {
+        if blindwatch_net::is_body_timeout(err) {
+            return Some(Problem::body_timeout());
+        }
+        (status == StatusCode::PAYLOAD_TOO_LARGE).then(|| {
+            Problem::new(
+                status,
+                "body-too-large",
+                "the request body is larger than this server accepts (see `blindwatch serve --help`): send a smaller one",
+            )
+        })
     }
 
     pub fn with_rule(mut self, rule: impl Into<String>) -> Problem {
@@ -93,6 +130,17 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a slow body is not worth reading: close the connection.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -138,6 +186,12 @@ where
                             ),
                             None => "the JSON body does not have the shape this route expects; see /v1/openapi.json".to_owned(),
                         }
+                    }
+                    JsonRejection::BytesRejection(e) => {
+                        if let Some(p) = Problem::from_body_error(e, rejection.status()) {
+                            return Err(p);
+                        }
+                        "the request body could not be read".to_owned()
                     }
                     _ => "the request body could not be read".to_owned(),
                 };

@@ -35,6 +35,8 @@ pub struct Inner {
     /// Model runs, uploads and model registration change what the engine sees; one at a time.
     pub writer: Mutex<()>,
     pub metrics: Metrics,
+    pub limits: crate::Limits,
+    pub rate: crate::limits::RateLimiter,
     pub fanout: Fanout,
     pub shutdown: watch::Receiver<bool>,
     /// Changes whenever a user is revoked (by this server or `blindwatch users revoke`):
@@ -136,6 +138,8 @@ impl AppState {
             audit: Mutex::new(audit),
             writer: Mutex::new(()),
             metrics: Metrics::default(),
+            limits: config.limits.clone(),
+            rate: crate::limits::RateLimiter::new(&config.limits),
             fanout,
             shutdown,
             revocations,

@@ -25,9 +25,20 @@ use crate::reveal::{RevealPlan, RevealedField};
 use crate::state::AppState;
 use crate::users::User;
 
+/// An alert that does not exist and one the caller may not read answer alike (same status,
+/// same body), so that alert ids cannot be enumerated.
+fn no_such_alert() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "no such alert among those you may read",
+    )
+    .with_rule("unknown-alert")
+}
+
 fn store_problem(e: AlertStoreError) -> Problem {
     match e {
-        AlertStoreError::UnknownAlert(_) => Problem::not_found("alert"),
+        AlertStoreError::UnknownAlert(_) => no_such_alert(),
         AlertStoreError::UnknownSilence(_) => Problem::not_found("silence"),
         AlertStoreError::Db(_)
         | AlertStoreError::Database(_)
@@ -42,10 +53,11 @@ fn store_problem(e: AlertStoreError) -> Problem {
 }
 
 fn alert_id(id: &str) -> Result<AlertId, Problem> {
-    AlertId::new(id).map_err(|_| Problem::not_found("alert"))
+    AlertId::new(id).map_err(|_| no_such_alert())
 }
 
-/// The alert, if the policies let `user` do `action` on it; 403 otherwise.
+/// The alert, if the policies let `user` do `action` on it: as unknown when `user` may not
+/// read it, 403 when they may read it but not do `action`.
 async fn authorized_alert(
     state: &AppState,
     user: &User,
@@ -55,6 +67,9 @@ async fn authorized_alert(
 ) -> Result<(AlertId, Alert), Problem> {
     let id = alert_id(id)?;
     let alert = state.alerts.get(&id).await.map_err(store_problem)?;
+    if !state.may_read_alert(user, &alert) {
+        return Err(no_such_alert());
+    }
     let resource = state
         .alert_resource(&alert)
         .ok_or_else(Problem::forbidden)?;
@@ -76,6 +91,9 @@ fn scope(state: &AppState, user: &User) -> Result<StationScope, Problem> {
         vec![station.to_owned()]
     }))
 }
+
+/// The largest page of `GET /v1/alerts` (as documented).
+const MAX_LIST_LIMIT: u32 = 500;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,11 +163,18 @@ pub async fn list(
         Some(_) => return Err(Problem::bad_request("order is `urgency` or `newest`")),
     };
     if let Some(limit) = p.limit {
+        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+            return Err(Problem::bad_request(format!(
+                "limit is 1 to {MAX_LIST_LIMIT}"
+            )));
+        }
         q.limit = limit;
     }
     if let Some(after) = &p.after {
+        // Well-formed text, but not a cursor this server gave out.
         q.after = Some(after.parse().map_err(|_| {
-            Problem::bad_request(
+            Problem::unprocessable(
+                "bad-cursor",
                 "`after` is not a cursor this listing gave out; start from the first page",
             )
         })?);
@@ -278,12 +303,22 @@ pub async fn assign(
     ApiJson(body): ApiJson<AssignBody>,
 ) -> Result<Json<Alert>, Problem> {
     let station = user.station.clone().unwrap_or_default();
-    let assignee = blindwatch_audit::Principal::new(format!("officer:{}@{station}", body.assignee))
-        .map_err(|_| {
-            Problem::bad_request(
-                "the assignee is an officer's user name: letters, digits, `-`, `_`, `.`",
-            )
-        })?;
+    let bad_name = || {
+        Problem::bad_request(
+            "the assignee is an officer's user name: 1-64 letters, digits, `-`, `_`, `.`, never 11 or more digits in a row",
+        )
+    };
+    let name = &body.assignee;
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(bad_name());
+    }
+    let assignee = blindwatch_audit::Principal::new(format!("officer:{name}@{station}"))
+        .map_err(|_| bad_name())?;
     act(
         &state,
         &user,
@@ -444,7 +479,7 @@ pub async fn reveal(
                 },
             )])
             .await?;
-        return Err(Problem::not_found("alert").with_rule("unknown-alert"));
+        return Err(no_such_alert());
     };
     let justification = body
         .as_ref()
@@ -495,14 +530,14 @@ pub async fn reveal(
     let alert = match state.alerts.get(&id).await {
         Ok(a) => a,
         Err(AlertStoreError::UnknownAlert(_)) => {
-            return refuse(
-                Problem::not_found("alert").with_rule("unknown-alert"),
-                "unknown-alert",
-            )
-            .await;
+            return refuse(no_such_alert(), "unknown-alert").await;
         }
         Err(e) => return refuse(store_problem(e), "internal").await,
     };
+    // An alert the caller may not read answers as an unknown one (the log says which).
+    if !state.may_read_alert(&user, &alert) {
+        return refuse(no_such_alert(), "access-policy").await;
+    }
     // The policies first: another station's officer learns nothing more of the alert.
     let context = Context {
         justification_given: given,
@@ -724,12 +759,15 @@ fn silence_matchers(
         category: body.category.clone(),
         subject: match body.subject.as_deref() {
             None => None,
-            Some(p) => Some(Pseudonym::parse(p).ok_or_else(|| {
-                bad(
-                    "bad-matcher",
-                    "subject is a pseudonym such as P-7K3Q9-XD2MB",
-                )
-            })?),
+            // Only the canonical form, as documented.
+            Some(p) => Some(
+                Pseudonym::parse(p)
+                    .filter(|parsed| parsed.as_str() == p)
+                    .ok_or_else(|| {
+                        Problem::bad_request("subject is a pseudonym such as P-7K3Q9-XD2MB")
+                            .with_rule("bad-matcher")
+                    })?,
+            ),
         },
     };
     matchers.check().map_err(|e| store_refusal(e).0)?;

@@ -53,6 +53,7 @@ pub fn router(state: AppState, max_upload_bytes: usize) -> Router {
         .route("/console.js", get(crate::console::script))
         .route("/console.css", get(crate::console::style))
         .fallback(not_found)
+        .layer(middleware::from_fn(problem_bodies))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -74,6 +75,66 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn not_found() -> crate::problem::Problem {
     crate::problem::Problem::not_found("route; see /v1/openapi.json")
+}
+
+/// Every refusal is a problem document: axum's own rejections (a query string or path that
+/// does not parse, a body that is not UTF-8, a method the route does not take) are plain
+/// text or empty and can quote the caller's input, so their bodies are replaced by a
+/// problem for their status (headers such as `Allow` kept).
+async fn problem_bodies(request: Request, next: Next) -> Response {
+    use crate::problem::Problem;
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v == "application/problem+json");
+    if is_problem || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let problem = match status {
+        StatusCode::BAD_REQUEST => Problem::bad_request(
+            "the path or query string is not what this route takes, or the body is not UTF-8 text; see /v1/openapi.json",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => Problem::new(
+            status,
+            "method-not-allowed",
+            "this route does not take this method; the Allow header lists those it takes",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+            status,
+            "body-too-large",
+            "the request body is larger than this route accepts; send a smaller one",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
+            status,
+            "unsupported-media-type",
+            "the body's Content-Type is not one this route takes; see /v1/openapi.json",
+        ),
+        s if s.is_server_error() => {
+            tracing::error!(
+                status = s.as_u16(),
+                "a handler answered without a problem body"
+            );
+            Problem::new(
+                s,
+                "internal",
+                "the server failed to handle the request; it was logged, try again later",
+            )
+        }
+        _ => Problem::new(
+            status,
+            "refused",
+            "the request was refused; see /v1/openapi.json for what this route takes",
+        ),
+    };
+    let (mut parts, _) = response.into_parts();
+    let fresh = problem.into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in fresh.headers() {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, fresh.into_body())
 }
 
 /// Counts and times each request by its route template (never the concrete path: it may

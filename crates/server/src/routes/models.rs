@@ -326,6 +326,19 @@ pub async fn run(
         &model_resource(params.model.as_deref().unwrap_or("*")),
         &Context::default(),
     )?;
+    // DataFusion's timestamps are i64 nanoseconds (1677 to 2262): a day outside is refused
+    // before anything runs, not failed inside the run.
+    if let Some(d) = params.as_of {
+        let earliest = chrono::NaiveDate::from_ymd_opt(1970, 1, 1);
+        let latest = chrono::NaiveDate::from_ymd_opt(2199, 12, 31);
+        if earliest.is_some_and(|e| d < e) || latest.is_some_and(|l| d > l) {
+            return Err(Problem::unprocessable(
+                "bad-as-of",
+                "as_of is a day from 1970-01-01 to 2199-12-31",
+            )
+            .with_rule("bad-as-of"));
+        }
+    }
     let now = blindwatch_models::run_time(params.as_of);
     let actor = crate::auth::audit_principal(&user)?;
     let summaries = run_models(&state, params.model.as_deref(), now, &actor).await?;

@@ -70,7 +70,7 @@ pub async fn query(
         .map_err(|e| Problem::internal(&e))?;
         return Err(p);
     }
-    let engine = match Engine::open(&state.dir).await {
+    let mut engine = match Engine::open(&state.dir).await {
         Ok(e) => e,
         Err(e) => {
             let mut audit = state.audit.lock().await;
@@ -85,6 +85,8 @@ pub async fn query(
             return Err(Problem::internal(&e));
         }
     };
+    // An execution over the pool's bound is refused (rule `execution`), not the process.
+    engine.set_memory_limit(Some(state.limits.query_memory_bytes));
     let refused = |e: QueryError| match e.rule() {
         Some(rule) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -94,10 +96,41 @@ pub async fn query(
         .with_rule(rule),
         None => Problem::internal(&e),
     };
-    // The work first; the audit log is held only to append the outcome.
-    let answer = blindwatch_query::answer(&engine, &request.sql, &purpose, &state.gate, &principal)
-        .await
-        .map_err(refused)?;
+    // The work first, on a task of its own so that the time limit can cancel it (dropping
+    // DataFusion's streams stops the execution); the audit log is held only to append the
+    // outcome.
+    let mut work = tokio::spawn({
+        let state = state.clone();
+        let sql = request.sql.clone();
+        let purpose = purpose.clone();
+        let principal = principal.clone();
+        async move { blindwatch_query::answer(&engine, &sql, &purpose, &state.gate, &principal).await }
+    });
+    let answer = match tokio::time::timeout(state.limits.query_timeout, &mut work).await {
+        Ok(Ok(answer)) => answer.map_err(refused)?,
+        Ok(Err(e)) => return Err(Problem::internal(&e)),
+        Err(_) => {
+            work.abort();
+            let mut audit = state.audit.lock().await;
+            blindwatch_query::audit_refusal(
+                &request.sql,
+                &purpose,
+                &principal,
+                "query-timeout",
+                &mut audit,
+            )
+            .map_err(|e| Problem::internal(&e))?;
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "query-timeout",
+                format!(
+                    "the query did not finish within the server's query time limit ({} s) and was cancelled; nothing was released, and the budget it needed may already be spent. Ask a narrower question",
+                    state.limits.query_timeout.as_secs_f64()
+                ),
+            )
+            .with_rule("query-timeout"));
+        }
+    };
     let mut audit = state.audit.lock().await;
     answer.audit(&mut audit).map(Json).map_err(refused)
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use axum::Json;
-use axum::extract::multipart::MultipartRejection;
+use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use blindwatch_access::{Action, Context, Resource};
@@ -46,6 +46,16 @@ impl Drop for Staging {
 
 fn bad(detail: impl Into<String>) -> Problem {
     Problem::bad_request(detail)
+}
+
+/// A multipart read that failed: over the upload limit (413, enforced as the body streams
+/// in) or too slow (408) as such, anything else as a bad request about `what`.
+fn part_error(e: &MultipartError, what: &str) -> Problem {
+    Problem::from_body_error(e, e.status()).unwrap_or_else(|| {
+        bad(format!(
+            "{what}: the upload is not valid multipart/form-data"
+        ))
+    })
 }
 
 pub async fn upload(
@@ -98,8 +108,16 @@ pub async fn upload(
         contracts,
         state.platform_key.clone(),
     );
+    // The work (copy, hash, check every page, commit to the catalog) on a blocking thread,
+    // off the async workers and without the audit log; the log is held only to append.
+    let runtime = tokio::runtime::Handle::current();
+    let checked = tokio::task::spawn_blocking(move || {
+        runtime.block_on(ingestor.check_and_store_unaudited(&manifest_path))
+    })
+    .await
+    .map_err(|e| Problem::internal(&e))?;
     let mut audit = state.audit.lock().await;
-    let outcome = ingestor.ingest(&manifest_path, &mut audit).await;
+    let outcome = checked.audit(&mut audit);
     let checkpoint = audit.checkpoint();
     drop(audit);
     if let Err(e) = checkpoint {
@@ -147,7 +165,7 @@ async fn receive(
     while let Some(mut field) = form
         .next_field()
         .await
-        .map_err(|e| bad(format!("the upload is not valid multipart/form-data: {e}")))?
+        .map_err(|e| part_error(&e, "reading the next part"))?
     {
         let duplicate = match field.name() {
             Some("manifest") => manifest.is_some(),
@@ -164,16 +182,22 @@ async fn receive(
                 let bytes = field
                     .bytes()
                     .await
-                    .map_err(|e| bad(format!("reading the manifest part: {e}")))?;
+                    .map_err(|e| part_error(&e, "reading the manifest part"))?;
                 if bytes.len() > MAX_MANIFEST_BYTES {
                     return Err(bad(
                         "the manifest part is larger than 1 MiB; it is not a manifest",
                     ));
                 }
-                let envelope = Envelope::from_json(&bytes)
-                    .map_err(|e| bad(format!("the manifest part is not a signed manifest: {e}")))?;
-                let claimed = Manifest::peek_unverified(&envelope)
-                    .ok_or_else(|| bad("the manifest part is not a signed manifest"))?;
+                // A part of the documented shape whose content is not a manifest: 422.
+                let not_manifest = |detail: String| {
+                    Problem::unprocessable("not-a-manifest", detail).with_rule("not-a-manifest")
+                };
+                let envelope = Envelope::from_json(&bytes).map_err(|e| {
+                    not_manifest(format!("the manifest part is not a signed manifest: {e}"))
+                })?;
+                let claimed = Manifest::peek_unverified(&envelope).ok_or_else(|| {
+                    not_manifest("the manifest part is not a signed manifest".into())
+                })?;
                 let resource = Resource::Dataset {
                     name: claimed.table_name(),
                     partner: claimed.partner.clone(),
@@ -183,7 +207,12 @@ async fn receive(
             }
             Some("package") => {
                 let Some((_, claimed)) = &manifest else {
-                    return Err(bad("send the `manifest` part before the `package` part"));
+                    // Part order is not something the API description can say: 422.
+                    return Err(Problem::unprocessable(
+                        "manifest-first",
+                        "send the `manifest` part before the `package` part",
+                    )
+                    .with_rule("manifest-first"));
                 };
                 let declared = claimed.file_bytes;
                 // The platform names files; a name in the manifest never reaches the disk.
@@ -195,7 +224,7 @@ async fn receive(
                 while let Some(chunk) = field
                     .chunk()
                     .await
-                    .map_err(|e| bad(format!("reading the package part: {e}")))?
+                    .map_err(|e| part_error(&e, "reading the package part"))?
                 {
                     written += chunk.len() as u64;
                     if written > declared {
