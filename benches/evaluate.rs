@@ -1,9 +1,10 @@
 //! End-to-end evaluation at city scale: generate the reference city, seal every dataset as
-//! its partner, ingest, then time each warning model's check, evaluation and recording.
-//! The findings must equal the generator's `ground_truth.json` exactly (model, pseudonym,
-//! tier, station): the benchmark fails loudly otherwise, so speed is never measured on
-//! wrong answers.
-//! `cargo bench -p blindwatch-bench --bench evaluate -- 100000 1000000`
+//! its partner, ingest, register each warning model with its partners' approvals, then run
+//! them through the platform's one run service (`RunService`, as `blindwatch run` and the
+//! server do) and time each model's evaluation and recording. The open alerts must equal
+//! the generator's `ground_truth.json` exactly (model, pseudonym, tier, station): the
+//! benchmark fails loudly otherwise, so speed is never measured on wrong answers.
+//! `cargo bench --workspace --bench evaluate -- 100000 1000000`
 //! (persons; each size runs in its own temporary directory).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -117,33 +118,28 @@ async fn one(persons: u64) {
     }
     let ingest_s = t.elapsed().as_secs_f64();
 
-    // The models.
-    let mut engine = Engine::open(&dir).await.unwrap();
-    let now = as_of.and_hms_opt(12, 0, 0).unwrap().and_utc();
-    engine.set_clock(Some(now));
+    // The models: each registered with the approvals of the partners whose data it reads,
+    // then run by the platform's run service, as `blindwatch run` does.
+    let engine = Engine::open(&dir).await.unwrap();
+    let now = blindwatch_models::run_time(Some(as_of));
     let pseudonyms = Pseudonymizer::new(&[9; 32]);
     let store = AlertStore::open(&dir.alerts_path()).await.unwrap();
     let actor = Principal::new("bench").unwrap();
-    let models = blindwatch_models::load_dir(&repo().join("models")).unwrap();
     println!(
         "{persons} persons: synth {synth_s:.1} s, seal {rows} rows {seal_s:.1} s, ingest {ingest_s:.1} s"
     );
     let expected = expected_alerts(&city, &tokenizer, &pseudonyms);
-    let mut found = std::collections::BTreeSet::new();
-    let total = Instant::now();
     let models_dir = dir.models_dir();
     let registry = blindwatch_models::Registry {
         engine: &engine,
         models_dir: &models_dir,
     };
-    for m in models {
+    for m in blindwatch_models::load_dir(&repo().join("models")).unwrap() {
         let t = Instant::now();
         let checked = blindwatch_models::check(m, &engine).await.unwrap();
-        let check_ms = t.elapsed().as_secs_f64() * 1e3;
-        // The partners whose data the model reads approve it with their keys.
         let envelopes: Vec<Vec<u8>> = approval::readers(&checked, engine.contracts())
             .iter()
-            .map(|p| approval::sign(&checked.model, p, &keys[p]).to_json())
+            .map(|p| approval::sign(checked.model(), p, &keys[p]).to_json())
             .collect();
         let submissions: Vec<blindwatch_models::Submission<'_>> = envelopes
             .iter()
@@ -152,35 +148,42 @@ async fn one(persons: u64) {
                 envelope: e,
             })
             .collect();
+        let text = std::fs::read_to_string(&checked.model().file).unwrap();
         registry
-            .submit_approvals(&mut audit, &actor, &checked, &submissions, None)
+            .register(
+                &mut audit,
+                &actor,
+                &text,
+                &checked.model().file,
+                &submissions,
+            )
             .await
             .unwrap();
-        let checked = approval::require(checked, engine.contracts(), engine.catalog())
-            .await
-            .unwrap();
-        let t = Instant::now();
-        let evaluation = blindwatch_models::evaluate(&engine, &checked, &pseudonyms, now)
-            .await
-            .unwrap();
-        let eval_s = t.elapsed().as_secs_f64();
-        let (subjects, alerts) = (evaluation.rows, evaluation.findings.len());
-        for f in &evaluation.findings {
-            found.insert(Expected {
-                model: checked.model().id.clone(),
-                pseudonym: f.pseudonym.as_str().to_owned(),
-                tier: tier_name(f.tier),
-                station: f.station.as_str().to_owned(),
-            });
-        }
-        let t = Instant::now();
-        blindwatch_models::record_run(&store, &mut audit, &actor, checked.model(), evaluation, now)
-            .await
-            .unwrap();
-        let record_ms = t.elapsed().as_secs_f64() * 1e3;
         println!(
-            "  {:<20} check {check_ms:>6.1} ms  evaluate {eval_s:>6.2} s  record {record_ms:>7.1} ms  {subjects:>8} subjects  {alerts:>5} alerts",
-            checked.model().id
+            "  {:<20} check and register {:>6.1} ms",
+            checked.model().id,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    let audit = tokio::sync::Mutex::new(audit);
+    let service = blindwatch_models::RunService {
+        engine: &engine,
+        models_dir: &models_dir,
+        alerts: &store,
+        pseudonyms: &pseudonyms,
+        audit: &audit,
+        min_group_size: 0,
+    };
+    let total = Instant::now();
+    let reports = service.run(None, now, &actor).await.unwrap();
+    for r in &reports {
+        println!(
+            "  {:<20} evaluate {:>6.2} s  record {:>7.1} ms  {:>8} subjects  {:>5} alerts",
+            r.summary.model,
+            r.evaluate.as_secs_f64(),
+            r.record.as_secs_f64() * 1e3,
+            r.summary.subjects.to_string(),
+            r.summary.opened.to_string(),
         );
     }
     println!(
@@ -188,6 +191,22 @@ async fn one(persons: u64) {
         total.elapsed().as_secs_f64(),
         peak_rss_mib()
     );
+    // What the officers see: the open alerts the run recorded.
+    let found: std::collections::BTreeSet<Expected> = store
+        .list(&blindwatch_alerts::AlertFilter {
+            status: Some(blindwatch_alerts::Status::Open),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| Expected {
+            model: a.model,
+            pseudonym: a.subject.as_str().to_owned(),
+            tier: blindwatch_alerts::tier_name(a.tier).to_owned(),
+            station: a.station,
+        })
+        .collect();
     let missing: Vec<_> = expected.difference(&found).collect();
     let extra: Vec<_> = found.difference(&expected).collect();
     let mut per_model: std::collections::BTreeMap<(&str, &str), (usize, usize)> =
@@ -263,13 +282,6 @@ struct Expected {
     pseudonym: String,
     tier: String,
     station: String,
-}
-
-fn tier_name(tier: blindwatch_audit::Tier) -> String {
-    serde_json::to_value(tier)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 /// The planted alerts of `ground_truth.json`, with subjects tokenised as the partners do and

@@ -292,6 +292,27 @@ fn model_check_refuses_with_file_field_and_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = tmp.path().join("platform");
     ok(&["keys", "init", "--data-dir", s(&platform)]);
+    // A directory stands for its model files; the fixtures beside them are not models.
+    let shipped = repo().join("models");
+    let out = bw(&["model", "check", "--data-dir", s(&platform), s(&shipped)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let models = std::fs::read_dir(&shipped)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".toml") && !n.ends_with(".test.toml"))
+        .count();
+    assert!(models > 1);
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        models,
+        "{stdout}"
+    );
+    assert!(!stdout.contains(".test.toml"), "{stdout}");
     let good = std::fs::read_to_string(repo().join("models/fugitive-medical.toml")).unwrap();
     let check = |name: &str, text: &str| -> String {
         let file = tmp.path().join(format!("{name}.toml"));
@@ -1248,18 +1269,23 @@ fn a_model_that_isolates_one_person_answers_nothing() {
     // The specialist who wrote the model never sees its alerts.
     let id = some_alert["id"].as_str().unwrap();
     let pseudonym = some_alert["subject"].as_str().unwrap();
-    for path in [
-        "/v1/alerts".to_owned(),
-        "/v1/alerts/stream".to_owned(),
-        format!("/v1/alerts/{id}"),
-    ] {
-        let reply = server::get(&addr, &path, &specialist);
+    for path in ["/v1/alerts", "/v1/alerts/stream"] {
+        let reply = server::get(&addr, path, &specialist);
         assert_eq!(reply.status, 403, "{path}: {}", reply.body);
         assert!(
             !reply.body.contains(pseudonym) && !reply.body.contains(id),
             "{path}"
         );
     }
+    // Its alert answers as an alert that does not exist: nothing to enumerate.
+    let reply = server::get(&addr, &format!("/v1/alerts/{id}"), &specialist);
+    let unknown = server::get(&addr, "/v1/alerts/A-9999999", &specialist);
+    assert_eq!(
+        (reply.status, &reply.body),
+        (unknown.status, &unknown.body),
+        "a forbidden alert answers unlike an unknown one"
+    );
+    assert!(!reply.body.contains(pseudonym) && !reply.body.contains(id));
     // A subject card: the same answer as for a pseudonym nobody has.
     let card = server::get(&addr, &format!("/v1/subjects/{pseudonym}"), &specialist);
     let nobody = server::get(&addr, "/v1/subjects/P-00000-00000", &specialist);

@@ -60,6 +60,7 @@
 mod card;
 mod events;
 mod evidence;
+mod lifecycle;
 mod pseudonym;
 mod query;
 mod silence;

@@ -10,8 +10,9 @@ use sqlx::Row;
 use sqlx::migrate::Migrator;
 
 use crate::evidence::Evidence;
+use crate::lifecycle;
 use crate::pseudonym::{Pseudonym, SubjectKey};
-use crate::{parse_tier, tier_name, tier_rank};
+use crate::{parse_tier, tier_name};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AlertStoreError {
@@ -410,6 +411,24 @@ struct SuppressingAlert {
     absent_runs: u32,
 }
 
+impl OpenAlert {
+    fn state(&self) -> lifecycle::Open {
+        lifecycle::Open {
+            tier: self.tier,
+            below_runs: self.below_runs,
+        }
+    }
+}
+
+impl SuppressingAlert {
+    fn state(&self) -> lifecycle::OfficerClosed {
+        lifecycle::OfficerClosed {
+            tier: self.tier,
+            absent_runs: self.absent_runs,
+        }
+    }
+}
+
 /// A history row to write.
 pub(crate) struct NewHistory<'a> {
     pub alert: &'a str,
@@ -431,8 +450,9 @@ fn station_id(s: &str) -> Result<StationId, AlertStoreError> {
     StationId::new(s).map_err(|_| AlertStoreError::Damaged("an alert's station"))
 }
 
-fn count(n: i64) -> u32 {
-    n.try_into().unwrap_or(0)
+/// A stored run count: never negative; one that is means the store was changed outside it.
+fn count(n: i64, what: &'static str) -> Result<u32, AlertStoreError> {
+    n.try_into().map_err(|_| AlertStoreError::Damaged(what))
 }
 
 impl AlertStore {
@@ -503,7 +523,7 @@ impl AlertStore {
                     id: r.try_get("id")?,
                     tier,
                     station: r.try_get("station")?,
-                    below_runs: count(r.try_get("below_runs")?),
+                    below_runs: count(r.try_get("below_runs")?, "an alert's run count")?,
                 },
             );
         }
@@ -523,10 +543,11 @@ impl AlertStore {
                     id: r.try_get("id")?,
                     tier,
                     station: r.try_get("station")?,
+                    // An officer's close always records its outcome.
                     outcome: r
                         .try_get::<Option<String>, _>("outcome")?
-                        .unwrap_or_default(),
-                    absent_runs: count(r.try_get("absent_runs")?),
+                        .ok_or(AlertStoreError::Damaged("a closed alert's outcome"))?,
+                    absent_runs: count(r.try_get("absent_runs")?, "an alert's run count")?,
                 },
             );
         }
@@ -555,15 +576,11 @@ impl AlertStore {
                 .map_err(|_| AlertStoreError::Damaged("evidence"))?;
             let key = f.subject.as_str();
             if let Some(a) = open.remove(key) {
-                let (tier, below, change) = if tier_rank(f.tier) > tier_rank(a.tier) {
-                    (f.tier, 0, Some(Change::Raised))
-                } else if tier_rank(f.tier) == tier_rank(a.tier) {
-                    (a.tier, 0, None)
-                } else if a.below_runs + 1 >= keep_for {
-                    (f.tier, 0, Some(Change::Lowered))
-                } else {
-                    (a.tier, a.below_runs + 1, None)
-                };
+                let lifecycle::Update {
+                    tier,
+                    below_runs: below,
+                    change,
+                } = lifecycle::found_open(a.state(), f.tier, keep_for);
                 sqlx::query(
                     "UPDATE alerts SET tier = $1, below_runs = $2, evidence = $3, last_seen = $4, station = $5,
                                        model_version = $6 WHERE id = $7",
@@ -608,9 +625,12 @@ impl AlertStore {
                 continue;
             }
 
-            let reopened_from = match suppressing.remove(key) {
-                None => None,
-                Some(s) if tier_rank(f.tier) <= tier_rank(s.tier) => {
+            let closed = suppressing.remove(key);
+            let reopened_from = match (
+                lifecycle::found_without_open(closed.as_ref().map(SuppressingAlert::state), f.tier),
+                closed,
+            ) {
+                (lifecycle::NoOpenAlert::Suppressed, Some(s)) => {
                     // Still the condition the officer closed: remember it was seen.
                     sqlx::query("UPDATE alerts SET absent_runs = 0 WHERE id = $1")
                         .bind(&s.id)
@@ -619,7 +639,8 @@ impl AlertStore {
                     outcome.suppressed += 1;
                     continue;
                 }
-                Some(s) => Some(s),
+                (lifecycle::NoOpenAlert::Reopen, Some(s)) => Some(s),
+                (_, _) => None,
             };
 
             let id =
@@ -705,7 +726,16 @@ impl AlertStore {
         let mut rest: Vec<OpenAlert> = open.into_values().collect();
         rest.sort_by(|a, b| a.id.cmp(&b.id));
         for a in rest {
-            if a.below_runs + 1 >= keep_for {
+            if let lifecycle::Absent::Hold { below_runs } =
+                lifecycle::open_absent(a.state(), keep_for)
+            {
+                sqlx::query("UPDATE alerts SET below_runs = $1 WHERE id = $2")
+                    .bind(i64::from(below_runs))
+                    .bind(&a.id)
+                    .execute(&mut *tx)
+                    .await?;
+                outcome.unchanged += 1;
+            } else {
                 sqlx::query(
                     "UPDATE alerts SET status = 'closed', closed_at = $1, outcome = 'resolved', below_runs = 0 WHERE id = $2",
                 )
@@ -736,12 +766,6 @@ impl AlertStore {
                     station: station_id(&a.station)?,
                     reopened_from: None,
                 });
-            } else {
-                sqlx::query("UPDATE alerts SET below_runs = below_runs + 1 WHERE id = $1")
-                    .bind(&a.id)
-                    .execute(&mut *tx)
-                    .await?;
-                outcome.unchanged += 1;
             }
         }
 
@@ -750,37 +774,40 @@ impl AlertStore {
         let mut rest: Vec<SuppressingAlert> = suppressing.into_values().collect();
         rest.sort_by(|a, b| a.id.cmp(&b.id));
         for s in rest {
-            if s.absent_runs + 1 >= keep_for {
-                sqlx::query("UPDATE alerts SET suppressing = 0, absent_runs = 0 WHERE id = $1")
-                    .bind(&s.id)
-                    .execute(&mut *tx)
-                    .await?;
-                let detail = format!(
-                    "the subject was absent from {} consecutive runs: a new finding opens a new alert",
-                    s.absent_runs + 1
-                );
-                write_history(
-                    &mut tx,
-                    &NewHistory {
-                        alert: &s.id,
-                        run_id: Some(run_id),
-                        at: &now,
-                        change: EventKind::SuppressionLifted,
-                        from: Some(s.tier),
-                        to: s.tier,
-                        station: &s.station,
-                        actor: None,
-                        detail: Some(&detail),
-                    },
-                )
+            let absent_runs = match lifecycle::closed_absent(s.state(), keep_for) {
+                lifecycle::Lift::Wait { absent_runs } => {
+                    sqlx::query("UPDATE alerts SET absent_runs = $1 WHERE id = $2")
+                        .bind(i64::from(absent_runs))
+                        .bind(&s.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    continue;
+                }
+                lifecycle::Lift::Lift { absent_runs } => absent_runs,
+            };
+            sqlx::query("UPDATE alerts SET suppressing = 0, absent_runs = 0 WHERE id = $1")
+                .bind(&s.id)
+                .execute(&mut *tx)
                 .await?;
-                outcome.suppressions_lifted += 1;
-            } else {
-                sqlx::query("UPDATE alerts SET absent_runs = absent_runs + 1 WHERE id = $1")
-                    .bind(&s.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            let detail = format!(
+                "the subject was absent from {absent_runs} consecutive runs: a new finding opens a new alert"
+            );
+            write_history(
+                &mut tx,
+                &NewHistory {
+                    alert: &s.id,
+                    run_id: Some(run_id),
+                    at: &now,
+                    change: EventKind::SuppressionLifted,
+                    from: Some(s.tier),
+                    to: s.tier,
+                    station: &s.station,
+                    actor: None,
+                    detail: Some(&detail),
+                },
+            )
+            .await?;
+            outcome.suppressions_lifted += 1;
         }
 
         sqlx::query(

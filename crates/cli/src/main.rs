@@ -153,7 +153,8 @@ enum UsersCommand {
 
 #[derive(Subcommand)]
 enum ModelCommand {
-    /// Check model files against the data directory's catalog and contracts.
+    /// Check model files against the data directory's catalog and contracts. A directory
+    /// stands for its model files (`*.toml`, not the `*.test.toml` fixtures).
     Check {
         #[arg(long)]
         data_dir: PathBuf,
@@ -589,10 +590,24 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each said once: many library errors already quote their source
+/// in their own message, which `{:#}` would print again (`X: X`).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -844,5 +859,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = || std::io::Error::other("disk on fire");
+        // A cause the message already quotes (as library errors often do) is not repeated.
+        let quoted = anyhow::Error::new(io()).context("reading the catalog: disk on fire");
+        assert_eq!(error_chain(&quoted), "reading the catalog: disk on fire");
+        // Context that does not quote it is followed by it, once.
+        let context = anyhow::Error::new(io()).context("opening the platform");
+        assert_eq!(error_chain(&context), "opening the platform: disk on fire");
+        let both = anyhow::Error::new(io())
+            .context("reading the catalog: disk on fire")
+            .context("opening the platform");
+        assert_eq!(
+            error_chain(&both),
+            "opening the platform: reading the catalog: disk on fire"
+        );
     }
 }

@@ -39,7 +39,8 @@ use blindwatch_store::Catalog;
 use chrono::NaiveDate;
 
 use crate::commands::init_platform;
-use crate::models::{open_engine, run_time};
+use crate::models::open_engine;
+use blindwatch_models::run_time;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

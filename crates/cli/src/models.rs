@@ -4,19 +4,19 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use blindwatch_alerts::{AlertFilter, AlertStore, Pseudonymizer, Status, TIERS, tier_name};
+use blindwatch_alerts::{AlertFilter, AlertStore, Pseudonymizer, Status, tier_name, tier_rank};
 use blindwatch_audit::Principal;
 use blindwatch_common::fsutil;
 use blindwatch_crypto::keys::KeyFileKind;
 use blindwatch_crypto::sign::SigningKey;
 use blindwatch_engine::Engine;
 use blindwatch_models::{
-    CheckedModel, Counts, Model, ModelError, Registry, RegistryError, RunSummary, Submission,
-    check, evaluate, load_dir, record_run,
+    CheckedModel, Model, ModelError, ModelRunReport, Registry, RegistryError, RunError, RunFailed,
+    RunService, Submission, check, run_time,
 };
 use blindwatch_query::GateSettings;
 use blindwatch_store::{DataDir, PostgresUrl};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 
 macro_rules! shipped_models {
     ($($id:literal),* $(,)?) => {
@@ -41,14 +41,6 @@ fn report(errors: &[ModelError]) -> anyhow::Error {
         eprintln!("refused {e}");
     }
     anyhow::anyhow!("{} problem(s); nothing was changed", errors.len())
-}
-
-/// The instant a run evaluates as of: noon UTC of `as_of`, or now.
-pub fn run_time(as_of: Option<NaiveDate>) -> DateTime<Utc> {
-    as_of
-        .and_then(|d| d.and_hms_opt(12, 0, 0))
-        .map(|t| t.and_utc())
-        .unwrap_or_else(Utc::now)
 }
 
 pub async fn open_engine(dir: &DataDir) -> anyhow::Result<Engine> {
@@ -93,8 +85,8 @@ async fn check_files(
 }
 
 fn describe(c: &CheckedModel, engine: &Engine) -> String {
-    let m = &c.model;
-    let released: usize = c.plan.released().values().map(|s| s.len()).sum();
+    let m = &c.model();
+    let released: usize = c.plan().released().values().map(|s| s.len()).sum();
     format!(
         "{} v{} [{} {}] {} / {}: purpose {}, reads {}, {} column keys released, {} tiers, evidence {}; digest {}, to be approved by {}",
         m.id,
@@ -104,7 +96,7 @@ fn describe(c: &CheckedModel, engine: &Engine) -> String {
         m.title.zh,
         m.title.en,
         m.purpose,
-        c.plan
+        c.plan()
             .released()
             .keys()
             .cloned()
@@ -125,12 +117,41 @@ fn approvers(c: &CheckedModel, engine: &Engine) -> Vec<String> {
         .collect()
 }
 
-pub async fn model_check(data_dir: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
+/// The model files among `paths`: a file as given, a directory's `*.toml` but its fixtures
+/// (`*.test.toml`), sorted.
+fn model_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("reading {}", p.display()))?;
+        found.retain(|f| {
+            f.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".toml") && !n.ends_with(".test.toml"))
+        });
+        if found.is_empty() {
+            bail!("{} holds no model file (<id>.toml)", p.display());
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+pub async fn model_check(data_dir: &Path, paths: &[PathBuf]) -> anyhow::Result<()> {
     let dir = DataDir::new(data_dir);
     let engine = open_engine(&dir).await?;
-    let checked = check_files(&engine, files).await.map_err(|e| report(&e))?;
+    let files = model_files(paths)?;
+    let checked = check_files(&engine, &files).await.map_err(|e| report(&e))?;
     for c in &checked {
-        println!("ok {}: {}", c.model.file.display(), describe(c, &engine));
+        println!("ok {}: {}", c.model().file.display(), describe(c, &engine));
     }
     Ok(())
 }
@@ -230,10 +251,9 @@ pub async fn model_register(
     for file in files {
         let text =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        let stem = file
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default();
+        let Some(stem) = file.file_stem().and_then(|s| s.to_str()) else {
+            bail!("{}: name model files <id>.toml (UTF-8)", file.display());
+        };
         let mut paths = approvals.to_vec();
         paths.extend(approvals_beside(file, stem)?);
         let mut envelopes = Vec::new();
@@ -279,12 +299,6 @@ pub async fn model_register(
     Ok(())
 }
 
-/// One model's run, for reports.
-pub struct RunReport {
-    pub summary: RunSummary,
-    pub elapsed: std::time::Duration,
-}
-
 /// Evaluates the registered models (or one) and records their alerts. Every model's checks
 /// and partners' approvals are verified again first: if any is refused (audited), none runs.
 pub async fn run(
@@ -292,77 +306,54 @@ pub async fn run(
     postgres: Option<&PostgresUrl>,
     only: Option<&str>,
     as_of: Option<NaiveDate>,
-) -> anyhow::Result<Vec<RunReport>> {
+) -> anyhow::Result<Vec<ModelRunReport>> {
     let dir = DataDir::new(data_dir);
-    let mut engine = open_engine(&dir).await?;
-    let now = run_time(as_of);
-    engine.set_clock(Some(now));
-    let k = min_group_size(&dir)?;
-    let models = load_dir(&dir.models_dir()).map_err(|e| report(&e))?;
-    let models: Vec<Model> = models
-        .into_iter()
-        .filter(|m| only.is_none_or(|id| m.id == id))
-        .collect();
-    if models.is_empty() {
-        match only {
-            Some(id) => bail!(
-                "no registered model `{id}`: register it with `blindwatch model register --data-dir {} FILE`",
-                data_dir.display()
-            ),
-            None => bail!(
-                "no registered models in {}: register some with `blindwatch model register`",
-                dir.models_dir().display()
-            ),
-        }
-    }
-    let mut audit = dir.open_audit_log()?;
-    let actor = Principal::new("platform:scheduler")?;
-    let models_dir = dir.models_dir();
-    let registry = Registry {
-        engine: &engine,
-        models_dir: &models_dir,
-    };
-    let mut approved = Vec::new();
-    let mut refusals = Vec::new();
-    for model in models {
-        match registry.approved_for_run(&mut audit, &actor, model).await {
-            Ok(a) => approved.push(a),
-            Err(e @ (RegistryError::Refused(_) | RegistryError::Unapproved(_))) => {
-                refusals.push(e);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if !refusals.is_empty() {
-        audit.checkpoint()?;
-        for e in &refusals {
-            eprintln!("refused {e}");
-        }
-        bail!(
-            "{} registered model(s) refused; nothing was run (run the others with --model ID)",
-            refusals.len()
-        );
-    }
+    let engine = open_engine(&dir).await?;
     let pseudonyms = Pseudonymizer::read(&dir.deployment_key())?;
     let store = AlertStore::connect(&dir.alerts_database(postgres)).await?;
-    let mut reports = Vec::new();
-    for a in &approved {
-        let started = std::time::Instant::now();
-        let evaluation = evaluate(&engine, a, &pseudonyms, now).await?;
-        let counts = Counts::of(&evaluation);
-        let outcome = record_run(&store, &mut audit, &actor, a.model(), evaluation, now).await?;
-        reports.push(RunReport {
-            summary: RunSummary::new(a.model(), counts, &outcome, k),
-            elapsed: started.elapsed(),
-        });
-    }
-    audit.checkpoint()?;
+    let audit = tokio::sync::Mutex::new(dir.open_audit_log()?);
+    let actor = Principal::new("platform:scheduler")?;
+    let service = RunService {
+        engine: &engine,
+        models_dir: &dir.models_dir(),
+        alerts: &store,
+        pseudonyms: &pseudonyms,
+        audit: &audit,
+        min_group_size: min_group_size(&dir)?,
+    };
+    let result = service.run(only, run_time(as_of), &actor).await;
     store.close().await;
-    Ok(reports)
+    match result {
+        Ok(reports) => Ok(reports),
+        Err(RunFailed { recorded, error }) => {
+            print_runs(&recorded);
+            Err(match error {
+                RunError::Load(errors) => report(&errors),
+                RunError::Refused(refusals) => {
+                    for e in &refusals {
+                        eprintln!("refused {e}");
+                    }
+                    anyhow::anyhow!(
+                        "{} registered model(s) refused; nothing was run (run the others with --model ID)",
+                        refusals.len()
+                    )
+                }
+                RunError::UnknownModel(id) => anyhow::anyhow!(
+                    "no registered model `{id}`: register it with `blindwatch model register --data-dir {} FILE`",
+                    data_dir.display()
+                ),
+                RunError::NoModels => anyhow::anyhow!(
+                    "no registered models in {}: register some with `blindwatch model register`",
+                    dir.models_dir().display()
+                ),
+                e => e.into(),
+            })
+        }
+    }
 }
 
 /// One line per model; every count of subjects reads "fewer than k" below k.
-pub fn print_runs(reports: &[RunReport]) {
+pub fn print_runs(reports: &[ModelRunReport]) {
     for r in reports {
         let s = &r.summary;
         println!(
@@ -374,7 +365,7 @@ pub fn print_runs(reports: &[RunReport]) {
             s.lowered.to_string(),
             s.resolved.to_string(),
             s.unchanged.to_string(),
-            r.elapsed.as_secs_f64()
+            (r.evaluate + r.record).as_secs_f64()
         );
         for (count, what) in [
             (
@@ -498,7 +489,8 @@ pub async fn summary(data_dir: &Path) -> anyhow::Result<()> {
     store.close().await;
     let mut counts: BTreeMap<String, [usize; 4]> = BTreeMap::new();
     for a in &list {
-        let i = TIERS.iter().position(|t| *t == a.tier).unwrap_or(3);
+        // Columns red … blue; tier_rank is red 4 … blue 1.
+        let i = usize::from(4 - tier_rank(a.tier));
         counts.entry(a.station.clone()).or_default()[i] += 1;
     }
     println!(

@@ -105,6 +105,49 @@ impl NormaliseError {
 /// reach a tokenizer ([`RawIdentifier::tokenizer_input`]) and, for columns a contract marks
 /// revealable, the sealed file ([`RawIdentifier::reveal_value`]) — nothing else. Its memory
 /// is zeroed on drop.
+///
+/// These lock that in: each must fail to compile, while the same value used as intended
+/// compiles.
+///
+/// ```
+/// use blindwatch_common::{IdentifierKind, normalise};
+/// let raw = normalise(IdentifierKind::Phone, "13800138000").unwrap();
+/// let _input = raw.tokenizer_input();
+/// ```
+///
+/// No `Debug`:
+///
+/// ```compile_fail
+/// use blindwatch_common::{IdentifierKind, normalise};
+/// let raw = normalise(IdentifierKind::Phone, "13800138000").unwrap();
+/// let _ = format!("{raw:?}");
+/// ```
+///
+/// No `Display` (nor `to_string`):
+///
+/// ```compile_fail
+/// use blindwatch_common::{IdentifierKind, normalise};
+/// let raw = normalise(IdentifierKind::Phone, "13800138000").unwrap();
+/// let _ = format!("{raw}");
+/// ```
+///
+/// No `Serialize`:
+///
+/// ```compile_fail
+/// use blindwatch_common::{IdentifierKind, normalise};
+/// fn serialise<T: serde::Serialize>(_: &T) {}
+/// let raw = normalise(IdentifierKind::Phone, "13800138000").unwrap();
+/// serialise(&raw);
+/// ```
+///
+/// The check itself compiles with a type that has it (so the failures above are the
+/// missing traits, not the harness):
+///
+/// ```
+/// fn serialise<T: serde::Serialize>(_: &T) {}
+/// serialise(&blindwatch_common::IdentifierKind::Phone);
+/// let _ = format!("{:?}", blindwatch_common::IdentifierKind::Phone);
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, Zeroize, ZeroizeOnDrop)]
 pub struct RawIdentifier {
     #[zeroize(skip)]

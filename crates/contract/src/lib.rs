@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use blindwatch_common::IdentifierKind;
-use blindwatch_crypto::manifest::{SealedColumn, SealedContent};
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -31,17 +31,98 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
-    /// The Arrow type name the sealed file uses for attributes of this type.
-    pub fn arrow_name(self) -> &'static str {
+    /// The type the sealed file stores attributes of this type as.
+    pub fn sealed(self) -> SealedType {
         match self {
-            ColumnType::Utf8 => "Utf8",
-            ColumnType::Int64 => "Int64",
-            ColumnType::Float64 => "Float64",
-            ColumnType::Bool => "Boolean",
-            ColumnType::Date => "Date32",
-            ColumnType::Timestamp => "Timestamp(Second, None)",
+            ColumnType::Utf8 => SealedType::Utf8,
+            ColumnType::Int64 => SealedType::Int64,
+            ColumnType::Float64 => SealedType::Float64,
+            ColumnType::Bool => SealedType::Boolean,
+            ColumnType::Date => SealedType::Date32,
+            ColumnType::Timestamp => SealedType::Timestamp,
         }
     }
+}
+
+/// The type of a sealed column: the one list the partner writes, the manifest carries and
+/// the engine reads. Serialised as Arrow prints the type (`Utf8`, `FixedSizeBinary(16)`,
+/// ...), so signed manifests and their schema digests read as they always did; a name not
+/// in the list does not parse.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum SealedType {
+    /// 16-byte identifier tokens.
+    #[serde(rename = "FixedSizeBinary(16)")]
+    Token,
+    Utf8,
+    Int64,
+    Float64,
+    Boolean,
+    Date32,
+    /// Seconds since the epoch, no time zone.
+    #[serde(rename = "Timestamp(Second, None)")]
+    Timestamp,
+}
+
+impl SealedType {
+    /// Bytes of a token.
+    pub const TOKEN_LEN: usize = 16;
+
+    /// The type's name as the manifest writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SealedType::Token => "FixedSizeBinary(16)",
+            SealedType::Utf8 => "Utf8",
+            SealedType::Int64 => "Int64",
+            SealedType::Float64 => "Float64",
+            SealedType::Boolean => "Boolean",
+            SealedType::Date32 => "Date32",
+            SealedType::Timestamp => "Timestamp(Second, None)",
+        }
+    }
+}
+
+impl SealedType {
+    /// The Arrow type the sealed file stores the column as.
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            SealedType::Token => DataType::FixedSizeBinary(SealedType::TOKEN_LEN as i32),
+            SealedType::Utf8 => DataType::Utf8,
+            SealedType::Int64 => DataType::Int64,
+            SealedType::Float64 => DataType::Float64,
+            SealedType::Boolean => DataType::Boolean,
+            SealedType::Date32 => DataType::Date32,
+            SealedType::Timestamp => DataType::Timestamp(TimeUnit::Second, None),
+        }
+    }
+}
+
+impl std::fmt::Display for SealedType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a sealed column holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "content", rename_all = "snake_case")]
+pub enum SealedContent {
+    /// 16-byte tokens of an identifier of this kind.
+    Token { kind: IdentifierKind },
+    /// A normalised identifier the partner's contract marks revealable (encrypted like all).
+    RevealableIdentifier { kind: IdentifierKind },
+    /// An attribute column.
+    Attribute,
+}
+
+// No `deny_unknown_fields` here: serde does not support it together with `flatten`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SealedColumn {
+    pub name: String,
+    pub data_type: SealedType,
+    #[serde(flatten)]
+    pub content: SealedContent,
 }
 
 #[derive(
@@ -415,26 +496,37 @@ impl Contract {
                 (Role::Identifier, Some(kind)) => {
                     out.push(SealedColumn {
                         name: c.token_name().to_owned(),
-                        data_type: "FixedSizeBinary(16)".into(),
+                        data_type: SealedType::Token,
                         content: SealedContent::Token { kind },
                     });
                     if c.reveal {
                         out.push(SealedColumn {
                             name: c.name.clone(),
-                            data_type: "Utf8".into(),
+                            data_type: SealedType::Utf8,
                             content: SealedContent::RevealableIdentifier { kind },
                         });
                     }
                 }
                 (Role::Attribute, _) => out.push(SealedColumn {
                     name: c.name.clone(),
-                    data_type: c.column_type.arrow_name().into(),
+                    data_type: c.column_type.sealed(),
                     content: SealedContent::Attribute,
                 }),
                 _ => {}
             }
         }
         out
+    }
+
+    /// The Arrow schema of the sealed file (what the partner writes and the engine reads;
+    /// never inferred from a file).
+    pub fn sealed_schema(&self) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .sealed_columns()
+            .into_iter()
+            .map(|c| Field::new(c.name, c.data_type.arrow_type(), true))
+            .collect();
+        std::sync::Arc::new(Schema::new(fields))
     }
 
     /// The uses this column allows for `purpose`.
@@ -538,17 +630,44 @@ columns = [
 "#;
 
     #[test]
+    fn sealed_types_are_one_closed_list() {
+        let all = [
+            SealedType::Token,
+            SealedType::Utf8,
+            SealedType::Int64,
+            SealedType::Float64,
+            SealedType::Boolean,
+            SealedType::Date32,
+            SealedType::Timestamp,
+        ];
+        for t in all {
+            let json = serde_json::to_value(t).unwrap();
+            assert_eq!(json, t.as_str(), "serialised as its manifest name");
+            assert_eq!(serde_json::from_value::<SealedType>(json).unwrap(), t);
+        }
+        // A name outside the list (another Arrow type, a different spelling) does not parse:
+        // nobody downstream guesses a type for it.
+        for unknown in ["LargeUtf8", "utf8", "FixedSizeBinary(32)", "Timestamp", ""] {
+            assert!(serde_json::from_value::<SealedType>(unknown.into()).is_err());
+        }
+        let unknown_column = VISITS.replace("type = \"date\"", "type = \"datetime\"");
+        assert_ne!(unknown_column, VISITS, "the fixture declares a date column");
+        assert!(Contract::parse(&unknown_column, Path::new("v.toml")).is_err());
+    }
+
+    #[test]
     fn sealed_schema_and_uses() {
         let c = Contract::parse(VISITS, Path::new("v.toml")).unwrap();
         let names: Vec<_> = c
             .sealed_columns()
             .into_iter()
-            .map(|c| (c.name, c.data_type))
+            .map(|c| (c.name, serde_json::to_value(c.data_type).unwrap()))
             .collect();
+        // The manifest's names for the types: signed manifests keep their schema digests.
         assert_eq!(
             names,
             [
-                ("person".to_string(), "FixedSizeBinary(16)".to_string()),
+                ("person".to_string(), "FixedSizeBinary(16)".into()),
                 ("visit_date".into(), "Date32".into()),
                 ("department".into(), "Utf8".into())
             ]

@@ -28,6 +28,28 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
 }
 
+/// Types whose JSON encoding cannot fail: a derived `Serialize` over strings, numbers,
+/// booleans, options, sequences and maps keyed by strings (serde_json fails only on
+/// non-string map keys or on a hand-written `Serialize` that errs). Implement it only for
+/// such types: what is signed or hashed is then never an empty stand-in for an error.
+pub trait PlainJson: serde::Serialize {}
+
+impl<T: PlainJson> PlainJson for [T] {}
+
+/// The compact JSON of a [`PlainJson`] value (what is signed and hashed).
+pub fn plain_json<T: PlainJson + ?Sized>(value: &T) -> Vec<u8> {
+    // PANIC SAFETY: a `PlainJson` type serialises without error (see the trait).
+    #[allow(clippy::expect_used)]
+    serde_json::to_vec(value).expect("a PlainJson value serialises")
+}
+
+/// The indented JSON of a [`PlainJson`] value (files people read).
+pub fn plain_json_pretty<T: PlainJson + ?Sized>(value: &T) -> Vec<u8> {
+    // PANIC SAFETY: as for `plain_json`.
+    #[allow(clippy::expect_used)]
+    serde_json::to_vec_pretty(value).expect("a PlainJson value serialises")
+}
+
 /// Incremental SHA-256 for files that are streamed.
 pub struct Sha256(ring::digest::Context);
 

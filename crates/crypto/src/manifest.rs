@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use blindwatch_common::IdentifierKind;
-
 use crate::keys::KeyId;
 use crate::sign::{Envelope, EnvelopeError, SigningKey, VerifyingKey};
 use crate::token::TokenMode;
@@ -50,31 +48,15 @@ pub fn package_stem(partner: &str, dataset: &str, sequence: u64) -> String {
     format!("{partner}.{dataset}.{sequence:08}")
 }
 
-/// What a sealed column holds.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "content", rename_all = "snake_case")]
-pub enum SealedContent {
-    /// 16-byte tokens of an identifier of this kind.
-    Token { kind: IdentifierKind },
-    /// A normalised identifier the partner's contract marks revealable (encrypted like all).
-    RevealableIdentifier { kind: IdentifierKind },
-    /// An attribute column.
-    Attribute,
-}
+// The sealed schema's types live with the contracts that imply them; the manifest carries them.
+pub use blindwatch_contract::{SealedColumn, SealedContent, SealedType};
 
-// No `deny_unknown_fields` here: serde does not support it together with `flatten`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SealedColumn {
-    pub name: String,
-    /// Arrow data type as arrow prints it (`Utf8`, `Date32`, `FixedSizeBinary(16)`, ...).
-    pub data_type: String,
-    #[serde(flatten)]
-    pub content: SealedContent,
-}
+impl crate::PlainJson for SealedColumn {}
+impl crate::PlainJson for Manifest {}
 
 /// SHA-256 over the canonical JSON of the column list.
 pub fn schema_digest(columns: &[SealedColumn]) -> String {
-    crate::sha256_hex(&serde_json::to_vec(columns).unwrap_or_default())
+    crate::sha256_hex(&crate::plain_json(columns))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -178,7 +160,7 @@ impl Manifest {
     }
 
     pub fn sign(&self, key: &SigningKey) -> Envelope {
-        let payload = serde_json::to_vec(self).unwrap_or_default();
+        let payload = crate::plain_json(self);
         Envelope::sign(MANIFEST_PAYLOAD_TYPE, &payload, key)
     }
 
@@ -331,14 +313,14 @@ mod tests {
             columns: vec![
                 SealedColumn {
                     name: "person".into(),
-                    data_type: "FixedSizeBinary(16)".into(),
+                    data_type: SealedType::Token,
                     content: SealedContent::Token {
-                        kind: IdentifierKind::Person,
+                        kind: blindwatch_common::IdentifierKind::Person,
                     },
                 },
                 SealedColumn {
                     name: "d".into(),
-                    data_type: "Date32".into(),
+                    data_type: SealedType::Date32,
                     content: SealedContent::Attribute,
                 },
             ],

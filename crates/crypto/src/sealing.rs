@@ -95,13 +95,20 @@ impl PlatformKeyRetriever {
 
     /// Columns whose key was asked for and refused.
     pub fn refused_columns(&self) -> BTreeSet<String> {
-        self.refused.lock().map(|r| r.clone()).unwrap_or_default()
+        // A panic elsewhere while holding the lock does not lose what was recorded.
+        self.refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The names of the keys it has unwrapped: the columns (and [`FOOTER`]) they were
     /// wrapped for.
     pub fn opened_names(&self) -> BTreeSet<String> {
-        self.opened.lock().map(|r| r.clone()).unwrap_or_default()
+        self.opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The first unwrapping failure (not a refusal), to turn parquet's opaque error into a

@@ -158,6 +158,8 @@ fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+impl crate::PlainJson for Envelope {}
+
 impl Envelope {
     pub fn sign(payload_type: &str, payload: &[u8], key: &SigningKey) -> Envelope {
         let sig = key.sign(&pae(payload_type, payload));
@@ -176,7 +178,7 @@ impl Envelope {
     }
 
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).unwrap_or_default()
+        crate::plain_json_pretty(self)
     }
 
     /// The key ids that claim to have signed (unverified; to look the key up).

@@ -13,7 +13,8 @@ use zeroize::Zeroizing;
 
 use crate::keys::{self, KeyFileKind, KeyId};
 
-pub const TOKEN_LEN: usize = 16;
+// One length for the token type and the sealed column type that holds tokens.
+pub const TOKEN_LEN: usize = blindwatch_contract::SealedType::TOKEN_LEN;
 
 /// A token. It is pseudonymous data, not a secret key, but it still never goes to a log:
 /// `Debug` prints nothing of it and there is no `Display`.

@@ -116,10 +116,11 @@ pub enum WrapError {
     Open { column: String },
 }
 
+impl crate::PlainJson for WrappedKey {}
+
 impl WrappedKey {
     pub fn to_metadata(&self) -> Vec<u8> {
-        // Serialising a struct of strings cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::plain_json(self)
     }
     pub fn from_metadata(bytes: &[u8]) -> Result<WrappedKey, WrapError> {
         serde_json::from_slice(bytes).map_err(|_| WrapError::Format)

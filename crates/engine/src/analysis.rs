@@ -860,7 +860,8 @@ impl Walker<'_> {
                         }
                     });
                 }
-                merged.unwrap_or_default()
+                // No input would leave the outputs without lineage: refused, not empty.
+                merged.ok_or_else(|| AnalysisError::Internal("union without inputs".into()))?
             }
             LogicalPlan::Distinct(Distinct::All(input)) => {
                 let infos = self.plan(input, outer)?;

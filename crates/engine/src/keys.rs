@@ -129,12 +129,10 @@ impl RunFactory {
     pub fn opened(&self) -> Vec<String> {
         self.opened
             .lock()
-            .map(|o| {
-                o.iter()
-                    .map(|(t, s, f)| format!("{t} contribution {s} ({f})"))
-                    .collect()
-            })
-            .unwrap_or_default()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(t, s, f)| format!("{t} contribution {s} ({f})"))
+            .collect()
     }
 }
 

@@ -22,6 +22,7 @@ pub mod analysis;
 mod error;
 mod integrity;
 mod keys;
+mod plan;
 mod tables;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,14 +32,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
 use blindwatch_contract::ContractSet;
 use blindwatch_crypto::wrap::PlatformPrivateKey;
 use blindwatch_store::{Catalog, DataDir};
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::common::{DataFusionError, TableReference};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -48,6 +47,7 @@ pub use analysis::{
     AnalysisError, ColumnRef, ColumnUse, MixedTokens, OutputColumn, PlanAnalysis, TokenDomain,
 };
 pub use error::EngineError;
+pub use plan::{CheckedPlan, ContributionRef};
 pub use tables::TableInfo;
 
 use integrity::IntegrityCache;
@@ -60,8 +60,8 @@ pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, EngineError
 static NEXT_ENGINE: AtomicU64 = AtomicU64::new(1);
 
 /// The tables as of one load of the catalog, and the session that plans over them.
-struct Snapshot {
-    tables: BTreeMap<String, SealedTable>,
+pub(crate) struct Snapshot {
+    pub(crate) tables: BTreeMap<String, SealedTable>,
     /// Tables with data but no contract, with the reason they cannot be read.
     orphans: BTreeMap<String, String>,
     planner: SessionContext,
@@ -81,112 +81,6 @@ pub struct Engine {
     /// DataFusion's memory pool per execution, bytes (None: unbounded). An execution that
     /// needs more fails with `EngineError::Resources` instead of exhausting the machine.
     memory_limit: Option<usize>,
-}
-
-/// A planned query: what it reads and how, and the column keys its execution releases.
-pub struct CheckedPlan {
-    engine: u64,
-    snapshot: Arc<Snapshot>,
-    plan: LogicalPlan,
-    analysis: PlanAnalysis,
-    release: BTreeMap<String, BTreeSet<String>>,
-}
-
-impl std::fmt::Debug for CheckedPlan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckedPlan")
-            .field("analysis", &self.analysis)
-            .field("release", &self.release)
-            .finish()
-    }
-}
-
-/// A contribution a plan reads.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct ContributionRef {
-    pub table: String,
-    pub sequence: u64,
-    /// Relative to the data directory.
-    pub file: String,
-}
-
-impl CheckedPlan {
-    /// How the plan uses every base column, and the lineage of its outputs.
-    pub fn analysis(&self) -> &PlanAnalysis {
-        &self.analysis
-    }
-
-    /// The DataFusion logical plan, as planned from SQL (before optimisation).
-    pub fn logical_plan(&self) -> &LogicalPlan {
-        &self.plan
-    }
-
-    /// Per table the plan scans, the columns whose keys its execution releases.
-    pub fn released(&self) -> &BTreeMap<String, BTreeSet<String>> {
-        &self.release
-    }
-
-    /// The result's schema.
-    pub fn schema(&self) -> SchemaRef {
-        Arc::new(self.plan.schema().as_arrow().clone())
-    }
-
-    /// The contributions an execution reads (for the audit log: whose data a query used).
-    pub fn contributions(&self) -> Vec<ContributionRef> {
-        self.files()
-            .map(|f| ContributionRef {
-                table: f.table.clone(),
-                sequence: f.sequence,
-                file: f.file.clone(),
-            })
-            .collect()
-    }
-
-    /// Releases less: the key of `column` of `table` is withheld from this plan's execution.
-    /// A plan that reads the column then fails with [`EngineError::NotReleased`]. It can
-    /// only narrow what the plan releases, never widen it.
-    pub fn withhold(mut self, table: &str, column: &str) -> CheckedPlan {
-        if let Some(cols) = self.release.get_mut(table) {
-            cols.remove(column);
-        }
-        self
-    }
-
-    /// The analysis of another plan over the same tables: a part of this plan (the input of
-    /// one of its nodes, say) or a rewrite of it.
-    pub fn lineage_of(&self, plan: &LogicalPlan) -> Result<PlanAnalysis, EngineError> {
-        Ok(analysis::analyze(plan, &|c| self.snapshot.token_domain(c))?)
-    }
-
-    /// Whether `column` holds identifier tokens.
-    pub fn is_token_column(&self, column: &ColumnRef) -> bool {
-        self.snapshot
-            .tables
-            .get(&column.table)
-            .is_some_and(|t| t.token_columns.contains(&column.column))
-    }
-
-    /// A plan the platform derived from this one (the query gate adds its subject counts):
-    /// analysed again over the same tables, releasing exactly the columns it reads. Only the
-    /// platform's code calls this, after checking the original plan.
-    pub fn derive(&self, plan: LogicalPlan) -> Result<CheckedPlan, EngineError> {
-        let analysis = self.lineage_of(&plan)?;
-        let release = analysis.columns_by_table();
-        Ok(CheckedPlan {
-            engine: self.engine,
-            snapshot: self.snapshot.clone(),
-            plan,
-            analysis,
-            release,
-        })
-    }
-
-    fn files(&self) -> impl Iterator<Item = &Arc<StoredFile>> {
-        self.release
-            .keys()
-            .filter_map(|t| self.snapshot.tables.get(t))
-            .flat_map(|t| t.files.iter())
-    }
 }
 
 fn session_config() -> SessionConfig {
@@ -286,18 +180,7 @@ impl Engine {
             .statement_to_plan(statement)
             .await
             .map_err(plan_error)?;
-        let analysis = analysis::analyze(&plan, &|c| snapshot.token_domain(c))?;
-        for t in &analysis.tables {
-            snapshot.check_table(t)?;
-        }
-        let release = analysis.columns_by_table();
-        Ok(CheckedPlan {
-            engine: self.id,
-            snapshot,
-            plan,
-            analysis,
-            release,
-        })
+        plan::check(self.id, snapshot, plan)
     }
 
     /// Checks the stored files of every contribution of `table` against the catalog and
@@ -325,12 +208,12 @@ impl Engine {
         &self,
         plan: &CheckedPlan,
     ) -> Result<(SessionContext, Arc<RunFactory>), EngineError> {
-        if plan.engine != self.id {
+        if plan.engine() != self.id {
             return Err(EngineError::ForeignPlan);
         }
         let files: Vec<Arc<StoredFile>> = plan.files().cloned().collect();
         self.verify(files.clone()).await?;
-        let factory = Arc::new(RunFactory::new(&self.key, files, &plan.release));
+        let factory = Arc::new(RunFactory::new(&self.key, files, plan.released()));
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(bytes) = self.memory_limit {
             runtime = runtime.with_memory_limit(bytes, 1.0);
@@ -345,24 +228,38 @@ impl Engine {
         ))
     }
 
-    /// The plan as a DataFrame of the run's session, under the engine's clock.
-    fn dataframe(&self, ctx: &SessionContext, plan: &CheckedPlan) -> DataFrame {
+    /// The plan as a DataFrame of the run's session, under `clock` (None: the real time).
+    fn dataframe(
+        ctx: &SessionContext,
+        plan: &CheckedPlan,
+        clock: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> DataFrame {
         let mut state = ctx.state();
-        if let Some(now) = self.clock {
+        if let Some(now) = clock {
             state.execution_props_mut().query_execution_start_time = Some(now);
         }
-        DataFrame::new(state, plan.plan.clone())
+        DataFrame::new(state, plan.logical_plan().clone())
     }
 
-    /// Executes a checked plan and collects its result.
+    /// Executes a checked plan under the engine's clock and collects its result.
     pub async fn execute(&self, plan: &CheckedPlan) -> Result<Vec<RecordBatch>, EngineError> {
+        self.execute_at(plan, self.clock).await
+    }
+
+    /// Executes a checked plan as of `now` (what `now()` and `current_date` mean; None: the
+    /// real time), whatever the engine's clock: one engine can serve runs of different days.
+    pub async fn execute_at(
+        &self,
+        plan: &CheckedPlan,
+        now: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<RecordBatch>, EngineError> {
         let started = std::time::Instant::now();
         let (ctx, factory) = self.prepare(plan).await?;
-        let run = async { self.dataframe(&ctx, plan).collect().await };
+        let run = async { Self::dataframe(&ctx, plan, now).collect().await };
         let batches = run.await.map_err(|e| execution_error(&e, &factory))?;
         tracing::debug!(
-            tables = ?plan.release.keys().collect::<Vec<_>>(),
-            columns_released = plan.release.values().map(BTreeSet::len).sum::<usize>(),
+            tables = ?plan.released().keys().collect::<Vec<_>>(),
+            columns_released = plan.released().values().map(BTreeSet::len).sum::<usize>(),
             rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "plan executed"
@@ -373,7 +270,11 @@ impl Engine {
     /// Executes a checked plan as a stream of batches.
     pub async fn execute_stream(&self, plan: &CheckedPlan) -> Result<BatchStream, EngineError> {
         let (ctx, factory) = self.prepare(plan).await?;
-        let run = async { self.dataframe(&ctx, plan).execute_stream().await };
+        let run = async {
+            Self::dataframe(&ctx, plan, self.clock)
+                .execute_stream()
+                .await
+        };
         let stream = run.await.map_err(|e| execution_error(&e, &factory))?;
         Ok(Box::pin(stream.map(move |r| {
             r.map_err(|e| execution_error(&e, &factory))
@@ -413,7 +314,7 @@ async fn load_snapshot(
 }
 
 impl Snapshot {
-    fn token_domain(&self, c: &ColumnRef) -> Option<TokenDomain> {
+    pub(crate) fn token_domain(&self, c: &ColumnRef) -> Option<TokenDomain> {
         let t = self.tables.get(&c.table)?;
         t.token_columns
             .contains(&c.column)
@@ -421,7 +322,7 @@ impl Snapshot {
             .flatten()
     }
 
-    fn check_table(&self, name: &str) -> Result<(), EngineError> {
+    pub(crate) fn check_table(&self, name: &str) -> Result<(), EngineError> {
         if let Some(reason) = self.orphans.get(name) {
             return Err(EngineError::TableUnavailable {
                 table: name.to_owned(),

@@ -4,10 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{Schema, SchemaRef};
 use blindwatch_contract::{Contract, ContractSet, Mode};
 use blindwatch_crypto::manifest::{SealedContent, schema_digest};
-use blindwatch_crypto::token::TOKEN_LEN;
 use blindwatch_store::{Catalog, Contribution};
 use datafusion::catalog::TableProvider;
 use datafusion::config::{ParquetOptions, TableParquetOptions};
@@ -90,33 +89,9 @@ impl SealedTable {
     }
 }
 
-/// The Arrow type of a sealed column, from its manifest/contract type name.
-fn arrow_type(name: &str) -> Option<DataType> {
-    Some(match name {
-        "FixedSizeBinary(16)" => DataType::FixedSizeBinary(TOKEN_LEN as i32),
-        "Utf8" => DataType::Utf8,
-        "Int64" => DataType::Int64,
-        "Float64" => DataType::Float64,
-        "Boolean" => DataType::Boolean,
-        "Date32" => DataType::Date32,
-        "Timestamp(Second, None)" => DataType::Timestamp(TimeUnit::Second, None),
-        _ => return None,
-    })
-}
-
 /// The schema of the sealed file, from the contract (never inferred from a file).
 pub(crate) fn contract_schema(contract: &Contract) -> Result<SchemaRef, String> {
-    let mut fields = Vec::new();
-    for c in contract.sealed_columns() {
-        let dt = arrow_type(&c.data_type).ok_or_else(|| {
-            format!(
-                "column `{}` has type {}, which the engine does not read",
-                c.name, c.data_type
-            )
-        })?;
-        fields.push(Field::new(c.name, dt, true));
-    }
-    Ok(Arc::new(Schema::new(fields)))
+    Ok(contract.sealed_schema())
 }
 
 /// Parquet reading options for sealed files: decrypt through the run's factory, and never

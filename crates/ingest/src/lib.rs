@@ -26,7 +26,6 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_schema::{DataType, TimeUnit};
 use blindwatch_audit::{
     AuditEvent, AuditLog, AuditRecord, DatasetId, PartnerId, Principal, ReasonCode,
 };
@@ -663,9 +662,10 @@ impl Ingestor {
         check_sealed_layout(builder.metadata(), &expected, &retriever)?;
         let fields = builder.schema().fields();
         let types_match = fields.len() == manifest.columns.len()
-            && fields.iter().zip(&manifest.columns).all(|(f, c)| {
-                f.name() == &c.name && sealed_type_name(f.data_type()) == Some(c.data_type.as_str())
-            });
+            && fields
+                .iter()
+                .zip(&manifest.columns)
+                .all(|(f, c)| f.name() == &c.name && *f.data_type() == c.data_type.arrow_type());
         if !types_match {
             return Err(IngestError::Contract(format!(
                 "the file's columns differ from its manifest and the contract of {}",
@@ -803,20 +803,6 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
         }
         hash.update(&buf[..n]);
     }
-}
-
-/// The manifest's type name of a column the sealer writes.
-fn sealed_type_name(dt: &DataType) -> Option<&'static str> {
-    Some(match dt {
-        DataType::FixedSizeBinary(16) => "FixedSizeBinary(16)",
-        DataType::Utf8 => ColumnType::Utf8.arrow_name(),
-        DataType::Int64 => ColumnType::Int64.arrow_name(),
-        DataType::Float64 => ColumnType::Float64.arrow_name(),
-        DataType::Boolean => ColumnType::Bool.arrow_name(),
-        DataType::Date32 => ColumnType::Date.arrow_name(),
-        DataType::Timestamp(TimeUnit::Second, None) => ColumnType::Timestamp.arrow_name(),
-        _ => return None,
-    })
 }
 
 /// Each rejection reason names a column of the export the contract reads (identifier or

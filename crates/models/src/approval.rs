@@ -24,6 +24,8 @@ use crate::model::Model;
 /// The DSSE payload type of an approval.
 pub const APPROVAL_PAYLOAD_TYPE: &str = "application/vnd.blindwatch.model-approval+json";
 
+impl blindwatch_crypto::PlainJson for ApprovalStatement {}
+
 /// What a partner signs.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,8 +45,7 @@ pub fn sign(model: &Model, partner: &str, key: &SigningKey) -> Envelope {
         digest: model.digest(),
         partner: partner.to_owned(),
     };
-    // A struct of strings and integers always serialises.
-    let payload = serde_json::to_vec(&statement).unwrap_or_default();
+    let payload = blindwatch_crypto::plain_json(&statement);
     Envelope::sign(APPROVAL_PAYLOAD_TYPE, &payload, key)
 }
 
@@ -111,7 +112,7 @@ pub struct VerifiedApproval {
 /// The partners whose datasets `checked` reads (the owners named by the contracts).
 pub fn readers(checked: &CheckedModel, contracts: &ContractSet) -> BTreeSet<String> {
     checked
-        .plan
+        .plan()
         .analysis()
         .tables
         .iter()
@@ -213,7 +214,7 @@ impl ApprovedModel {
         &self.checked
     }
     pub fn model(&self) -> &Model {
-        &self.checked.model
+        self.checked.model()
     }
     pub fn digest(&self) -> &Sha256Digest {
         &self.digest
@@ -283,7 +284,7 @@ pub async fn require(
     contracts: &ContractSet,
     catalog: &Catalog,
 ) -> Result<ApprovedModel, RequireError> {
-    let model = &checked.model;
+    let model = checked.model();
     let digest = model.digest();
     let readers = readers(&checked, contracts);
     let partners = partner_keys(catalog).await?;

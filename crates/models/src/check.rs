@@ -15,14 +15,36 @@ use crate::model::{Model, ModelError, SUBJECT_COLUMN};
 /// The name tier conditions see the query's result under.
 pub(crate) const RESULT_TABLE: &str = "m";
 
-/// A model that passed every check, with its plan.
+/// A model that passed every check, with its plan. Only [`check`] builds one, and nothing
+/// can change it afterwards: its fields are private.
 pub struct CheckedModel {
-    pub model: Model,
-    pub plan: CheckedPlan,
+    model: Model,
+    plan: CheckedPlan,
     /// The query's result schema.
-    pub schema: SchemaRef,
+    schema: SchemaRef,
     /// Feature columns: every result column but the subject and the route.
-    pub features: Vec<String>,
+    features: Vec<String>,
+}
+
+impl CheckedModel {
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The model's query, planned and analysed.
+    pub fn plan(&self) -> &CheckedPlan {
+        &self.plan
+    }
+
+    /// The query's result schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Feature columns: every result column but the subject and the route.
+    pub fn features(&self) -> &[String] {
+        &self.features
+    }
 }
 
 /// Evidence values are numbers, dates and times: alerts hold no text.

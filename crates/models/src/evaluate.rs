@@ -78,9 +78,9 @@ pub async fn evaluate(
     now: DateTime<Utc>,
 ) -> Result<Evaluation, EvaluateError> {
     let checked = approved.checked();
-    let model = &checked.model;
+    let model = checked.model();
     let batches = engine
-        .execute(&checked.plan)
+        .execute_at(checked.plan(), Some(now))
         .await
         .map_err(|source| EvaluateError::Engine {
             model: model.id.clone(),
@@ -89,7 +89,7 @@ pub async fn evaluate(
     let schema = batches
         .first()
         .map(RecordBatch::schema)
-        .unwrap_or_else(|| checked.schema.clone());
+        .unwrap_or_else(|| checked.schema().clone());
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
 
     // Tiers over the result, in memory, in a session that holds nothing else.

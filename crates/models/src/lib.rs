@@ -12,6 +12,9 @@
 //!   the command line and the server, and the re-check before every run.
 //! - [`evaluate`]: runs an approved model through the engine, decides each subject's tier
 //!   (first matching tier wins), turns tokens into pseudonyms at once and buckets evidence.
+//! - [`run`]: the one run service (load, re-check, require approvals, evaluate, record,
+//!   checkpoint) behind `blindwatch run`, the server's run route and scheduler, and the
+//!   benchmark.
 //! - [`record`]: applies a run's findings to the alert store and the audit log together.
 //! - [`summary`]: what the caller of a run sees: subject counts released only at k or more.
 
@@ -21,6 +24,7 @@ pub mod evaluate;
 pub mod model;
 pub mod record;
 pub mod registry;
+pub mod run;
 pub mod summary;
 
 pub use approval::{ApprovedModel, Unapproved};
@@ -29,4 +33,5 @@ pub use evaluate::{Evaluation, evaluate};
 pub use model::{Category, Model, ModelError, TierRule, load_dir};
 pub use record::{RecordError, record_run};
 pub use registry::{Registry, RegistryError, Submission};
+pub use run::{ModelRunReport, RunError, RunFailed, RunService, run_time};
 pub use summary::{Counts, RunSummary, SubjectCount};

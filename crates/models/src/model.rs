@@ -33,7 +33,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use blindwatch_alerts::{Tier, parse_tier, tier_rank};
-use blindwatch_audit::{ModelId, Sha256Digest};
+use blindwatch_audit::{ModelId, Purpose, Sha256Digest};
 use blindwatch_common::IdentifierKind;
 use blindwatch_contract::RevealAs;
 
@@ -159,7 +159,7 @@ pub struct Model {
     pub version: u32,
     pub title: Title,
     pub category: Category,
-    pub purpose: String,
+    pub purpose: Purpose,
     pub subject: IdentifierKind,
     pub route: String,
     pub schedule: std::time::Duration,
@@ -195,6 +195,9 @@ struct Canonical<'a> {
     query: &'a str,
     tiers: Vec<CanonicalTier<'a>>,
 }
+
+// Strings, integers and string-keyed maps only.
+impl blindwatch_crypto::PlainJson for Canonical<'_> {}
 
 #[derive(serde::Serialize)]
 struct CanonicalTier<'a> {
@@ -281,10 +284,11 @@ impl Model {
                 "give both a Chinese (`zh`) and an English (`en`) title".into(),
             );
         }
-        if raw.purpose.trim().is_empty() {
+        let purpose = Purpose::new(raw.purpose.as_str()).ok();
+        if purpose.is_none() {
             err(
                 "purpose",
-                "name the purpose the model serves, as the dataset contracts list it".into(),
+                "name the purpose the model serves, as the dataset contracts list it (lowercase letters, digits and `-`)".into(),
             );
         }
         if !is_column_name(&raw.route) || raw.route == SUBJECT_COLUMN {
@@ -383,18 +387,19 @@ impl Model {
                 }
             }
         }
-        if !errors.is_empty() {
+        // A schedule or a purpose that does not parse is one of the errors.
+        let (Some(schedule), Some(purpose), true) = (schedule, purpose, errors.is_empty()) else {
             return Err(errors);
-        }
+        };
         Ok(Model {
             id: raw.id,
             version: raw.version,
             title: raw.title,
             category: raw.category,
-            purpose: raw.purpose,
+            purpose,
             subject: raw.subject,
             route: raw.route,
-            schedule: schedule.unwrap_or_default(),
+            schedule,
             keep_for: raw.keep_for,
             evidence: raw.evidence,
             reveal_as: raw.reveal_as,
@@ -413,7 +418,7 @@ impl Model {
             version: self.version,
             title: &self.title,
             category: self.category,
-            purpose: &self.purpose,
+            purpose: self.purpose.as_str(),
             subject: self.subject.as_str(),
             route: &self.route,
             schedule_seconds: self.schedule.as_secs(),
@@ -432,9 +437,7 @@ impl Model {
                 })
                 .collect(),
         };
-        // Serialising these field types (strings, integers, maps with string keys) cannot
-        // fail; an empty encoding would still be digested, never silently approved.
-        Sha256Digest::of(&serde_json::to_vec(&canonical).unwrap_or_default())
+        Sha256Digest::of(&blindwatch_crypto::plain_json(&canonical))
     }
 
     /// Parses a model received as text (a request body); messages name it `<id>.toml`, as
@@ -539,6 +542,22 @@ tiers = [ { level = "red", when = "n > 2" }, { level = "blue", when = "n > 0" } 
         let errs =
             Model::parse(&GOOD.replace("purpose", "porpose"), Path::new("m.toml")).unwrap_err();
         assert!(errs[0].reason.contains("porpose"), "{errs:?}");
+
+        // A purpose is a purpose as the contracts and the audit log name them, or nothing.
+        for bad in ["", " ", "Fugitive Tracking", "fugitive_tracking"] {
+            let errs = Model::parse(
+                &GOOD.replace(
+                    "purpose = \"fugitive-tracking\"",
+                    &format!("purpose = \"{bad}\""),
+                ),
+                Path::new("m.toml"),
+            )
+            .unwrap_err();
+            assert!(
+                errs.iter().any(|e| e.field == "purpose"),
+                "{bad:?}: {errs:?}"
+            );
+        }
 
         let errs = Model::parse(
             &GOOD.replace(

@@ -64,6 +64,7 @@ pub async fn record_run(
                     Change::Raised | Change::Lowered => AuditEvent::AlertTierChanged {
                         alert: c.alert.clone(),
                         model: model_id.clone(),
+                        // A raise or a lowering always has the tier it left.
                         from: c.from.unwrap_or(c.to),
                         to: c.to,
                         station: c.station.clone(),

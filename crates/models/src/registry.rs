@@ -120,7 +120,7 @@ impl Registry<'_> {
         submissions: &[Submission<'_>],
         signer: Option<&str>,
     ) -> Result<Vec<String>, RegistryError> {
-        let model = &checked.model;
+        let model = checked.model();
         let id = model_id(model)?;
         let digest = model.digest();
         let readers = readers(checked, self.engine.contracts());

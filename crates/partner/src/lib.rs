@@ -18,7 +18,8 @@ pub use blindwatch_crypto::manifest::package_stem;
 pub use input::{Encoding, InputFormat};
 pub use rows::DEFAULT_TOKEN_CACHE_LIMIT;
 pub use seal::{
-    Package, SealError, SealOptions, SealOutcome, SealPermissions, seal, seal_permitting,
+    Package, SealError, SealOptions, SealOutcome, SealPermissions, rejects_dir, seal,
+    seal_permitting,
 };
 
 use blindwatch_crypto::token::Tokenizer;

@@ -8,12 +8,12 @@ use arrow_array::builder::{
     StringBuilder, TimestampSecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use arrow_schema::{DataType, Schema};
 use blindwatch_common::{IdentifierKind, NormaliseError, RawIdentifier, normalise};
 use blindwatch_contract::{ColumnType, Contract, Role};
 use blindwatch_crypto::manifest::attribute_rejection as reject;
-use blindwatch_crypto::token::{TOKEN_LEN, Token, TokenError, Tokenizer};
-use chrono::{NaiveDate, NaiveDateTime};
+use blindwatch_crypto::token::{Token, TokenError, Tokenizer};
+use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use unicode_normalization::UnicodeNormalization;
 
 /// What happens to one input column.
@@ -88,27 +88,6 @@ enum Value {
 /// The reason a row was rejected: column name and a value-free code.
 pub(crate) type Reason = String;
 
-/// Arrow schema of the sealed file, from the contract.
-pub(crate) fn sealed_schema(contract: &Contract) -> Arc<Schema> {
-    let fields: Vec<Field> = contract
-        .sealed_columns()
-        .into_iter()
-        .map(|c| {
-            let dt = match c.data_type.as_str() {
-                "FixedSizeBinary(16)" => DataType::FixedSizeBinary(TOKEN_LEN as i32),
-                "Int64" => DataType::Int64,
-                "Float64" => DataType::Float64,
-                "Boolean" => DataType::Boolean,
-                "Date32" => DataType::Date32,
-                "Timestamp(Second, None)" => DataType::Timestamp(TimeUnit::Second, None),
-                _ => DataType::Utf8,
-            };
-            Field::new(c.name, dt, true)
-        })
-        .collect();
-    Arc::new(Schema::new(fields))
-}
-
 /// Distinct values the per-run token cache holds by default. Beyond it the cache is emptied,
 /// so memory stays bounded on exports of any size (values are then tokenised again, with
 /// the same result). A batch never reads its tokens from the cache alone: see
@@ -147,7 +126,7 @@ impl<'a> Converter<'a> {
                 problems.push(format!("unexpected column `{h}`"));
             }
         }
-        let schema = sealed_schema(contract);
+        let schema = contract.sealed_schema();
         let slot = |name: &str| schema.index_of(name).ok();
         let mut steps = Vec::new();
         for c in &contract.columns {
@@ -450,14 +429,25 @@ fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
     .or_else(|| parse_date(text).and_then(|d| d.and_hms_opt(0, 0, 0)))
 }
 
+/// 1970-01-01 counted from 0001-01-01 (day 1), as Arrow's `Date32` counts from it.
+const UNIX_EPOCH_DAY_FROM_CE: i32 = 719_163;
+
 fn days_since_epoch(d: NaiveDate) -> i32 {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
-    (d - epoch).num_days() as i32
+    d.num_days_from_ce() - UNIX_EPOCH_DAY_FROM_CE
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_count_days_from_1970_like_arrow() {
+        let day = |y, m, d| days_since_epoch(NaiveDate::from_ymd_opt(y, m, d).unwrap());
+        assert_eq!(day(1970, 1, 1), 0);
+        assert_eq!(day(1970, 1, 2), 1);
+        assert_eq!(day(1969, 12, 31), -1);
+        assert_eq!(day(2026, 11, 30), 20_787);
+    }
 
     #[test]
     fn attributes_parse_or_give_a_code() {

@@ -58,11 +58,22 @@ pub struct Package {
     pub manifest: PathBuf,
 }
 
+/// Where the rejects reports of packages sealed into `out_dir` go: beside it, as
+/// `<outbox>.rejects/`, so that the outbox holds only what is sent.
+pub fn rejects_dir(out_dir: &Path) -> PathBuf {
+    let mut name = out_dir
+        .file_name()
+        .map_or_else(|| std::ffi::OsString::from("outbox"), ToOwned::to_owned);
+    name.push(".rejects");
+    out_dir.with_file_name(name)
+}
+
 #[derive(Debug)]
 pub struct SealOutcome {
     pub package: Package,
     pub manifest: Manifest,
-    /// Row number and reason of each rejected row; stays with the partner.
+    /// Row number and reason of each rejected row; stays with the partner, beside the
+    /// outbox ([`rejects_dir`]), never in it.
     pub rejects_report: PathBuf,
     pub nulled_values: BTreeMap<String, u64>,
     pub distinct_tokenised: u64,
@@ -183,7 +194,8 @@ pub fn seal_permitting(
     let stem = package_stem(&contract.partner, &contract.dataset, opts.sequence);
     let parquet_path = opts.out_dir.join(format!("{stem}.parquet"));
     let manifest_path = opts.out_dir.join(format!("{stem}.manifest.json"));
-    let rejects_path = opts.out_dir.join(format!("{stem}.rejects.csv"));
+    let rejects_dir = rejects_dir(opts.out_dir);
+    let rejects_path = rejects_dir.join(format!("{stem}.rejects.csv"));
     for p in [&parquet_path, &manifest_path] {
         if p.exists() {
             return Err(SealError::Exists(p.clone()));
@@ -235,6 +247,7 @@ pub fn seal_permitting(
     let mut writer = ArrowWriter::try_new(sink, converter.schema().clone(), Some(props))
         .map_err(|e| SealError::Parquet(e.to_string()))?;
 
+    std::fs::create_dir_all(&rejects_dir).map_err(out_err)?;
     let rejects_tmp = fsutil::temp_beside(&rejects_path).map_err(out_err)?;
     let mut rejects = BufWriter::new(rejects_tmp.reopen().map_err(out_err)?);
     writeln!(rejects, "row,reason").map_err(out_err)?;

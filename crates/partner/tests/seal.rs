@@ -169,6 +169,17 @@ fn utf8_gbk_and_parquet_exports_seal_to_the_same_rows() {
             "visit_date:bad_date=1"
         ]
     );
+    // The outbox holds only what is sent; the report stays beside it.
+    let outbox = a.package.parquet.parent().unwrap();
+    let mut sent: Vec<_> = std::fs::read_dir(outbox)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    sent.sort();
+    let mut package = vec![a.package.parquet.clone(), a.package.manifest.clone()];
+    package.sort();
+    assert_eq!(sent, package);
+    assert!(!a.rejects_report.starts_with(outbox));
     let report = std::fs::read_to_string(&a.rejects_report).unwrap();
     assert_eq!(
         report,

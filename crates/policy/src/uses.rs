@@ -24,6 +24,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use blindwatch_audit::Purpose;
 use blindwatch_common::IdentifierKind;
 use blindwatch_contract::{ContractSet, Use};
 use blindwatch_crypto::manifest::SealedContent;
@@ -147,9 +148,10 @@ impl Allowed {
 pub fn check_column_uses(
     analysis: &PlanAnalysis,
     contracts: &ContractSet,
-    purpose: &str,
+    purpose: &Purpose,
     outputs: &OutputRule<'_>,
 ) -> Vec<UseRefusal> {
+    let purpose = purpose.as_str();
     let mut refusals = BTreeSet::new();
     let mut refuse = |column: &ColumnRef, used_as: String, reason: String| {
         refusals.insert(UseRefusal {
@@ -287,6 +289,10 @@ mod tests {
     use blindwatch_engine::OutputColumn;
     use std::collections::BTreeMap;
 
+    fn purpose(p: &str) -> Purpose {
+        Purpose::new(p).unwrap()
+    }
+
     fn contracts() -> ContractSet {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/datasets");
         ContractSet::load_dir(&dir).unwrap()
@@ -350,7 +356,7 @@ mod tests {
                 out("n", &[], &[col("hospital.visits", "visit_id")]),
             ],
         );
-        let r = check_column_uses(&a, &contracts(), "fugitive-tracking", &MODEL);
+        let r = check_column_uses(&a, &contracts(), &purpose("fugitive-tracking"), &MODEL);
         assert!(r.is_empty(), "{r:#?}");
     }
 
@@ -359,7 +365,12 @@ mod tests {
         let c = contracts();
         let check = |u: ColumnUse, column: ColumnRef, purpose: &str| {
             let a = analysis(&[(column, u)], vec![]);
-            check_column_uses(&a, &c, purpose, &OutputRule { subject: None })
+            check_column_uses(
+                &a,
+                &c,
+                &super::tests::purpose(purpose),
+                &OutputRule { subject: None },
+            )
         };
         // A token copied out by an aggregate.
         let r = check(agg("max"), col("hospital.visits", "phone"), "analysis");
@@ -435,14 +446,14 @@ mod tests {
                 out("other", std::slice::from_ref(&phone), &[]),
             ],
         );
-        let r = check_column_uses(&a, &contracts(), "fugitive-tracking", &MODEL);
+        let r = check_column_uses(&a, &contracts(), &purpose("fugitive-tracking"), &MODEL);
         assert_eq!(r.len(), 1, "{r:?}");
         assert_eq!(r[0].column, phone);
         assert!(r[0].reason.contains("never reach a result"));
 
         // A subject of the wrong kind.
         let a = analysis(&[], vec![out("subject", std::slice::from_ref(&phone), &[])]);
-        let r = check_column_uses(&a, &contracts(), "fugitive-tracking", &MODEL);
+        let r = check_column_uses(&a, &contracts(), &purpose("fugitive-tracking"), &MODEL);
         assert!(r[0].reason.contains("kind `person`"), "{r:?}");
     }
 }

@@ -255,7 +255,7 @@ struct Checked {
 async fn check(
     engine: &Engine,
     sql_text: &str,
-    purpose: &str,
+    purpose: &Purpose,
     settings: &GateSettings,
 ) -> Result<Checked, QueryError> {
     let analysis = language::parse(sql_text, engine.contracts(), &settings.limits)
@@ -266,7 +266,7 @@ async fn check(
             message: "every table must be joined to the others through token equalities".into(),
         }));
     }
-    let noise = settings.purpose(purpose).noise;
+    let noise = settings.purpose(purpose.as_str()).noise;
     let plan = sql::plan(&analysis, engine.contracts(), noise)
         .map_err(|e| QueryError::Plan(e.to_string()))?;
     // The one column-use checker, on the question as asked.
@@ -293,7 +293,7 @@ async fn answer_inner(
     settings: &GateSettings,
     principal: &AuditPrincipal,
 ) -> Result<(QueryResult, u64), QueryError> {
-    let checked = check(engine, sql_text, purpose.as_str(), settings).await?;
+    let checked = check(engine, sql_text, purpose, settings).await?;
     let for_purpose = settings.purpose(purpose.as_str());
     let noise = for_purpose.noise.then_some(NoiseParams {
         epsilon: for_purpose.epsilon_per_query,

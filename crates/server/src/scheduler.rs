@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use blindwatch_audit::Principal;
 use blindwatch_engine::Engine;
-use blindwatch_models::{
-    Counts, Model, Registry, RegistryError, RunSummary, evaluate, load_dir, record_run,
-};
+use blindwatch_models::{RegistryError, RunError, RunService, RunSummary, load_dir, run_time};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
@@ -32,9 +30,31 @@ pub fn registry_problem(e: &RegistryError) -> Problem {
     }
 }
 
+/// The problem for a run the model service refused or could not finish.
+fn run_problem(e: &RunError) -> Problem {
+    match e {
+        RunError::Load(errors) => Problem::unprocessable(
+            "model-refused",
+            format!(
+                "a registered model no longer loads: {}",
+                errors.first().map_or_else(String::new, ToString::to_string)
+            ),
+        ),
+        RunError::UnknownModel(_) | RunError::NoModels => Problem::not_found("registered model"),
+        RunError::Refused(refusals) => match refusals.as_slice() {
+            [one] => registry_problem(one),
+            _ => Problem::unprocessable("model-refused", e.to_string()),
+        },
+        RunError::Registry(r) => registry_problem(r),
+        RunError::Evaluate(_) | RunError::Record(_) | RunError::Checkpoint(_) => {
+            Problem::internal(e)
+        }
+    }
+}
+
 /// Evaluates the registered models (or one) as of `now`, records their alerts (audited),
-/// and publishes the changes to the live streams. Every model's checks and partners'
-/// approvals are verified again first; if any fails, none runs (the refusal is audited).
+/// and publishes the changes to the live streams: the model service
+/// ([`blindwatch_models::RunService`]) over a fresh engine (it sees the latest uploads).
 /// Counts in the summaries are released only at `min_group_size` or more.
 pub async fn run_models(
     state: &AppState,
@@ -43,65 +63,34 @@ pub async fn run_models(
     actor: &Principal,
 ) -> Result<Vec<RunSummary>, Problem> {
     let _writer = state.writer.lock().await;
-    let models = load_dir(&state.dir.models_dir()).map_err(|e| {
-        Problem::unprocessable(
-            "model-refused",
-            format!(
-                "a registered model no longer loads: {}",
-                e.first().map_or_else(String::new, ToString::to_string)
-            ),
-        )
-    })?;
-    let models: Vec<Model> = models
-        .into_iter()
-        .filter(|m| only.is_none_or(|id| m.id == id))
-        .collect();
-    if models.is_empty() {
-        return Err(Problem::not_found("registered model"));
-    }
-    let mut engine = Engine::open(&state.dir)
+    let engine = Engine::open(&state.dir)
         .await
         .map_err(|e| Problem::internal(&e))?;
-    engine.set_clock(Some(now));
-    let models_dir = state.dir.models_dir();
-    let registry = Registry {
+    let service = RunService {
         engine: &engine,
-        models_dir: &models_dir,
+        models_dir: &state.dir.models_dir(),
+        alerts: &state.alerts,
+        pseudonyms: &state.pseudonyms,
+        audit: &state.audit,
+        min_group_size: state.gate.min_group_size,
     };
-    let k = state.gate.min_group_size;
-    let mut summaries = Vec::new();
-    let result = async {
-        let mut approved = Vec::new();
-        for model in models {
-            let mut audit = state.audit.lock().await;
-            let a = registry
-                .approved_for_run(&mut audit, actor, model)
-                .await
-                .map_err(|e| registry_problem(&e))?;
-            approved.push(a);
-        }
-        for a in &approved {
-            let evaluation = evaluate(&engine, a, &state.pseudonyms, now)
-                .await
-                .map_err(|e| Problem::internal(&e))?;
-            let counts = Counts::of(&evaluation);
-            let mut audit = state.audit.lock().await;
-            let outcome = record_run(&state.alerts, &mut audit, actor, a.model(), evaluation, now)
-                .await
-                .map_err(|e| Problem::internal(&e))?;
-            drop(audit);
-            state.metrics.model_runs.fetch_add(1, Ordering::Relaxed);
-            summaries.push(RunSummary::new(a.model(), counts, &outcome, k));
-        }
-        Ok::<(), Problem>(())
+    let result = service.run(only, now, actor).await;
+    let recorded = match &result {
+        Ok(reports) => reports.len(),
+        Err(f) => f.recorded.len(),
+    };
+    state
+        .metrics
+        .model_runs
+        .fetch_add(recorded as u64, Ordering::Relaxed);
+    if recorded > 0 {
+        // Whatever was recorded, even before a failure, is real: stream it.
+        state.fanout.publish(&state.alerts).await;
     }
-    .await;
-    // Whatever was recorded before a failure is real: stream it.
-    state.fanout.publish(&state.alerts).await;
-    if let Err(e) = state.audit.lock().await.checkpoint() {
-        tracing::error!(error = %e, "audit checkpoint after model runs failed");
+    match result {
+        Ok(reports) => Ok(reports.into_iter().map(|r| r.summary).collect()),
+        Err(f) => Err(run_problem(&f.error)),
     }
-    result.map(|()| summaries)
 }
 
 /// Runs each registered model every `schedule`, first right after start. A model's failure
@@ -120,15 +109,22 @@ pub async fn run(
     };
     let mut due: HashMap<String, tokio::time::Instant> = HashMap::new();
     loop {
-        let models = load_dir(&state.dir.models_dir()).unwrap_or_default();
         let now = tokio::time::Instant::now();
+        let models = match load_dir(&state.dir.models_dir()) {
+            Ok(models) => models,
+            Err(errors) => {
+                // A broken models folder stops every scheduled run: say so each minute until
+                // it is fixed (the runs themselves refuse, audited, whatever does not check).
+                for e in &errors {
+                    tracing::error!(error = %e, "registered model does not load; no scheduled run");
+                }
+                Vec::new()
+            }
+        };
         for m in &models {
             let at = *due.entry(m.id.clone()).or_insert(now);
             if at <= now {
-                let when = as_of
-                    .and_then(|d| d.and_hms_opt(12, 0, 0))
-                    .map_or_else(Utc::now, |t| t.and_utc());
-                match run_models(&state, Some(&m.id), when, &actor).await {
+                match run_models(&state, Some(&m.id), run_time(as_of), &actor).await {
                     Ok(s) => tracing::info!(model = %m.id, runs = s.len(), "scheduled run"),
                     Err(p) => {
                         tracing::warn!(model = %m.id, problem = %p.detail, "scheduled run failed")

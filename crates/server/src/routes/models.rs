@@ -38,7 +38,7 @@ pub struct ModelInfo {
 fn info(model: &Model, checked: Option<&CheckedModel>, engine: Option<&Engine>) -> ModelInfo {
     let (reads, approvers) = match (checked, engine) {
         (Some(c), Some(e)) => (
-            c.plan.released().keys().cloned().collect(),
+            c.plan().released().keys().cloned().collect(),
             readers(c, e.contracts()).into_iter().collect(),
         ),
         _ => (Vec::new(), Vec::new()),
@@ -49,7 +49,7 @@ fn info(model: &Model, checked: Option<&CheckedModel>, engine: Option<&Engine>) 
         category: model.category.as_str(),
         title_zh: model.title.zh.clone(),
         title_en: model.title.en.clone(),
-        purpose: model.purpose.clone(),
+        purpose: model.purpose.to_string(),
         schedule_seconds: model.schedule.as_secs(),
         keep_for: model.keep_for,
         tiers: model.tiers.len(),
@@ -109,7 +109,7 @@ pub async fn check(
     let checked = blindwatch_models::check(model, &engine)
         .await
         .map_err(|e| registry_problem(&blindwatch_models::RegistryError::Refused(e)))?;
-    Ok(Json(info(&checked.model, Some(&checked), Some(&engine))))
+    Ok(Json(info(checked.model(), Some(&checked), Some(&engine))))
 }
 
 /// `POST /v1/models/register` with the model file as the body: checked, every partner whose
@@ -264,13 +264,13 @@ pub async fn approve(
     audit.checkpoint().map_err(|e| Problem::internal(&e))?;
     drop(audit);
     submitted.map_err(|e| registry_problem(&e))?;
-    tracing::info!(model = %checked.model.id, %partner, "model approval stored");
+    tracing::info!(model = %checked.model().id, %partner, "model approval stored");
     Ok((
         StatusCode::CREATED,
         Json(ApprovalAccepted {
-            model: checked.model.id.clone(),
-            version: checked.model.version,
-            digest: checked.model.digest().to_string(),
+            model: checked.model().id.clone(),
+            version: checked.model().version,
+            digest: checked.model().digest().to_string(),
             partner,
         }),
     ))
@@ -284,7 +284,7 @@ fn authorize_approval(
     engine: &Engine,
     checked: &CheckedModel,
 ) -> Result<(), Problem> {
-    let allowed = checked.plan.analysis().tables.iter().any(|table| {
+    let allowed = checked.plan().analysis().tables.iter().any(|table| {
         engine.contracts().get(table).is_ok_and(|c| {
             state
                 .authorize(
@@ -339,10 +339,7 @@ pub async fn run(
             .with_rule("bad-as-of"));
         }
     }
-    let now = params
-        .as_of
-        .and_then(|d| d.and_hms_opt(12, 0, 0))
-        .map_or_else(chrono::Utc::now, |t| t.and_utc());
+    let now = blindwatch_models::run_time(params.as_of);
     let actor = crate::auth::audit_principal(&user)?;
     let summaries = run_models(&state, params.model.as_deref(), now, &actor).await?;
     Ok(Json(summaries))
