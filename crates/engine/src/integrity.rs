@@ -1,8 +1,10 @@
 //! File integrity before reading: a contribution's stored file must hash to the SHA-256 the
 //! catalog recorded and the signed manifest carries. Hashes are computed once per engine and
-//! file, and again whenever the file's size or modification time changes (a rewrite that
-//! keeps both — same length, within one tick of the file system's clock — is noticed by the
-//! next engine instance). A file that fails is hashed again at every check.
+//! file (clones of an engine, as the server's requests use, share the cache), and again
+//! whenever the file's size or modification time changes. A rewrite that keeps both — same
+//! length, the time set back — is still caught when read: every page and the footer are
+//! authenticated (AES-GCM) as they are decrypted, under keys only that package's manifest
+//! wraps. A file that fails is hashed again at every check.
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -67,7 +67,9 @@ pub(crate) struct Snapshot {
     planner: SessionContext,
 }
 
-/// The evaluation engine over one platform data directory.
+/// The evaluation engine over one platform data directory. A clone is cheap and shares the
+/// tables' snapshot and the integrity cache (a file already verified is not hashed again).
+#[derive(Clone)]
 pub struct Engine {
     id: u64,
     root: PathBuf,
@@ -81,6 +83,39 @@ pub struct Engine {
     /// DataFusion's memory pool per execution, bytes (None: unbounded). An execution that
     /// needs more fails with `EngineError::Resources` instead of exhausting the machine.
     memory_limit: Option<usize>,
+    /// What the snapshot was loaded from: the catalog's version and the contract files.
+    sources: Sources,
+}
+
+/// What an engine's tables depend on; a change means the snapshot must be loaded again.
+#[derive(Clone, PartialEq, Eq)]
+struct Sources {
+    catalog: (i64, i64),
+    contracts: Vec<(std::ffi::OsString, u64, Option<std::time::SystemTime>)>,
+}
+
+impl Sources {
+    async fn read(root: &std::path::Path, catalog: &Catalog) -> Result<Sources, EngineError> {
+        let catalog = catalog.version().await?;
+        let dir = DataDir::new(root.to_owned()).contracts_dir();
+        // An unreadable folder reads as empty, which differs from what was loaded: the
+        // refresh then loads the contracts, and that says what is wrong.
+        let mut contracts: Vec<_> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| {
+                let meta = entry.metadata().ok();
+                (
+                    entry.file_name(),
+                    meta.as_ref().map_or(0, std::fs::Metadata::len),
+                    meta.and_then(|m| m.modified().ok()),
+                )
+            })
+            .collect();
+        contracts.sort();
+        Ok(Sources { catalog, contracts })
+    }
 }
 
 fn session_config() -> SessionConfig {
@@ -108,6 +143,7 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let root =
             std::path::absolute(data_dir.root()).unwrap_or_else(|_| data_dir.root().to_owned());
+        let sources = Sources::read(&root, &catalog).await?;
         let snapshot = Arc::new(load_snapshot(&root, &catalog, &contracts).await?);
         Ok(Engine {
             id: NEXT_ENGINE.fetch_add(1, Ordering::Relaxed),
@@ -119,7 +155,23 @@ impl Engine {
             integrity: Arc::default(),
             clock: None,
             memory_limit: None,
+            sources,
         })
+    }
+
+    /// Loads the contracts and tables again if a contribution was accepted, a token
+    /// generation started or a contract file changed since they were loaded (by this
+    /// process or another); says whether it did. File hashes already checked stay cached.
+    pub async fn refresh_if_changed(&mut self) -> Result<bool, EngineError> {
+        let sources = Sources::read(&self.root, &self.catalog).await?;
+        if sources == self.sources {
+            return Ok(false);
+        }
+        let dir = DataDir::new(self.root.clone());
+        self.contracts = ContractSet::load_dir(&dir.contracts_dir())?;
+        self.snapshot = Arc::new(load_snapshot(&self.root, &self.catalog, &self.contracts).await?);
+        self.sources = sources;
+        Ok(true)
     }
 
     /// Reads the catalog again (new contributions). Plans made before keep reading what they

@@ -742,6 +742,10 @@ async fn append_and_replace() {
     )
     .await;
     let mut engine = p.engine().await;
+    assert!(
+        !engine.refresh_if_changed().await.unwrap(),
+        "nothing changed"
+    );
     send_sync(&engine);
     let plan = engine.plan("SELECT 1").await.unwrap();
     send_sync(&plan);
@@ -772,11 +776,34 @@ async fn append_and_replace() {
     )
     .await;
     let stale = engine.plan(count_visits).await.unwrap();
-    engine.refresh().await.unwrap();
+    let before = engine.clone();
+    assert!(
+        engine.refresh_if_changed().await.unwrap(),
+        "new contributions"
+    );
+    assert!(!engine.refresh_if_changed().await.unwrap(), "nothing since");
+    // A clone taken before keeps its tables; the refreshed engine sees the new ones.
+    assert_eq!(single_i64(&run(&before, count_visits).await), 12);
     assert_eq!(single_i64(&run(&engine, count_visits).await), 20);
     assert_eq!(single_i64(&run(&engine, count_wanted).await), 2);
     // A plan keeps reading what it was planned over.
     assert_eq!(single_i64(&engine.execute(&stale).await.unwrap()), 12);
+
+    // A contract file written again counts as a change (contracts are loaded again too).
+    let contract = std::fs::read_dir(p.data.contracts_dir())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read(&contract).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&contract, [&text[..], b"\n"].concat()).unwrap();
+    assert!(
+        engine.refresh_if_changed().await.unwrap(),
+        "a contract changed"
+    );
+    assert_eq!(single_i64(&run(&engine, count_visits).await), 20);
 
     let tables = engine.tables();
     let visits = tables.iter().find(|t| t.name == "hospital.visits").unwrap();

@@ -152,10 +152,10 @@ impl RevealPlan {
     /// columns of that lineage. Refused when the model changed or nothing is revealable.
     pub async fn resolve(
         dir: &DataDir,
+        engine: Engine,
         police_partner: &str,
         alert: &Alert,
     ) -> Result<RevealPlan, RevealError> {
-        let engine = Engine::open(dir).await?;
         let path = dir.models_dir().join(format!("{}.toml", alert.model));
         let model = Model::load(&path).map_err(|_| RevealError::ModelChanged)?;
         if model.id != alert.model

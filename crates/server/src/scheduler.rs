@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use blindwatch_audit::Principal;
-use blindwatch_engine::Engine;
 use blindwatch_models::{RegistryError, RunError, RunService, RunSummary, load_dir, run_time};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
@@ -63,9 +62,7 @@ pub async fn run_models(
     actor: &Principal,
 ) -> Result<Vec<RunSummary>, Problem> {
     let _writer = state.writer.lock().await;
-    let engine = Engine::open(&state.dir)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+    let engine = state.engine().await.map_err(|e| Problem::internal(&e))?;
     let service = RunService {
         engine: &engine,
         models_dir: &state.dir.models_dir(),

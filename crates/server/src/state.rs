@@ -6,6 +6,7 @@ use blindwatch_access::{AccessPolicies, Action, Context, Org, Resource};
 use blindwatch_alerts::{Alert, AlertStore, Pseudonymizer, tier_rank};
 use blindwatch_audit::{AuditLog, AuditRecord};
 use blindwatch_crypto::wrap::PlatformPrivateKey;
+use blindwatch_engine::{Engine, EngineError};
 use blindwatch_query::GateSettings;
 use blindwatch_store::{Catalog, DataDir};
 use tokio::sync::{Mutex, watch};
@@ -35,6 +36,9 @@ pub struct Inner {
     /// Model runs, uploads and model registration change what the engine sees; one at a time.
     pub writer: Mutex<()>,
     pub metrics: Metrics,
+    /// The server's one engine, opened on first use and loaded again when the catalog or
+    /// the contracts change; requests work on cheap clones that share its integrity cache.
+    engine: Mutex<Option<Engine>>,
     pub limits: crate::Limits,
     pub rate: crate::limits::RateLimiter,
     pub fanout: Fanout,
@@ -138,12 +142,30 @@ impl AppState {
             audit: Mutex::new(audit),
             writer: Mutex::new(()),
             metrics: Metrics::default(),
+            engine: Mutex::new(None),
             limits: config.limits.clone(),
             rate: crate::limits::RateLimiter::new(&config.limits),
             fanout,
             shutdown,
             revocations,
         })))
+    }
+
+    /// The engine, current with the catalog and the contracts (a contribution accepted or a
+    /// contract changed, by this server or another process, is seen by the next request).
+    pub async fn engine(&self) -> Result<Engine, EngineError> {
+        let mut slot = self.engine.lock().await;
+        // Taken out while refreshed: a refresh that fails leaves nothing behind, and the
+        // next request opens the engine afresh.
+        let engine = match slot.take() {
+            Some(mut engine) => {
+                engine.refresh_if_changed().await?;
+                engine
+            }
+            None => Engine::open(&self.dir).await?,
+        };
+        *slot = Some(engine.clone());
+        Ok(engine)
     }
 
     pub async fn close(&self) {

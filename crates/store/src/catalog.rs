@@ -155,6 +155,17 @@ impl Catalog {
         &self.pool
     }
 
+    /// Changes whenever a contribution is accepted or a token generation starts (both
+    /// append-only): an engine compares it to know whether its tables are current.
+    pub async fn version(&self) -> Result<(i64, i64), CatalogError> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT coalesce(max(id), 0) FROM contributions), \
+                    (SELECT count(*) FROM token_generations)",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     pub async fn close(self) {
         self.pool.close().await;
     }

@@ -579,22 +579,27 @@ pub async fn reveal(
         }
     };
     // Where the subject comes from, before anything revealable is read.
-    let plan = match RevealPlan::resolve(&state.dir, state.org.police_partner(), &alert).await {
-        Ok(p) => p,
-        Err(e) => {
-            return match e.rule() {
-                Some(rule) => {
-                    let status = if rule == "model-changed" {
-                        StatusCode::CONFLICT
-                    } else {
-                        StatusCode::UNPROCESSABLE_ENTITY
-                    };
-                    refuse(refusal(status, rule, e.to_string()), rule).await
-                }
-                None => refuse(Problem::internal(&e), "internal").await,
-            };
-        }
+    let engine = match state.engine().await {
+        Ok(e) => e,
+        Err(e) => return refuse(Problem::internal(&e), "internal").await,
     };
+    let plan =
+        match RevealPlan::resolve(&state.dir, engine, state.org.police_partner(), &alert).await {
+            Ok(p) => p,
+            Err(e) => {
+                return match e.rule() {
+                    Some(rule) => {
+                        let status = if rule == "model-changed" {
+                            StatusCode::CONFLICT
+                        } else {
+                            StatusCode::UNPROCESSABLE_ENTITY
+                        };
+                        refuse(refusal(status, rule, e.to_string()), rule).await
+                    }
+                    None => refuse(Problem::internal(&e), "internal").await,
+                };
+            }
+        };
     // The request is on record before anything is read; the justification goes into the
     // alert's history (the audit log holds codes only).
     state.audit(vec![requested.clone()]).await?;

@@ -71,9 +71,7 @@ fn parse(text: &str) -> Result<Model, Problem> {
 }
 
 async fn engine(state: &AppState) -> Result<Engine, Problem> {
-    Engine::open(&state.dir)
-        .await
-        .map_err(|e| Problem::internal(&e))
+    state.engine().await.map_err(|e| Problem::internal(&e))
 }
 
 /// `GET /v1/models`: the registered models.

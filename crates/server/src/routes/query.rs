@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use blindwatch_access::{Action, Context, Resource};
 use blindwatch_audit::{AuditEvent, AuditRecord, Purpose, ReasonCode};
-use blindwatch_engine::Engine;
 use blindwatch_query::{QueryError, QueryResult};
 
 use crate::auth::{Caller, audit_principal};
@@ -70,7 +69,7 @@ pub async fn query(
         .map_err(|e| Problem::internal(&e))?;
         return Err(p);
     }
-    let mut engine = match Engine::open(&state.dir).await {
+    let mut engine = match state.engine().await {
         Ok(e) => e,
         Err(e) => {
             let mut audit = state.audit.lock().await;
