@@ -53,7 +53,7 @@ fn run_problem(e: &RunError) -> Problem {
 
 /// Evaluates the registered models (or one) as of `now`, records their alerts (audited),
 /// and publishes the changes to the live streams: the model service
-/// ([`blindwatch_models::RunService`]) over a fresh engine (it sees the latest uploads).
+/// ([`blindwatch_models::RunService`]) over the server's engine (current with the latest uploads).
 /// Counts in the summaries are released only at `min_group_size` or more.
 pub async fn run_models(
     state: &AppState,
