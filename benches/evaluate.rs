@@ -130,6 +130,7 @@ async fn one(persons: u64) {
     );
     let expected = expected_alerts(&city, &tokenizer, &pseudonyms);
     let models_dir = dir.models_dir();
+    let audit = tokio::sync::Mutex::new(audit);
     let registry = blindwatch_models::Registry {
         engine: &engine,
         models_dir: &models_dir,
@@ -150,13 +151,7 @@ async fn one(persons: u64) {
             .collect();
         let text = std::fs::read_to_string(&checked.model().file).unwrap();
         registry
-            .register(
-                &mut audit,
-                &actor,
-                &text,
-                &checked.model().file,
-                &submissions,
-            )
+            .register(&audit, &actor, &text, &checked.model().file, &submissions)
             .await
             .unwrap();
         println!(
@@ -165,7 +160,6 @@ async fn one(persons: u64) {
             t.elapsed().as_secs_f64() * 1e3
         );
     }
-    let audit = tokio::sync::Mutex::new(audit);
     let service = blindwatch_models::RunService {
         engine: &engine,
         models_dir: &models_dir,

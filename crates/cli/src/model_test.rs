@@ -310,7 +310,13 @@ async fn run_case(model: &Model, case: &Case) -> anyhow::Result<()> {
         .collect();
     let actor = Principal::new("platform")?;
     registry
-        .submit_approvals(&mut audit, &actor, &checked, &submissions, None)
+        .submit_approvals(
+            &tokio::sync::Mutex::new(audit),
+            &actor,
+            &checked,
+            &submissions,
+            None,
+        )
         .await?;
     let approved = approval::require(checked, engine.contracts(), engine.catalog()).await?;
     let pseudonyms = Pseudonymizer::read(&dir.deployment_key())?;

@@ -245,7 +245,7 @@ pub async fn model_register(
         engine: &engine,
         models_dir: &models_dir,
     };
-    let mut audit = dir.open_audit_log()?;
+    let audit = tokio::sync::Mutex::new(dir.open_audit_log()?);
     let actor = Principal::new("platform")?;
     let mut refused = 0;
     for file in files {
@@ -271,7 +271,7 @@ pub async fn model_register(
             })
             .collect();
         match registry
-            .register(&mut audit, &actor, &text, file, &submissions)
+            .register(&audit, &actor, &text, file, &submissions)
             .await
         {
             Ok(approved) => {
@@ -292,7 +292,7 @@ pub async fn model_register(
             Err(e) => return Err(e.into()),
         }
     }
-    audit.checkpoint()?;
+    audit.into_inner().checkpoint()?;
     if refused > 0 {
         bail!("{refused} model(s) refused; they were not registered");
     }

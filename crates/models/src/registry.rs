@@ -11,6 +11,7 @@ use blindwatch_audit::{
 use blindwatch_common::fsutil;
 use blindwatch_engine::Engine;
 use blindwatch_store::CatalogError;
+use tokio::sync::Mutex;
 
 use crate::approval::{
     self, ApprovedModel, Refused, RequireError, Unapproved, VerifiedApproval, partner_keys, readers,
@@ -114,7 +115,7 @@ impl Registry<'_> {
     /// audited and returned. Returns the approving partners.
     pub async fn submit_approvals(
         &self,
-        audit: &mut AuditLog,
+        audit: &Mutex<AuditLog>,
         actor: &Principal,
         checked: &CheckedModel,
         submissions: &[Submission<'_>],
@@ -152,7 +153,7 @@ impl Registry<'_> {
                     },
                 ));
             }
-            audit.append_batch(&records)?;
+            audit.lock().await.append_batch(&records)?;
             return Err(RegistryError::Approvals(failures));
         }
         let mut records = Vec::new();
@@ -168,7 +169,7 @@ impl Registry<'_> {
             ));
         }
         // Audited before stored: nothing is kept that the log does not show.
-        audit.append_batch(&records)?;
+        audit.lock().await.append_batch(&records)?;
         for v in &verified {
             self.engine
                 .catalog()
@@ -183,7 +184,7 @@ impl Registry<'_> {
     /// for want of approvals names the partners and is audited; it installs nothing.
     pub async fn register(
         &self,
-        audit: &mut AuditLog,
+        audit: &Mutex<AuditLog>,
         actor: &Principal,
         text: &str,
         file: &Path,
@@ -196,7 +197,7 @@ impl Registry<'_> {
                 let model = Model::parse(text, file)
                     .ok()
                     .and_then(|m| ModelId::new(&m.id).ok());
-                audit.append(&AuditRecord::now(
+                audit.lock().await.append(&AuditRecord::now(
                     actor.clone(),
                     AuditEvent::ModelRegistrationAttemptRefused {
                         model,
@@ -220,7 +221,7 @@ impl Registry<'_> {
         {
             Ok(a) => a,
             Err(RequireError::Unapproved(u)) => {
-                audit.append(&AuditRecord::now(
+                audit.lock().await.append(&AuditRecord::now(
                     actor.clone(),
                     AuditEvent::ModelRegistrationRefused {
                         model: ModelId::new(&u.model)?,
@@ -235,7 +236,7 @@ impl Registry<'_> {
             Err(e) => return Err(e.into()),
         };
         let model = approved.model();
-        audit.append(&AuditRecord::now(
+        audit.lock().await.append(&AuditRecord::now(
             actor.clone(),
             AuditEvent::ModelRegistered {
                 model: model_id(model)?,
@@ -258,7 +259,7 @@ impl Registry<'_> {
     /// whose approvals are missing or stale is refused, audited, and not run.
     pub async fn approved_for_run(
         &self,
-        audit: &mut AuditLog,
+        audit: &Mutex<AuditLog>,
         actor: &Principal,
         model: Model,
     ) -> Result<ApprovedModel, RegistryError> {
@@ -268,7 +269,7 @@ impl Registry<'_> {
         match approval::require(checked, self.engine.contracts(), self.engine.catalog()).await {
             Ok(a) => Ok(a),
             Err(RequireError::Unapproved(u)) => {
-                audit.append(&AuditRecord::now(
+                audit.lock().await.append(&AuditRecord::now(
                     actor.clone(),
                     AuditEvent::ModelRunRefused {
                         model: ModelId::new(&u.model)?,

@@ -150,8 +150,7 @@ impl RunService<'_> {
         let mut approved = Vec::new();
         let mut refusals = Vec::new();
         for model in models {
-            let mut audit = self.audit.lock().await;
-            match registry.approved_for_run(&mut audit, actor, model).await {
+            match registry.approved_for_run(self.audit, actor, model).await {
                 Ok(a) => approved.push(a),
                 Err(e @ (RegistryError::Refused(_) | RegistryError::Unapproved(_))) => {
                     refusals.push(e);

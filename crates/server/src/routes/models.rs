@@ -152,12 +152,16 @@ pub async fn register(
         engine: &engine,
         models_dir: &models_dir,
     };
-    let mut audit = state.audit.lock().await;
+    // The registry checks first and holds the audit log only to append.
     let registered = registry
-        .register(&mut audit, &actor, &body, &model.file, &[])
+        .register(&state.audit, &actor, &body, &model.file, &[])
         .await;
-    audit.checkpoint().map_err(|e| Problem::internal(&e))?;
-    drop(audit);
+    state
+        .audit
+        .lock()
+        .await
+        .checkpoint()
+        .map_err(|e| Problem::internal(&e))?;
     let approved = registered.map_err(|e| registry_problem(&e))?;
     Ok((
         StatusCode::CREATED,
@@ -246,10 +250,9 @@ pub async fn approve(
         models_dir: &models_dir,
     };
     let envelope = serde_json::to_vec(&body.approval).map_err(|e| Problem::internal(&e))?;
-    let mut audit = state.audit.lock().await;
     let submitted = registry
         .submit_approvals(
-            &mut audit,
+            &state.audit,
             &actor,
             &checked,
             &[Submission {
@@ -259,8 +262,12 @@ pub async fn approve(
             Some(&partner),
         )
         .await;
-    audit.checkpoint().map_err(|e| Problem::internal(&e))?;
-    drop(audit);
+    state
+        .audit
+        .lock()
+        .await
+        .checkpoint()
+        .map_err(|e| Problem::internal(&e))?;
     submitted.map_err(|e| registry_problem(&e))?;
     tracing::info!(model = %checked.model().id, %partner, "model approval stored");
     Ok((
