@@ -106,8 +106,18 @@ impl LinkageKey {
 /// Consortium mode: token = first 16 bytes of HMAC-SHA256(K_kind, kind ‖ 0x1f ‖ value),
 /// with K_kind = HKDF-SHA256(linkage key, salt "blindwatch-linkage-v1", info kind).
 pub struct ConsortiumTokenizer {
-    keys: Vec<(IdentifierKind, hmac::Key)>,
+    keys: KindKeys,
     key_id: KeyId,
+}
+
+/// One HMAC key per identifier kind, a field each: looking one up is an exhaustive match,
+/// with no fallback to another kind's key.
+struct KindKeys {
+    person: hmac::Key,
+    phone: hmac::Key,
+    address: hmac::Key,
+    plate: hmac::Key,
+    name: hmac::Key,
 }
 
 struct HkdfLen(usize);
@@ -123,19 +133,24 @@ impl ConsortiumTokenizer {
             .extract(linkage.0.as_ref());
         let derive = |info: &[u8]| -> Zeroizing<[u8; 32]> {
             let mut out = Zeroizing::new([0u8; 32]);
-            // HKDF-Expand to 32 bytes cannot fail: the length is far below 255 * 32.
-            if let Ok(okm) = prk.expand(&[info], HkdfLen(32)) {
-                let _ = okm.fill(out.as_mut());
-            }
+            // PANIC SAFETY: HKDF-Expand fails only past 255 × 32 bytes of output; this asks
+            // for 32. A silent fallback would key tokens with zeros.
+            #[allow(clippy::expect_used)]
+            prk.expand(&[info], HkdfLen(32))
+                .and_then(|okm| okm.fill(out.as_mut()))
+                .expect("HKDF-Expand to 32 bytes");
             out
         };
-        let keys = IdentifierKind::ALL
-            .into_iter()
-            .map(|kind| {
-                let k = derive(kind.as_str().as_bytes());
-                (kind, hmac::Key::new(hmac::HMAC_SHA256, k.as_ref()))
-            })
-            .collect();
+        let key = |kind: IdentifierKind| {
+            hmac::Key::new(hmac::HMAC_SHA256, derive(kind.as_str().as_bytes()).as_ref())
+        };
+        let keys = KindKeys {
+            person: key(IdentifierKind::Person),
+            phone: key(IdentifierKind::Phone),
+            address: key(IdentifierKind::Address),
+            plate: key(IdentifierKind::Plate),
+            name: key(IdentifierKind::Name),
+        };
         // The key id is derived under its own label so it says nothing of the HMAC keys.
         let id_material = derive(b"key-id");
         let key_id = KeyId::derive("consortium", id_material.as_ref());
@@ -143,9 +158,13 @@ impl ConsortiumTokenizer {
     }
 
     fn key(&self, kind: IdentifierKind) -> &hmac::Key {
-        // ALL covers every kind, so the lookup always succeeds; index 0 is a safe fallback.
-        let idx = self.keys.iter().position(|(k, _)| *k == kind).unwrap_or(0);
-        &self.keys[idx].1
+        match kind {
+            IdentifierKind::Person => &self.keys.person,
+            IdentifierKind::Phone => &self.keys.phone,
+            IdentifierKind::Address => &self.keys.address,
+            IdentifierKind::Plate => &self.keys.plate,
+            IdentifierKind::Name => &self.keys.name,
+        }
     }
 
     pub fn tokenize_one(&self, input: &RawIdentifier) -> Token {
@@ -205,5 +224,36 @@ mod tests {
             b"phone\x1f13812345678",
         );
         assert_eq!(t.tokenize_one(&id).as_bytes(), &tag.as_ref()[..16]);
+    }
+
+    #[test]
+    fn every_kind_is_keyed_with_its_own_key() {
+        let t = ConsortiumTokenizer::new(&LinkageKey::from_bytes([3; 32]));
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"blindwatch-linkage-v1").extract(&[3; 32]);
+        let values = [
+            (IdentifierKind::Person, "11010519491231002X"),
+            (IdentifierKind::Phone, "13812345678"),
+            (IdentifierKind::Address, "北京市东城区景山前街4号"),
+            (IdentifierKind::Plate, "京A12345"),
+            (IdentifierKind::Name, "张三"),
+        ];
+        assert_eq!(values.len(), IdentifierKind::ALL.len());
+        for (kind, raw) in values {
+            let id = normalise(kind, raw).unwrap();
+            let mut k = [0u8; 32];
+            prk.expand(&[kind.as_str().as_bytes()], HkdfLen(32))
+                .unwrap()
+                .fill(&mut k)
+                .unwrap();
+            let tag = hmac::sign(
+                &hmac::Key::new(hmac::HMAC_SHA256, &k),
+                &id.tokenizer_input(),
+            );
+            assert_eq!(
+                t.tokenize_one(&id).as_bytes(),
+                &tag.as_ref()[..16],
+                "{kind:?}"
+            );
+        }
     }
 }

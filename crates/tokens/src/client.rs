@@ -106,7 +106,11 @@ fn agent(endpoint: &Endpoint) -> Result<(ureq::Agent, String), TokenError> {
             "`{base}` is not a URL: give the authority as https://HOST:PORT"
         ))
     })?;
-    let host = uri.host().unwrap_or_default();
+    let host = uri.host().ok_or_else(|| {
+        TokenError::Unreachable(format!(
+            "`{base}` names no host: give the authority as https://HOST:PORT"
+        ))
+    })?;
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(10)))
