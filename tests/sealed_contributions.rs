@@ -805,6 +805,21 @@ fn hostile_packages_are_refused_and_change_nothing() {
 
     // --- Not sealed as the manifest says.
     case!("plain Parquet", &resealed(Layout::Plain), "sealing:");
+    // The tokens counted at sealing must be the file's: one more (here, more than the rows:
+    // the manifest's own grammar refuses it) or one fewer (the file is counted) is refused.
+    for (what, delta, check) in [
+        ("one more", 1i64, "manifest:"),
+        ("one fewer", -1, "contract:"),
+    ] {
+        case!(
+            format!("a token count {what} than the file holds"),
+            &good.clone().edit(|m| {
+                let n = m.token_counts.values_mut().next().unwrap();
+                *n = n.checked_add_signed(delta).unwrap();
+            }),
+            check,
+        );
+    }
     case!(
         "plaintext footer",
         &resealed(Layout::PlaintextFooter),
