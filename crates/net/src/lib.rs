@@ -365,3 +365,6 @@ impl hyper::service::Service<hyper::Request<Incoming>> for RequestService {
 }
 
 pub mod problem;
+pub mod rate;
+
+pub use rate::RateLimiter;

@@ -1,9 +1,8 @@
-//! Per-user request rates: a token bucket for each authenticated user, so one caller (or a
-//! stolen token) cannot take the server from everyone else.
+//! The server's limits besides connections: per-user request rates (a token bucket for each
+//! authenticated user, so one caller or a stolen token cannot take the server from everyone
+//! else), query time and memory.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 
@@ -33,57 +32,27 @@ impl Default for Limits {
     }
 }
 
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// Token buckets keyed by the user's principal name (only authenticated users get one, so
-/// the map is bounded by the users table).
-pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
+/// Per-user token buckets ([`blindwatch_net::RateLimiter`]) answering with the 429 problem.
+pub struct RateLimiter(blindwatch_net::RateLimiter);
 
 impl RateLimiter {
     pub fn new(limits: &Limits) -> RateLimiter {
-        RateLimiter {
-            rate: limits.requests_per_second.max(f64::MIN_POSITIVE),
-            burst: f64::from(limits.burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
-        }
+        RateLimiter(blindwatch_net::RateLimiter::new(
+            limits.requests_per_second,
+            limits.burst,
+        ))
     }
 
     /// Takes one request from `user`'s bucket; a 429 problem with `Retry-After` when empty.
     pub fn take(&self, user: &str) -> Result<(), Problem> {
-        let now = Instant::now();
-        // A poisoned map only means another request panicked mid-update: the buckets are
-        // still numbers, keep using them.
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let bucket = buckets.entry(user.to_owned()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
-        let refill = now.duration_since(bucket.at).as_secs_f64() * self.rate;
-        bucket.tokens = (bucket.tokens + refill).min(self.burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            return Ok(());
-        }
-        let wait = ((1.0 - bucket.tokens) / self.rate).ceil().max(1.0);
-        // `as` saturates; wait is at least 1.
-        let seconds = wait as u64;
-        Err(Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            format!("too many requests from this user; try again in {seconds} s (the server's per-user rate limit, see `blindwatch serve --help`)"),
-        )
-        .retry_after(seconds))
+        self.0.take(user).map_err(|seconds| {
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                format!("too many requests from this user; try again in {seconds} s (the server's per-user rate limit, see `blindwatch serve --help`)"),
+            )
+            .retry_after(seconds)
+        })
     }
 }
 

@@ -18,9 +18,8 @@
 //! nonce's digest, never the elements) → answer. Refused requests leave no nonce behind. If
 //! the audit entry cannot be written the answer is withheld and the quota released.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -42,7 +41,7 @@ use chrono::NaiveDate;
 
 use crate::auth::{self, NonceBook};
 use crate::ledger::{self, Usage, Used};
-use crate::policy::{Limits, Quotas, RateLimit};
+use crate::policy::{Limits, Quotas};
 use crate::{AuthorityDir, AuthorityError};
 
 /// The one answer to an unknown partner and to a signature that does not verify.
@@ -112,28 +111,6 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// A partner's request allowance: a token bucket.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    /// Takes one request, or says how many seconds until one is allowed.
-    fn take(&mut self, rate: RateLimit, now: Instant) -> Result<(), u64> {
-        let per_second = f64::from(rate.per_second);
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * per_second).min(f64::from(rate.burst));
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - self.tokens) / per_second).ceil().max(1.0) as u64)
-        }
-    }
-}
-
 /// The audit log and the usage it records (so a checkpoint's ledger matches the log).
 struct Journal {
     log: AuditLog,
@@ -150,7 +127,8 @@ pub struct Authority {
     /// Reserved usage (the logged usage plus requests being evaluated).
     usage: Mutex<Usage>,
     nonces: Mutex<NonceBook>,
-    rates: Mutex<HashMap<String, Bucket>>,
+    /// Per-partner token buckets at the quotas' rate.
+    rates: blindwatch_net::RateLimiter,
     journal: Mutex<Journal>,
     /// Verifies the signature of an unknown partner, so that refusal takes as long as a bad
     /// signature's.
@@ -190,6 +168,8 @@ impl Authority {
             nonces = nonces.len(),
             "token authority state recovered"
         );
+        let rates =
+            blindwatch_net::RateLimiter::new(f64::from(quotas.rate.per_second), quotas.rate.burst);
         Ok(Authority {
             key,
             quotas,
@@ -197,7 +177,7 @@ impl Authority {
             partners: RwLock::new(partners),
             usage: Mutex::new(logged.clone()),
             nonces: Mutex::new(nonces),
-            rates: Mutex::new(HashMap::new()),
+            rates,
             journal: Mutex::new(Journal { log, logged }),
             decoy: SigningKey::generate()?.verifying_key(),
         })
@@ -322,14 +302,8 @@ impl Authority {
 
     fn check_rate(&self, partner: &str) -> Result<(), Refusal> {
         let rate = self.quotas.rate;
-        let now = Instant::now();
-        let mut rates = self.rates.lock().unwrap_or_else(PoisonError::into_inner);
-        let bucket = rates.entry(partner.to_owned()).or_insert(Bucket {
-            tokens: f64::from(rate.burst),
-            at: now,
-        });
-        bucket
-            .take(rate, now)
+        self.rates
+            .take(partner)
             .map_err(|retry_after| Refusal::RateLimited {
                 per_second: rate.per_second,
                 burst: rate.burst,
